@@ -1,0 +1,349 @@
+"""Recipes: pydantic schemas (extra="forbid"), TOML loading with line numbers, `--set` overrides.
+
+A recipe error lists every problem at once as `file:line: dotted.key: message`, before any
+model weights load (only the base model's config.json is read, to check the target is feasible).
+
+Example:
+    bgeprune check recipes/50pct.toml --set target.layers=20
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RecipeError
+
+MASK_TYPES = ("layer", "heads", "ffn", "hidden")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseSection(_Section):
+    model: str = Field(description="HF hub id, local model directory, or builtin:NAME")
+    revision: str | None = None
+
+
+class TargetSection(_Section):
+    """Targeted mode names the architecture to reach; sparsity mode one global fraction to remove."""
+
+    mode: Literal["targeted", "sparsity"] = "targeted"
+    layers: int | None = None
+    heads: int | None = None
+    ffn: int | None = None
+    hidden: int | None = None
+    sparsity: float | None = None
+    masks: list[Literal["layer", "heads", "ffn", "hidden"]] | None = None
+
+
+class RunSection(_Section):
+    dir: str | None = Field(None, description="run directory; default runs/<recipe file stem>")
+
+
+class DataSection(_Section):
+    train: list[str] = Field(default_factory=list, description="text/JSONL files, directories or globs")
+    pairs: list[str] = Field(default_factory=list, description='{"query","pos","neg"} JSONL files')
+    max_length: int = Field(128, ge=8)
+
+
+class TrainSection(_Section):
+    steps: int = Field(1000, ge=1)
+    recovery_steps: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=2)
+    lr_weights: float = Field(2e-5, gt=0)
+    lr_gates: float = Field(0.05, gt=0)
+    lr_lambda: float = Field(0.05, gt=0)
+    target_warmup_steps: int = Field(200, ge=0)
+    gate_init: float = 3.0
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_bad_steps: int = Field(20, ge=0)
+    log_every: int = Field(10, ge=1)
+
+
+class DistillSection(_Section):
+    cosine: float = Field(1.0, ge=0)
+    similarity_kl: float = Field(1.0, ge=0)
+    temperature: float = Field(0.05, gt=0)
+    layerwise: float = Field(0.0, ge=0)
+    contrastive: float = Field(0.0, ge=0)
+
+
+class ExportSection(_Section):
+    format: Literal["stock", "padded"] = "stock"
+    name: str | None = Field(None, description="title of the exported model card")
+
+
+class Recipe(_Section):
+    base: BaseSection
+    target: TargetSection
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+
+
+@dataclass(frozen=True)
+class BaseDims:
+    """The base model's architecture, as read from its config.json."""
+
+    layers: int
+    heads: int
+    ffn: int
+    hidden: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "BaseDims":
+        return cls(cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["intermediate_size"], cfg["hidden_size"])
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path
+    resolved: dict  # the validated recipe with defaults filled and local paths made absolute
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def run_dir(self) -> Path:
+        return Path(self.recipe.run.dir) if self.recipe.run.dir else Path("runs") / self.name
+
+
+# ---------------------------------------------------------------- line numbers
+
+_TABLE = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?")
+_KEY = re.compile(r"^((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _norm_key(key: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key and table of a TOML text to the line that defines it."""
+    lines: dict[str, int] = {}
+    table = ""
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if match := _TABLE.match(stripped):
+            table = _norm_key(match.group(1))
+            lines.setdefault(table, number)
+        elif match := _KEY.match(stripped):
+            key = _norm_key(match.group(1))
+            lines.setdefault(f"{table}.{key}" if table else key, number)
+    return lines
+
+
+def _where(file: str, lines: dict[str, int], overridden: set[str], dotted: str) -> str:
+    """`file:line` for a dotted key, falling back to its nearest defined parent."""
+    parts = dotted.split(".")
+    while parts:
+        key = ".".join(parts)
+        if key in overridden:
+            return "--set"
+        if key in lines:
+            return f"{file}:{lines[key]}"
+        parts.pop()
+    return f"{file}:1"
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_overrides(data: dict, sets: list[str]) -> set[str]:
+    """Apply `dotted.key=value` overrides in place (value parsed as TOML, else taken as a string)."""
+    touched: set[str] = set()
+    problems = []
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set: {item!r}: expected dotted.key=value")
+            continue
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                problems.append(f"--set: {key}: {part!r} is a value, not a table")
+                break
+            node = node[part]
+        else:
+            node[parts[-1]] = value
+            touched.add(key)
+    if problems:
+        raise RecipeError(problems)
+    return touched
+
+
+# ---------------------------------------------------------------- semantic checks
+
+
+def _mode_problems(target: TargetSection) -> list[tuple[str, str]]:
+    """Cross-field rules that do not need the base model."""
+    problems = []
+    sizes = {"layers": target.layers, "heads": target.heads, "ffn": target.ffn, "hidden": target.hidden}
+    if target.mode == "targeted":
+        if target.sparsity is not None:
+            problems.append(("target.sparsity", "only used with mode = \"sparsity\"; targeted mode names sizes"))
+        if target.masks is not None:
+            problems.append(("target.masks", "only used with mode = \"sparsity\"; targeted mode derives masks from sizes"))
+        if all(v is None for v in sizes.values()):
+            problems.append(("target", "targeted mode needs at least one of layers, heads, ffn, hidden"))
+        for key, value in sizes.items():
+            if value is not None and value < 1:
+                what = "a model with zero layers is no encoder" if key == "layers" else "keep at least one"
+                problems.append((f"target.{key}", f"must be at least 1 ({what}); got {value}"))
+    else:
+        if target.sparsity is None or not 0 < target.sparsity < 1:
+            problems.append(("target.sparsity", f"sparsity mode needs 0 < sparsity < 1; got {target.sparsity}"))
+        for key, value in sizes.items():
+            if value is not None:
+                problems.append((f"target.{key}", "only used with mode = \"targeted\"; sparsity mode learns sizes"))
+    return problems
+
+
+def _nearest_stock_shapes(dims: BaseDims, heads: int, hidden: int) -> str:
+    """Stock configs compute head size as hidden/heads, so valid pairs are (h, head_dim*h)."""
+    wanted = {heads, max(1, min(dims.heads, round(hidden / dims.head_dim)))}
+    pairs = sorted({(h, h * dims.head_dim) for w in wanted for h in (w - 1, w, w + 1) if 1 <= h <= dims.heads})
+    return ", ".join(f"heads={h} with hidden={d}" for h, d in pairs)
+
+
+def feasibility_problems(target: TargetSection, dims: BaseDims) -> list[tuple[str, str]]:
+    """Targets that this base cannot reach, or that no stock config can describe."""
+    if target.mode != "targeted":
+        if target.masks == []:
+            return [("target.masks", "name at least one of layer, heads, ffn, hidden")]
+        return []
+    problems = []
+    limits = {"layers": dims.layers, "heads": dims.heads, "ffn": dims.ffn, "hidden": dims.hidden}
+    for key, limit in limits.items():
+        value = getattr(target, key)
+        if value is not None and value > limit:
+            problems.append((f"target.{key}", f"{value} is more than the base model has ({limit})"))
+    heads = target.heads or dims.heads
+    hidden = target.hidden or dims.hidden
+    if not problems and heads * dims.head_dim != hidden:
+        key = "target.hidden" if target.hidden is not None else "target.heads"
+        problems.append((key, (
+            f"heads={heads} with hidden={hidden} is not a stock shape: the model computes head size as "
+            f"hidden/heads, so keep both or prune them together with hidden = {dims.head_dim}*heads. "
+            f"Nearest valid: {_nearest_stock_shapes(dims, heads, hidden)}")))
+    if not problems and all(getattr(target, k) in (None, limits[k]) for k in limits):
+        problems.append(("target", "every target equals the base model; nothing would be pruned"))
+    return problems
+
+
+def targeted_masks(target: TargetSection, dims: BaseDims) -> list[str]:
+    """Which masks a recipe learns: those whose target is below the base (or the listed ones)."""
+    if target.mode == "sparsity":
+        return list(target.masks or ["layer", "heads", "ffn"])
+    sizes = {"layer": (target.layers, dims.layers), "heads": (target.heads, dims.heads),
+             "ffn": (target.ffn, dims.ffn), "hidden": (target.hidden, dims.hidden)}
+    return [m for m, (want, have) in sizes.items() if want is not None and want < have]
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _resolve_local(value: str, base_dir: Path) -> str:
+    """Make recipe-relative local paths absolute; leave hub ids and builtin names alone."""
+    if value.startswith("builtin:"):
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    candidate = (base_dir / path).resolve()
+    if value.startswith(".") or candidate.exists():
+        return str(candidate)
+    return value
+
+
+def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None) -> LoadedRecipe:
+    """Parse, override, validate and (given `base_dims(recipe) -> BaseDims`) check feasibility.
+
+    `base_dims` reads only the base model's config.json, so this fails before any weights load.
+
+    Raises RecipeError listing every problem found.
+    """
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{file}: no such recipe file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+        raise RecipeError([f"{file}:{line}: toml: {exc}"]) from None
+    lines = key_lines(text)
+    overridden = apply_overrides(data, sets or [])
+
+    def fmt(key: str, message: str) -> str:
+        return f"{_where(file, lines, overridden, key)}: {key}: {message}"
+
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            message = "unknown key (check the spelling; see recipes/ for the schema)" \
+                if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(fmt(key, message))
+        raise RecipeError(problems) from None
+
+    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target)]
+    if problems:
+        raise RecipeError(problems)
+
+    resolved = recipe.model_dump(mode="json")
+    resolved["base"]["model"] = _resolve_local(recipe.base.model, path.parent)
+    resolved["data"]["train"] = [_resolve_local(p, path.parent) for p in recipe.data.train]
+    resolved["data"]["pairs"] = [_resolve_local(p, path.parent) for p in recipe.data.pairs]
+    recipe = Recipe.model_validate(resolved)
+    if base_dims is not None:
+        problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe))]
+        if problems:
+            raise RecipeError(problems)
+    return LoadedRecipe(recipe, path, resolved, recipe_sha256(resolved))
+
+
+def _line_from_message(message: str) -> int:
+    match = re.search(r"line (\d+)", message)
+    return int(match.group(1)) if match else 1
+
+
+def recipe_sha256(resolved: dict) -> str:
+    canonical = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def recipe_from_resolved(resolved: dict[str, Any]) -> Recipe:
+    """A recipe stored in an artifact manifest (already validated and path-resolved)."""
+    return Recipe.model_validate(resolved)

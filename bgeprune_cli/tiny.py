@@ -1,0 +1,164 @@
+"""Builtin base models made locally, offline: `base.model = "builtin:NAME"` in a recipe.
+
+They exist for the smoke recipe, the tests and the full-shape benchmark; each is a normal HF model
+directory (config, safetensors, a tokenizer trained here with `tokenizers`, sentence-transformers
+files), materialised once into the cache (`$BGEPRUNE_CACHE`, default ~/.cache/bgeprune).
+
+    tiny-xlm-roberta  XLM-R family, 3 layers x 64 hidden, 4 heads of 16, FFN 128, CLS pooling (bge-style)
+    tiny-bert         BERT family, 3 layers x 64 hidden, 4 heads of 16, FFN 96, mean pooling (MiniLM-style)
+    bge-m3-random     bge-m3's exact architecture (24 x 1024, 568M parameters), random weights
+
+Example:
+    python -c "from bgeprune_cli.tiny import materialize; print(materialize('tiny-xlm-roberta'))"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+from .errors import UsageError
+
+PROBE_TEXT = Path(__file__).parent / "data" / "probe.txt"
+
+# bge-m3's config.json (BAAI/bge-m3), kept as data so its shape can be checked offline.
+BGE_M3_CONFIG = {
+    "architectures": ["XLMRobertaModel"], "attention_probs_dropout_prob": 0.1, "bos_token_id": 0,
+    "classifier_dropout": None, "eos_token_id": 2, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 4096, "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 8194, "model_type": "xlm-roberta", "num_attention_heads": 16,
+    "num_hidden_layers": 24, "output_past": True, "pad_token_id": 1, "position_embedding_type": "absolute",
+    "torch_dtype": "float32", "type_vocab_size": 1, "use_cache": True, "vocab_size": 250002,
+}
+
+_XLMR_TINY = {**BGE_M3_CONFIG, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+              "num_hidden_layers": 3, "max_position_embeddings": 130, "initializer_range": 0.2}
+_BERT_TINY = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+              "hidden_dropout_prob": 0.1, "hidden_size": 64, "initializer_range": 0.2, "intermediate_size": 96,
+              "layer_norm_eps": 1e-12, "max_position_embeddings": 128, "model_type": "bert",
+              "num_attention_heads": 4, "num_hidden_layers": 3, "pad_token_id": 0,
+              "position_embedding_type": "absolute", "type_vocab_size": 2}
+
+BUILTINS = {
+    "tiny-xlm-roberta": ("xlmr", _XLMR_TINY, "cls"),
+    "tiny-bert": ("bert", _BERT_TINY, "mean"),
+    "bge-m3-random": ("xlmr", BGE_M3_CONFIG, "cls"),
+}
+_REVISION = "v1"  # bump when what a builtin contains changes, so stale caches are not reused
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("BGEPRUNE_CACHE", Path.home() / ".cache" / "bgeprune"))
+
+
+def builtin_config(name: str) -> dict:
+    if name not in BUILTINS:
+        raise UsageError(f"unknown builtin model 'builtin:{name}'; choose one of: "
+                         + ", ".join(f"builtin:{n}" for n in BUILTINS))
+    return dict(BUILTINS[name][1])
+
+
+def materialize(name: str) -> Path:
+    """The directory of builtin model `name`, created on first use (atomically)."""
+    family, config, pooling = BUILTINS[name] if name in BUILTINS else (None, builtin_config(name), None)
+    target = cache_root() / "builtin" / f"{name}-{_REVISION}"
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        lines = [ln for ln in PROBE_TEXT.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        vocab_size = _write_tokenizer(tmp, family, lines)
+        config = {**config, "vocab_size": max(config["vocab_size"], vocab_size)} if name == "bge-m3-random" \
+            else {**config, "vocab_size": vocab_size}
+        _write_weights(tmp, config)
+        write_sentence_transformers_files(tmp, config["hidden_size"], pooling, max_seq_length=128)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_weights(directory: Path, config: dict) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModel
+
+    hf_config = AutoConfig.for_model(**config)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(hf_config)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    if family == "xlmr":
+        specials = ["<s>", "<pad>", "</s>", "<unk>"]
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        tok.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=600, special_tokens=specials,
+                                                               unk_token="<unk>"))
+        tok.add_special_tokens(["<mask>"])
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+        names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                 "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
+        tokenizer_config = {"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 128, **names}
+    else:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        names = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                 "mask_token": "[MASK]"}
+        tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 128,
+                            **names}
+        vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+        (directory / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    (directory / "special_tokens_map.json").write_text(json.dumps(names, indent=2) + "\n")
+    return tok.get_vocab_size()
+
+
+def write_sentence_transformers_files(directory: Path, dim: int, pooling: str, max_seq_length: int,
+                                      normalize: bool = True) -> None:
+    """modules.json, the Pooling config, Normalize and the two ST config files."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (directory / "2_Normalize").mkdir(exist_ok=True)
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": dim,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }, indent=2) + "\n")
+    (directory / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2) + "\n")
+    (directory / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
