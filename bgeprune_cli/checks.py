@@ -1,0 +1,142 @@
+"""Static checks of an exported model directory, each with its own message (used by `verify`).
+
+These read files only (no model forward pass): required files, the manifest's hashes, finite
+weights, config-vs-tensor agreement (which also catches renamed and missing keys), and tensors
+that are identity matrices (a predecessor "fixed" missing `attention.output.dense` that way).
+
+Example:
+    bgeprune verify out/smoke
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .artifacts import MANIFEST, sha256_file
+
+TOKENIZER_ANY = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "pass", "fail" or "skip"
+    message: str
+    details: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _examples(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+
+def check_files(out: Path, expected_tokenizer: list[str] | None) -> Check:
+    """The files every loader needs; the tokenizer files the base had, when the lineage says."""
+    missing = [f for f in ("config.json", "model.safetensors", "modules.json") if not (out / f).is_file()]
+    tokenizer = expected_tokenizer or ["tokenizer_config.json"]
+    missing += [f for f in tokenizer if not (out / f).is_file()]
+    if not any((out / f).is_file() for f in TOKENIZER_ANY):
+        missing.append("one of " + "/".join(TOKENIZER_ANY))
+    modules = out / "modules.json"
+    if modules.is_file():
+        for module in json.loads(modules.read_text()):
+            if module["type"].endswith("Pooling") and not (out / module["path"] / "config.json").is_file():
+                missing.append(f"{module['path']}/config.json")
+    if missing:
+        tok = [m for m in missing if m in tokenizer or m.startswith("one of")]
+        hint = " (tokenizer file: AutoTokenizer and SentenceTransformer cannot load it as the base did)" if tok else ""
+        return Check("files", "fail", f"missing file(s): {', '.join(missing)}{hint}", {"missing": missing})
+    return Check("files", "pass", "config, weights, tokenizer and sentence-transformers files present")
+
+
+def check_manifest(out: Path) -> Check:
+    path = out / MANIFEST
+    if not path.is_file():
+        return Check("manifest", "skip", "no manifest.json: not written by bgeprune export-hf")
+    manifest = json.loads(path.read_text())
+    changed = [e["path"] for e in manifest.get("files", [])
+               if not (out / e["path"]).is_file() or sha256_file(out / e["path"]) != e["sha256"]]
+    if changed:
+        return Check("manifest", "fail", f"file(s) differ from the sha256 in manifest.json (changed after export): "
+                     f"{_examples(changed)}", {"changed": changed})
+    return Check("manifest", "pass", f"{len(manifest.get('files', []))} files match manifest.json")
+
+
+def read_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    with safe_open(str(weights), "pt") as handle:
+        return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+
+
+def check_finite(weights: Path) -> Check:
+    bad = []
+    with safe_open(str(weights), "pt") as handle:
+        for key in handle.keys():
+            tensor = handle.get_tensor(key)
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                bad.append(key)
+    if bad:
+        return Check("finite", "fail", f"NaN or Inf values in {len(bad)} tensor(s): {_examples(bad)}", {"tensors": bad})
+    return Check("finite", "pass", "every weight is finite")
+
+
+def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors a stock model built from this config has (on the meta device: no memory)."""
+    from transformers import AutoConfig, AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(AutoConfig.for_model(**config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_config_shapes(out: Path) -> Check:
+    config = json.loads((out / "config.json").read_text())
+    try:
+        expected = expected_shapes(config)
+    except Exception as exc:  # an invalid config (e.g. hidden not divisible by heads)
+        return Check("config-shapes", "fail", f"config.json does not build a model: {exc}")
+    actual = read_shapes(out / "model.safetensors")
+    missing = set(expected) - set(actual)
+    unexpected = set(actual) - set(expected)
+    mismatched = {k: (expected[k], actual[k]) for k in set(expected) & set(actual) if expected[k] != actual[k]}
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} tensor(s) the model needs are absent, so AutoModel would initialise them "
+                        f"at random: {_examples(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensor(s) have names the model does not use (renamed keys?), so "
+                        f"they would be ignored: {_examples(unexpected)}")
+    if mismatched:
+        key = sorted(mismatched)[0]
+        sizes = {k: config.get(k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                             "intermediate_size")}
+        problems.append(f"config.json sizes disagree with {len(mismatched)} tensor shape(s) ({sizes}): {key} is "
+                        f"{mismatched[key][1]} but the config implies {mismatched[key][0]}")
+    if problems:
+        return Check("config-shapes", "fail", "; ".join(problems),
+                     {"missing": sorted(missing), "unexpected": sorted(unexpected),
+                      "mismatched": {k: list(map(list, v)) for k, v in mismatched.items()}})
+    return Check("config-shapes", "pass", f"config.json agrees with all {len(actual)} tensor shapes")
+
+
+def check_identity(weights: Path) -> Check:
+    """No square weight matrix may be the identity: trained projections never are."""
+    found = []
+    with safe_open(str(weights), "pt") as handle:
+        for key in handle.keys():
+            shape = handle.get_slice(key).get_shape()
+            if len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1 and key.endswith("weight"):
+                tensor = handle.get_tensor(key).float()
+                if torch.equal(tensor, torch.eye(shape[0])):
+                    found.append(key)
+    if found:
+        return Check("identity", "fail", f"{len(found)} weight(s) are exact identity matrices, not trained weights "
+                     f"(an 'identity fix' for missing weights?): {_examples(found)}", {"tensors": found})
+    return Check("identity", "pass", "no weight matrix is an identity placeholder")

@@ -1,0 +1,248 @@
+"""The `bgeprune` command line: thin commands over `stages/`, one place mapping errors to exit codes.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or recipe, 3 bad artifact, 4 environment,
+130 interrupted. Results go to stdout (`--json`: one JSON object), messages and progress to stderr.
+Set BGEPRUNE_DEBUG=1 for tracebacks.
+
+Example:
+    bgeprune --help
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from . import __version__
+from .errors import BgepruneError, CheckFailed
+from .ui import err, out, table
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Prune bge-m3 (or a BERT-family encoder) into a smaller drop-in Hugging Face model.\n\n"
+                       "Pipeline: [bold]magnitude[/] (or train) → [bold]finalize-masks[/] → [bold]prune[/] → "
+                       "[bold]export-hf[/] → [bold]verify[/].\n\n"
+                       "Exit codes: 0 ok, 1 check failed, 2 bad usage/recipe, 3 bad artifact, 4 environment, "
+                       "130 interrupted.")
+
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object to stdout instead of tables.")
+FORCE_OPT = typer.Option(False, "--force", help="Replace a non-empty output directory.")
+SET_OPT = typer.Option(None, "--set", help="Override a recipe value: dotted.key=value (repeatable).")
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], None]) -> None:
+    """Run a stage; print its result; map every failure to its exit code and a one-line message."""
+    try:
+        _quiet_libraries()
+        result = work()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]; completed artifacts are intact, partial outputs were removed.")
+        raise typer.Exit(130)
+    except BgepruneError as exc:
+        if os.environ.get("BGEPRUNE_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code)
+    except Exception as exc:  # a bug: say so plainly
+        if os.environ.get("BGEPRUNE_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/] {exc.__class__.__name__}: {exc}\n"
+                  "Re-run with BGEPRUNE_DEBUG=1 for the traceback, and please report it.", highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        render(result)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"bgeprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """Global options."""
+
+
+def _load(recipe: Path, sets: Optional[list[str]]):
+    from .base import recipe_base_dims
+    from .config import load_recipe
+
+    return load_recipe(recipe, sets or [], base_dims=recipe_base_dims)
+
+
+@app.command()
+def check(recipe: Path = typer.Argument(..., help="TOML recipe."), sets: Optional[list[str]] = SET_OPT,
+          as_json: bool = JSON_OPT) -> None:
+    """Validate a recipe (schema and feasibility against the base's config.json) without loading weights.
+
+    [bold]Example[/]: bgeprune check recipes/50pct.toml --set target.layers=20
+    """
+    def work() -> dict:
+        loaded = _load(recipe, sets)
+        return {"recipe": str(recipe), "sha256": loaded.sha256, "run_dir": str(loaded.run_dir()),
+                "resolved": loaded.resolved}
+
+    def render(r: dict) -> None:
+        target = {k: v for k, v in r["resolved"]["target"].items() if v is not None}
+        out.print(f"[green]✓[/] {r['recipe']} is valid: base {r['resolved']['base']['model']}, target {target}, "
+                  f"run dir {r['run_dir']}", highlight=False)
+
+    _execute(work, as_json, render)
+
+
+@app.command()
+def magnitude(recipe: Path = typer.Argument(..., help="TOML recipe (targeted mode)."),
+              run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Default: recipe's run.dir or runs/<recipe>."),
+              sets: Optional[list[str]] = SET_OPT, force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Score units by weight magnitude (no training) into RUN/train, for finalize-masks.
+
+    A training-free baseline; `bgeprune train` learns better masks.
+
+    [bold]Example[/]: bgeprune magnitude recipes/smoke.toml
+    """
+    def work() -> dict:
+        from .stages import magnitude as stage
+
+        return stage.run(_load(recipe, sets), run_dir, force)
+
+    _execute(work, as_json, lambda r: out.print(f"[green]✓[/] scored {', '.join(r['masks'])} → {r['artifact']}",
+                                                  highlight=False))
+
+
+def _render_masks(r: dict) -> None:
+    rows = [[e["index"], "kept" if e["kept"] else "[red]dropped[/]", ",".join(map(str, e.get("heads", []))) or "-",
+             e.get("ffn_kept", "-")] for e in r["layers"]]
+    out.print(table("Finalized masks", ["layer", "status", "kept heads", "FFN kept"], rows))
+    sizes, base = r["sizes"], r["base_sizes"]
+    out.print(table("Architecture", ["", "base", "kept"],
+                    [[k, base[k], sizes[k]] for k in ("layers", "heads", "ffn", "hidden")]
+                    + [["encoder params", f"{r['base_encoder_params']:,}",
+                        f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]))
+    out.print(f"→ {r['artifact']}" + ("" if r["stock_shape"] else
+              "  [yellow](not a stock shape: export with --format padded)[/]"), highlight=False)
+
+
+@app.command("finalize-masks")
+def finalize_masks(train_run: Path = typer.Argument(..., help="A train-run artifact (RUN/train) or its run dir."),
+                   output: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: RUN/masks."),
+                   force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Turn gate scores into binary keep-masks that hit the recipe's target exactly.
+
+    [bold]Example[/]: bgeprune finalize-masks runs/smoke/train
+    """
+    def work() -> dict:
+        from .stages import finalize_masks as stage
+
+        return stage.run(train_run, output, force)
+
+    _execute(work, as_json, _render_masks)
+
+
+@app.command()
+def prune(masks: Path = typer.Argument(..., help="A masks artifact (RUN/masks) or its run dir."),
+          output: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: RUN/pruned."),
+          atol: float = typer.Option(1e-4, help="Largest allowed |pruned - masked| on the probe batch."),
+          force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Physically remove the pruned parameters (HF tensor names; checked against the masked model).
+
+    [bold]Example[/]: bgeprune prune runs/smoke/masks
+    """
+    def work() -> dict:
+        from .stages import prune as stage
+
+        return stage.run(masks, output, force, atol)
+
+    def render(r: dict) -> None:
+        out.print(table("Pruned model", ["", "value"], [
+            ["sizes", r["layout_sizes"]], ["stock shape", r["stock_shape"]],
+            ["encoder params", f"{r['encoder_params']:,} of {r['base_encoder_params']:,} ({r['encoder_ratio']:.1%})"],
+            ["max |pruned - masked|", f"{max(r['parity_max_abs_diff'].values()):.2e}"], ["artifact", r["artifact"]]]))
+
+    _execute(work, as_json, render)
+
+
+@app.command("export-hf")
+def export_hf(source: Path = typer.Argument(..., help="A pruned-model artifact (RUN/pruned) or its run dir."),
+              output: Path = typer.Argument(..., help="Model directory to write."),
+              fmt: Optional[str] = typer.Option(None, "--format", help="stock (default from recipe) or padded."),
+              name: Optional[str] = typer.Option(None, help="Title of the model card."),
+              force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Write a drop-in HF model directory (AutoModel, SentenceTransformer) with no random weights.
+
+    [bold]Example[/]: bgeprune export-hf runs/smoke out/smoke
+    """
+    def work() -> dict:
+        from .errors import UsageError
+        from .stages import export_hf as stage
+
+        if fmt not in (None, "stock", "padded"):
+            raise UsageError(f"--format must be 'stock' or 'padded', not {fmt!r}")
+        return stage.run(source, output, fmt, force, name)
+
+    _execute(work, as_json, lambda r: out.print(
+        f"[green]✓[/] exported {r['sizes']} ({r['format']}) → {r['artifact']}\n"
+        f"  next: bgeprune verify {r['artifact']}", highlight=False))
+
+
+@app.command()
+def verify(model: Path = typer.Argument(..., help="Exported model directory."),
+           run: Optional[Path] = typer.Option(None, "--run", help="Run dir (or masks artifact) the export came "
+                                              "from; default: the one lineage.json names, if it exists."),
+           compare: Optional[str] = typer.Option(None, "--compare", help="Reference model (HF id, path, builtin:NAME)."),
+           atol: float = typer.Option(1e-5, help="Largest allowed |export - masked| on the probe batch."),
+           probe: Optional[Path] = typer.Option(None, help="Text file (one passage a line) for --compare."),
+           report: Optional[Path] = typer.Option(None, help="Also write a verify-report artifact here."),
+           force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Prove an export: strict loading, finite weights, provenance, parity with the masked model.
+
+    [bold]Example[/]: bgeprune verify out/smoke --compare builtin:tiny-xlm-roberta
+    """
+    def work() -> dict:
+        from .stages import verify as stage
+
+        result = stage.run(model, run, compare, atol, probe, report, force)
+        if not result["ok"]:
+            _render_verify(result)
+            failed = [c["name"] for c in result["checks"] if c["status"] == "fail"]
+            if as_json:
+                print(json.dumps(result, indent=2, sort_keys=True, default=str))
+            raise CheckFailed(f"{model} failed verification: {', '.join(failed)}")
+        return result
+
+    _execute(work, as_json, _render_verify)
+
+
+def _render_verify(r: dict) -> None:
+    style = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]", "info": "[cyan]info[/]"}
+    err.print(table(f"verify {r['model']}", ["check", "status", "details"],
+                    [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
+    if r["ok"]:
+        out.print(f"[green]✓[/] {r['model']} verified", highlight=False)
+
+
+def main() -> None:
+    app(prog_name="bgeprune")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

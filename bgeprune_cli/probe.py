@@ -1,0 +1,66 @@
+"""Probe batches and the outputs compared across masked, pruned and exported models.
+
+The probe is padded batches of mixed lengths plus a batch of one, so padding bugs show up.
+Outputs are restricted to the kept hidden dims, so a masked model (zeros at pruned dims) and a
+pruned model (those dims removed) compare directly.
+
+Example:
+    python -c "from bgeprune_cli.probe import probe_texts; print(len(probe_texts()))"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .tiny import PROBE_TEXT
+
+
+def probe_texts(path: str | Path | None = None) -> list[str]:
+    lines = Path(path or PROBE_TEXT).read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip()]
+
+
+def probe_batches(tokenizer, texts: list[str], max_length: int, batch_size: int = 8,
+                  single_first: bool = True) -> list[dict]:
+    """Padded batches of `texts`; with `single_first` the first text also runs alone, first
+    (so embeddings have 1 + len(texts) rows; `per_text` drops that extra row)."""
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    if single_first:
+        batches.insert(0, texts[:1])
+    return [dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+            for chunk in batches]
+
+
+@torch.no_grad()
+def model_outputs(model, batches: list[dict], pooling, hidden: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """last_hidden (real tokens only), pooler, embedding; each on the kept hidden dims."""
+    keep = torch.tensor(hidden) if hidden is not None else None
+    tokens, pooled, embeddings = [], [], []
+    for batch in batches:
+        out = model(**batch)
+        states = out.last_hidden_state.float()
+        pool = out.pooler_output.float() if out.pooler_output is not None else None
+        if keep is not None:
+            states = states.index_select(-1, keep)
+            pool = pool.index_select(-1, keep) if pool is not None else None
+        mask = batch["attention_mask"].bool()
+        tokens.append(states[mask])
+        if pool is not None:
+            pooled.append(pool)
+        embeddings.append(pooling.pool(states, batch["attention_mask"]))
+    result = {"last_hidden": torch.cat(tokens), "embedding": torch.cat(embeddings)}
+    if pooled:
+        result["pooler"] = torch.cat(pooled)
+    return result
+
+
+def per_text(embedding: torch.Tensor) -> torch.Tensor:
+    """Embeddings of a `single_first` probe, one row per text (the batch-of-one row dropped)."""
+    return embedding[1:]
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float((a[k] - b[k]).abs().max()) if a[k].shape == b[k].shape else float("inf")
+            for k in a if k in b}

@@ -1,0 +1,87 @@
+"""Where a run's models come from: its base, its student weights, its masks, its pruned model.
+
+Stages share these so that "the masked model" and "the pruned model" mean one thing everywhere.
+
+Example:
+    python -c "from bgeprune_cli.artifacts import read_artifact; from bgeprune_cli.sources import RunContext; \
+print(RunContext.of(read_artifact('runs/smoke/masks', 'masks')).dims)"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .artifacts import Artifact
+from .base import load_model, read_config, read_pooling, resolve_base
+from .config import BaseDims, Recipe, recipe_from_resolved
+from .masks import Layout
+from .modeling import Adapter, adapter_for
+from .pruning import build_model
+
+STUDENT_FILE = "student.safetensors"  # a train run's unpruned-shape student weights (optional)
+GATES_FILE = "gates.safetensors"
+MASKS_FILE = "masks.safetensors"
+
+
+@dataclass
+class RunContext:
+    """The recipe and base model behind an artifact."""
+
+    recipe: Recipe
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> "RunContext":
+        return cls(recipe_from_resolved(artifact.recipe))
+
+    @cached_property
+    def base_dir(self) -> Path:
+        return resolve_base(self.recipe.base.model, self.recipe.base.revision)
+
+    @cached_property
+    def base_config(self) -> dict:
+        return read_config(self.base_dir)
+
+    @property
+    def adapter(self) -> Adapter:
+        return adapter_for(self.base_config["model_type"])
+
+    @property
+    def dims(self) -> BaseDims:
+        return BaseDims.from_config(self.base_config)
+
+    @cached_property
+    def pooling(self):
+        return read_pooling(self.base_dir)
+
+
+def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str | None = None):
+    """The unpruned-shape model that masks apply to: the run's student weights, else the base."""
+    model = load_model(ctx.base_dir, attn_implementation)
+    if train_run.has_file(STUDENT_FILE):
+        model.load_state_dict(load_file(str(train_run.file(STUDENT_FILE))), strict=True)
+    return model
+
+
+def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:
+    """The file the pruned tensors were sliced from, for provenance checks (None if not a single file)."""
+    if train_run.has_file(STUDENT_FILE):
+        return train_run.path / STUDENT_FILE
+    candidate = ctx.base_dir / "model.safetensors"
+    return candidate if candidate.is_file() else None
+
+
+def read_masks(masks: Artifact) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.bool) for k, v in load_file(str(masks.file(MASKS_FILE))).items()}
+
+
+def load_pruned(pruned: Artifact, attn_implementation: str | None = None):
+    """The pruned model of a `pruned-model` artifact (also non-uniform ones)."""
+    layout = Layout.from_json(pruned.read_json("layout.json"))
+    config = pruned.read_json("config.json")
+    state = load_file(str(pruned.file("model.safetensors")))
+    return build_model(config, state, adapter_for(config["model_type"]), layout.head_dim, attn_implementation)

@@ -1,0 +1,46 @@
+"""`bgeprune finalize-masks`: deterministic binary keep-masks that hit the recipe's target exactly.
+
+Reads a `train-run` artifact (gate scores), ranks units by score with ties broken by index, and
+writes a `masks` artifact: `masks.safetensors` (bool tensors layer/heads/ffn/hidden) and a
+human-readable `masks.json` (per layer: kept or not, kept heads, kept FFN count; hidden count).
+
+Example:
+    bgeprune finalize-masks runs/smoke/train          # -> runs/smoke/masks
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
+from ..config import BaseDims, recipe_from_resolved
+from ..errors import ArtifactError, UsageError
+from ..masks import Layout, finalize, masks_summary
+from ..sources import GATES_FILE, MASKS_FILE
+
+
+def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
+    train = read_artifact(train_dir, "train-run", needed_by="finalize-masks")
+    out = out or train.path.parent / "masks"
+    ensure_writable(out, force)
+    recipe = recipe_from_resolved(train.recipe)
+    dims = BaseDims(**train.info["base_dims"])
+    if recipe.target.mode == "sparsity" and train.info.get("gate_kind") != "log_alpha":
+        raise UsageError(f"{train.path} holds {train.info.get('gate_kind')} scores, not learned log_alpha; "
+                         f"sparsity mode needs keep probabilities from 'bgeprune train'.")
+    scores = load_file(str(train.file(GATES_FILE)))
+    try:
+        masks = finalize(scores, recipe.target, dims)
+        layout = Layout.from_masks(masks, dims)
+    except ValueError as exc:
+        raise ArtifactError(f"{train.path}/{GATES_FILE}: {exc}") from None
+    summary = masks_summary(masks, layout)
+    info = {"layout": layout.to_json(), "summary": summary, "target": recipe.target.model_dump()}
+    with write_artifact(out, "masks", force=force, recipe=train.recipe, recipe_sha256=train.manifest["recipe_sha256"],
+                        inputs=[train], info=info) as tmp:
+        save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS_FILE))
+        write_json(tmp / "masks.json", summary)
+    return {"artifact": str(out), "kind": "masks", **summary}

@@ -1,0 +1,87 @@
+"""`bgeprune magnitude`: training-free gate scores, a baseline and a way to run the pipeline now.
+
+Heads and FFN units are ranked by weight magnitude (the norms of the rows and columns they own),
+hidden dims by mean activation magnitude and layers by block influence (1 - cos(input, output))
+on the probe text. Writes a `train-run` artifact whose `gates.safetensors` holds these scores;
+`finalize-masks` ranks by them exactly as it ranks learned log_alpha. Targeted recipes only: a
+sparsity recipe needs per-layer counts that only training learns.
+
+Example:
+    bgeprune magnitude recipes/smoke.toml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..artifacts import ensure_writable, write_artifact
+from ..base import load_model, load_tokenizer
+from ..config import LoadedRecipe, targeted_masks
+from ..errors import UsageError
+from ..probe import probe_batches, probe_texts
+from ..sources import GATES_FILE, RunContext
+from ..ui import step
+
+
+@torch.no_grad()
+def magnitude_scores(model, ctx: RunContext, wanted: list[str], batches: list[dict]) -> dict[str, torch.Tensor]:
+    adapter, dims = ctx.adapter, ctx.dims
+    layers = model.get_submodule(adapter.layers)
+    scores: dict[str, torch.Tensor] = {}
+    if "heads" in wanted or "ffn" in wanted:
+        heads, ffn = [], []
+        for layer in layers:
+            per_head = torch.zeros(dims.heads)
+            per_unit_in = torch.zeros(dims.ffn)
+            per_unit_out = torch.zeros(dims.ffn)
+            for module, (out_mask, in_mask) in adapter.layer_linears.items():
+                weight = layer.get_submodule(module).weight.float()
+                if out_mask == "heads":
+                    per_head += weight.pow(2).sum(1).view(dims.heads, -1).sum(1)
+                if in_mask == "heads":
+                    per_head += weight.pow(2).sum(0).view(dims.heads, -1).sum(1)
+                if out_mask == "ffn":
+                    per_unit_in += weight.pow(2).sum(1)
+                if in_mask == "ffn":
+                    per_unit_out += weight.pow(2).sum(0)
+            heads.append(per_head.sqrt())
+            ffn.append((per_unit_in * per_unit_out).sqrt())
+        scores["heads"], scores["ffn"] = torch.stack(heads), torch.stack(ffn)
+    if "layer" in wanted or "hidden" in wanted:
+        influence = torch.zeros(dims.layers)
+        activation = torch.zeros(dims.hidden)
+        for batch in batches:
+            states = model(**batch, output_hidden_states=True).hidden_states
+            mask = batch["attention_mask"].bool()
+            for i in range(dims.layers):
+                before, after = states[i][mask].float(), states[i + 1][mask].float()
+                influence[i] += (1 - torch.nn.functional.cosine_similarity(before, after, dim=-1)).mean()
+            activation += sum(s[mask].float().abs().mean(0) for s in states)
+        scores["layer"], scores["hidden"] = influence, activation
+    return {name: scores[name].contiguous() for name in wanted}
+
+
+def run(recipe: LoadedRecipe, run_dir: Path | None = None, force: bool = False) -> dict:
+    out = (run_dir or recipe.run_dir()) / "train"
+    ensure_writable(out, force)
+    if recipe.recipe.target.mode != "targeted":
+        raise UsageError("magnitude scoring needs a targeted recipe (target.mode = \"targeted\"); sparsity mode "
+                         "learns per-layer counts, which only 'bgeprune train' can do.")
+    ctx = RunContext(recipe.recipe)
+    wanted = targeted_masks(recipe.recipe.target, ctx.dims)
+    with step(f"loading base model {recipe.recipe.base.model}"):
+        model = load_model(ctx.base_dir)
+        tokenizer = load_tokenizer(ctx.base_dir)
+    with step("scoring " + ", ".join(wanted)):
+        batches = probe_batches(tokenizer, probe_texts(), max_length=recipe.recipe.data.max_length)
+        scores = magnitude_scores(model, ctx, wanted, batches)
+    info = {"method": "magnitude", "gate_kind": "score", "masks": wanted, "steps": 0,
+            "base_dims": {"layers": ctx.dims.layers, "heads": ctx.dims.heads, "ffn": ctx.dims.ffn,
+                          "hidden": ctx.dims.hidden}}
+    with write_artifact(out, "train-run", force=force, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
+                        info=info) as tmp:
+        save_file(scores, str(tmp / GATES_FILE), metadata={"format": "pt"})
+    return {"artifact": str(out), "kind": "train-run", **info}

@@ -1,0 +1,66 @@
+"""`bgeprune prune`: physically remove what the masks drop; HF tensor names, layers renumbered.
+
+Slices every tensor the masks touch (DESIGN.md §2 table): q/k/v rows and output-projection
+columns per head, FFN rows/columns, whole layers, and with hidden pruning every hidden-sized axis
+(embeddings, LayerNorms, projections, pooler). Before writing, the pruned model is checked against
+the masked model on the probe batch; a difference above `atol` fails the stage (exit 1).
+
+Example:
+    bgeprune prune runs/smoke/masks                   # -> runs/smoke/pruned
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
+from ..base import load_tokenizer, weights_dtype
+from ..errors import CheckFailed
+from ..masking import MaskHooks, as_float_masks
+from ..masks import Layout, full_layout
+from ..probe import max_abs_diff, model_outputs, probe_batches, probe_texts
+from ..pruning import build_model, slice_state_dict, stock_config
+from ..sources import RunContext, read_masks, source_model
+from ..ui import step
+
+
+def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: float = 1e-4) -> dict:
+    masks_art = read_artifact(masks_dir, "masks", needed_by="prune")
+    out = out or masks_art.path.parent / "pruned"
+    ensure_writable(out, force)
+    train = masks_art.input("train-run")
+    ctx = RunContext.of(masks_art)
+    masks = read_masks(masks_art)
+    layout = Layout.from_masks(masks, ctx.dims)
+    with step("loading the unpruned model"):
+        model = source_model(train, ctx)
+    with step("slicing tensors"):
+        state = slice_state_dict(model.state_dict(), ctx.adapter, layout)
+        config = stock_config(ctx.base_config, ctx.adapter, layout.sizes())
+        pruned = build_model(config, state, ctx.adapter, layout.head_dim)
+    with step("checking pruned == masked on the probe batch"):
+        batches = probe_batches(load_tokenizer(ctx.base_dir), probe_texts()[:12], max_length=64)
+        with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
+            masked = model_outputs(model, batches, ctx.pooling, layout.hidden)
+        diffs = max_abs_diff(masked, model_outputs(pruned, batches, ctx.pooling))
+    if max(diffs.values()) > atol:
+        raise CheckFailed(f"pruned model differs from the masked model by {max(diffs.values()):.3g} "
+                          f"(> {atol}); nothing was written. Per output: {diffs}")
+    del model, pruned
+    dtype = weights_dtype(ctx.base_dir)
+    base_params = full_layout(ctx.dims).encoder_params()
+    info = {"layout_sizes": layout.sizes(), "stock_shape": layout.stock, "uniform": layout.uniform,
+            "encoder_params": layout.encoder_params(), "base_encoder_params": base_params,
+            "encoder_ratio": layout.encoder_params() / base_params, "parity_max_abs_diff": diffs,
+            "dtype": str(dtype).removeprefix("torch.")}
+    with step(f"writing {out}"), write_artifact(out, "pruned-model", force=force, recipe=masks_art.recipe,
+                                                 recipe_sha256=masks_art.manifest["recipe_sha256"],
+                                                 inputs=[masks_art], info=info) as tmp:
+        save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "layout.json", layout.to_json())
+    return {"artifact": str(out), "kind": "pruned-model", **info}
+

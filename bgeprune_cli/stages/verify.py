@@ -1,0 +1,179 @@
+"""`bgeprune verify`: prove an export is exactly the pruned model and loads with nothing random.
+
+Checks, each with its own message (exit 1 if any fails):
+  files, manifest, finite, config-shapes, identity   static checks of the directory (checks.py)
+  strict-load    AutoModel (output_loading_info) and SentenceTransformer in a fresh process
+  provenance     every tensor equals the slice of the unpruned model it came from
+  parity         export outputs == masked-model outputs on the probe batch (|diff| <= atol)
+  compare        with --compare REF: agreement with a reference model (reported, not judged)
+
+The run behind the export comes from `--run` or, when it still exists, from `lineage.json`.
+
+Example:
+    bgeprune verify out/smoke --compare builtin:tiny-xlm-roberta
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..artifacts import Artifact, read_artifact, write_artifact, write_json
+from ..base import TOKENIZER_FILES, load_model, load_tokenizer, read_pooling, resolve_base
+from ..checks import Check, check_config_shapes, check_files, check_finite, check_identity, check_manifest
+from ..errors import ArtifactError, BgepruneError
+from ..masking import MaskHooks, as_float_masks
+from ..masks import Layout
+from ..probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
+from ..pruning import pad_to_stock, slice_state_dict
+from ..sources import RunContext, read_masks, source_model
+from ..ui import step
+
+PROBE_MAX_LENGTH = 64
+
+
+def _load_in_fresh_process(out: Path, workdir: Path) -> tuple[Check, dict[str, torch.Tensor]]:
+    command = [sys.executable, "-m", "bgeprune_cli.stages.verify_load", str(out), str(workdir), str(PROBE_MAX_LENGTH)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    report_path = workdir / "loading.json"
+    if proc.returncode != 0 or not report_path.is_file():
+        return Check("strict-load", "fail", f"the loading process crashed: {proc.stderr.strip()[-500:]}"), {}
+    report = json.loads(report_path.read_text())
+    outputs_path = workdir / "outputs.safetensors"
+    outputs = load_file(str(outputs_path)) if outputs_path.is_file() else {}
+    problems = []
+    if "automodel_error" in report:
+        problems.append(f"AutoModel.from_pretrained failed: {report['automodel_error']}")
+    info = report.get("loading_info", {})
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        if info.get(key):
+            problems.append(f"AutoModel {key.replace('_', ' ')}: {', '.join(info[key][:3])}"
+                            + (f" (+{len(info[key]) - 3} more)" if len(info[key]) > 3 else ""))
+    if "st_error" in report:
+        problems.append(f"SentenceTransformer failed: {report['st_error']}")
+    if problems:
+        return Check("strict-load", "fail", "; ".join(problems), report), outputs
+    return Check("strict-load", "pass", f"AutoModel loads with no missing/unexpected/mismatched keys; "
+                 f"SentenceTransformer loads (dimension {report.get('st_dimension')})", report), outputs
+
+
+def _find_masks(run: Path | None, lineage: dict | None) -> Artifact | None:
+    if run is not None:
+        artifact = read_artifact(run, "masks", "pruned-model", needed_by="verify --run")
+        return artifact if artifact.kind == "masks" else artifact.input("masks")
+    for entry in (lineage or {}).get("artifacts", []):
+        if entry["kind"] == "masks" and Path(entry["path"]).is_dir():
+            return read_artifact(entry["path"], "masks")
+    return None
+
+
+def _provenance(exported: dict, model, ctx: RunContext, layout: Layout, padded: bool) -> Check:
+    expected = slice_state_dict(model.state_dict(), ctx.adapter, layout)
+    if padded:
+        expected, _ = pad_to_stock(expected, ctx.adapter, layout)
+    foreign = sorted(set(exported) - set(expected))
+    differ = sorted(k for k in set(exported) & set(expected)
+                    if not torch.equal(exported[k], expected[k].to(exported[k].dtype)))
+    if foreign or differ:
+        worst = {k: float((exported[k].float() - expected[k].float()).abs().max()) for k in differ[:3]
+                 if exported[k].shape == expected[k].shape}
+        return Check("provenance", "fail", f"{len(differ)} tensor(s) are not the slice of the unpruned model "
+                     f"they claim to be (re-initialised, identity or edited?): {', '.join(differ[:3])} "
+                     f"max diff {worst}; {len(foreign)} tensor(s) have no source: {', '.join(foreign[:3])}",
+                     {"differ": differ, "foreign": foreign})
+    return Check("provenance", "pass", f"all {len(exported)} tensors are exact slices of the unpruned model")
+
+
+def _parity(exported_outputs: dict, model, ctx: RunContext, masks: dict, layout: Layout, atol: float) -> Check:
+    if not exported_outputs:
+        return Check("parity", "fail", "no outputs from the exported model (it did not load)")
+    batches = probe_batches(load_tokenizer(ctx.base_dir), probe_texts(), PROBE_MAX_LENGTH)
+    with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
+        masked = model_outputs(model, batches, ctx.pooling, layout.hidden)
+    masked["st_embedding"] = per_text(masked["embedding"])
+    diffs = max_abs_diff(masked, exported_outputs)
+    worst = max(diffs.values())
+    status = "pass" if worst <= atol else "fail"
+    return Check("parity", status, f"max |export - masked| = {worst:.2e} ({'<=' if status == 'pass' else '>'} "
+                 f"atol {atol:g}) over AutoModel states, pooler and SentenceTransformer embeddings", {"max_abs_diff": diffs})
+
+
+def _ranks(values: torch.Tensor) -> torch.Tensor:
+    return values.argsort().argsort().float()
+
+
+def agreement(ref: torch.Tensor, emb: torch.Tensor, k: int = 10) -> dict:
+    """Dimension-free agreement of two embedding sets of the same texts (+ cosine when dims match)."""
+    ref, emb = torch.nn.functional.normalize(ref, dim=-1), torch.nn.functional.normalize(emb, dim=-1)
+    sim_ref, sim_emb = ref @ ref.T, emb @ emb.T
+    upper = torch.triu_indices(len(ref), len(ref), offset=1)
+    a, b = _ranks(sim_ref[upper[0], upper[1]]), _ranks(sim_emb[upper[0], upper[1]])
+    spearman = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+    k = min(k, len(ref) - 1)
+    eye = torch.eye(len(ref), dtype=torch.bool)
+    top_ref = sim_ref.masked_fill(eye, -2).topk(k).indices
+    top_emb = sim_emb.masked_fill(eye, -2).topk(k).indices
+    overlap = sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(top_ref, top_emb)) / (k * len(ref))
+    result = {"spearman_pairwise": spearman, f"top{k}_overlap": overlap, "texts": len(ref)}
+    if ref.shape[1] == emb.shape[1]:
+        cosine = (ref * emb).sum(-1)
+        result.update(dense_cosine_mean=float(cosine.mean()), dense_cosine_min=float(cosine.min()))
+    return result
+
+
+def _compare(out: Path, reference: str, probe: Path | None) -> Check:
+    texts = probe_texts(probe)
+    embeddings = []
+    for directory in (resolve_base(reference), out):
+        model, tokenizer = load_model(directory), load_tokenizer(directory)
+        batches = probe_batches(tokenizer, texts, max_length=256, single_first=False)
+        embeddings.append(model_outputs(model, batches, read_pooling(directory))["embedding"])
+    numbers = agreement(*embeddings)
+    text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items())
+    return Check("compare", "info", f"agreement with {reference}: {text}", numbers)
+
+
+def run(out: Path, run: Path | None = None, compare: str | None = None, atol: float = 1e-5,
+        probe: Path | None = None, report: Path | None = None, force: bool = False) -> dict:
+    if not out.is_dir():
+        raise ArtifactError(f"{out} is not a directory; pass a model directory written by 'bgeprune export-hf'.")
+    lineage = json.loads((out / "lineage.json").read_text()) if (out / "lineage.json").is_file() else None
+    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else None
+    listed = {e["path"] for e in (manifest or {}).get("files", [])}
+    checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out)]
+    exported_outputs: dict = {}
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        checks += [check_finite(out / "model.safetensors"), check_config_shapes(out), check_identity(out / "model.safetensors")]
+        with step("loading the export in a fresh process"), tempfile.TemporaryDirectory() as workdir:
+            load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir))
+        checks.append(load_check)
+    masks_art = _find_masks(run, lineage)
+    if masks_art is None or not (out / "model.safetensors").is_file():
+        reason = "no run to compare with (pass --run RUN_DIR)" if masks_art is None else "no weights"
+        checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]
+    else:
+        with step("comparing with the masked model"):
+            ctx = RunContext.of(masks_art)
+            masks = read_masks(masks_art)
+            layout = Layout.from_masks(masks, ctx.dims)
+            model = source_model(masks_art.input("train-run"), ctx)
+            padded = (lineage or {}).get("format") == "padded"
+            checks.append(_provenance(load_file(str(out / "model.safetensors")), model, ctx, layout, padded))
+            checks.append(_parity(exported_outputs, model, ctx, masks, layout, atol))
+    if compare:
+        with step(f"comparing with {compare}"):
+            try:
+                checks.append(_compare(out, compare, probe))
+            except BgepruneError as exc:
+                checks.append(Check("compare", "fail", f"cannot compare with {compare}: {exc}"))
+    result = {"model": str(out), "ok": all(c.status != "fail" for c in checks), "checks": [c.to_json() for c in checks]}
+    if report is not None:
+        with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
+            write_json(tmp / "report.json", result)
+    return result
