@@ -41,7 +41,7 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
         st = SentenceTransformer(out, device="cpu")
         st.max_seq_length = max_length
         outputs["st_embedding"] = st.encode(probe_texts(), convert_to_tensor=True, batch_size=8).float().cpu()
-        report["st_dimension"] = st.get_sentence_embedding_dimension()
+        report["st_dimension"] = int(outputs["st_embedding"].shape[1])
     except Exception as exc:
         report["st_error"] = f"{exc.__class__.__name__}: {exc}"
     (result / "loading.json").write_text(json.dumps(report, indent=2))

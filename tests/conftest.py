@@ -1,0 +1,74 @@
+"""Shared fixtures: a per-session cache for builtin tiny models, and artifacts made directly.
+
+Tests never touch the hub: every model is a builtin made locally (bgeprune_cli.tiny) or the
+offline all-MiniLM-L6-v2 package (slow tests).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from bgeprune_cli.artifacts import write_artifact, write_json
+from bgeprune_cli.base import read_config, resolve_base
+from bgeprune_cli.config import BaseDims, Recipe, recipe_sha256
+from bgeprune_cli.masks import Layout, masks_summary
+from bgeprune_cli.sources import GATES_FILE, MASKS_FILE
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def builtin_cache(tmp_path_factory):
+    cache = os.environ.get("BGEPRUNE_TEST_CACHE") or str(tmp_path_factory.getbasetemp().parent / "bgeprune-cache")
+    os.environ["BGEPRUNE_CACHE"] = cache
+    yield Path(cache)
+
+
+@pytest.fixture(scope="session")
+def xlmr_dir(builtin_cache) -> Path:
+    return resolve_base("builtin:tiny-xlm-roberta")
+
+
+@pytest.fixture(scope="session")
+def bert_dir(builtin_cache) -> Path:
+    return resolve_base("builtin:tiny-bert")
+
+
+def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], target: dict | None = None) -> Path:
+    """A train-run (gate scores that rank kept units first) and a masks artifact holding `masks`.
+
+    `target` defaults to sparsity mode, which allows any (non-uniform) masks.
+    """
+    recipe = Recipe.model_validate({"base": {"model": base_model},
+                                    "target": target or {"mode": "sparsity", "sparsity": 0.5}}).model_dump(mode="json")
+    sha = recipe_sha256(recipe)
+    dims = BaseDims.from_config(read_config(resolve_base(base_model)))
+    gates = {k: v.float() * 2 - 1 for k, v in masks.items()}
+    info = {"method": "test", "gate_kind": "log_alpha", "masks": sorted(masks),
+            "base_dims": {"layers": dims.layers, "heads": dims.heads, "ffn": dims.ffn, "hidden": dims.hidden}}
+    with write_artifact(run_dir / "train", "train-run", recipe=recipe, recipe_sha256=sha, info=info) as tmp:
+        save_file({k: v.contiguous() for k, v in gates.items()}, str(tmp / GATES_FILE))
+    from bgeprune_cli.artifacts import read_artifact
+
+    train = read_artifact(run_dir / "train", "train-run")
+    layout = Layout.from_masks(masks, dims)
+    with write_artifact(run_dir / "masks", "masks", recipe=recipe, recipe_sha256=sha, inputs=[train],
+                        info={"layout": layout.to_json()}) as tmp:
+        save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS_FILE))
+        write_json(tmp / "masks.json", masks_summary(masks, layout))
+    return run_dir
+
+
+def bool_mask(*rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def keep_only(length: int, *indices: int) -> torch.Tensor:
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[list(indices)] = True
+    return mask
