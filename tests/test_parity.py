@@ -115,11 +115,16 @@ def test_export_reloads_exactly(tmp_path, family, case, fmt):
     assert float((st_embeddings - per_text(masked["embedding"])).abs().max()) <= ATOL
 
 
-def test_batch_of_one_equals_padded_batch(tmp_path, xlmr_dir):
-    _, _, dims, _ = setup("xlmr")
-    run = make_run(tmp_path / "run", BASES["xlmr"], cases(dims)["heads+hidden"])
+def pruned_run(tmp_path, family: str, case: str):
+    """A run directory with the case's masks, pruned (not yet exported)."""
+    _, _, dims, _ = setup(family)
+    run = make_run(tmp_path / "run", BASES[family], cases(dims)[case])
     prune.run(run / "masks")
-    export_hf.run(run, tmp_path / "out")
+    return run
+
+
+def test_batch_of_one_equals_padded_batch(tmp_path, xlmr_dir):
+    export_hf.run(pruned_run(tmp_path, "xlmr", "heads+hidden"), tmp_path / "out")
     model = AutoModel.from_pretrained(str(tmp_path / "out")).eval()
     tokenizer = load_tokenizer(tmp_path / "out")
     short, long = "A short one.", "A much longer sentence that forces padding of the short one in the batch."
@@ -132,17 +137,13 @@ def test_batch_of_one_equals_padded_batch(tmp_path, xlmr_dir):
 
 
 def test_non_stock_shape_needs_padded_format(tmp_path):
-    _, _, dims, _ = setup("xlmr")
-    run = make_run(tmp_path / "run", BASES["xlmr"], cases(dims)["one-head-in-a-layer"])
-    prune.run(run / "masks")
+    run = pruned_run(tmp_path, "xlmr", "one-head-in-a-layer")
     with pytest.raises(UsageError, match="--format padded"):
         export_hf.run(run, tmp_path / "out", fmt="stock")
     assert not (tmp_path / "out").exists()
 
 
 def test_hidden_only_is_not_exportable_and_says_why(tmp_path):
-    _, _, dims, _ = setup("bert")
-    run = make_run(tmp_path / "run", BASES["bert"], cases(dims)["hidden-only"])
-    prune.run(run / "masks")
+    run = pruned_run(tmp_path, "bert", "hidden-only")
     with pytest.raises(UsageError, match="allow only 3 of size 16"):
         export_hf.run(run, tmp_path / "out", fmt="padded")

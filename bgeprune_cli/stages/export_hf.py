@@ -68,7 +68,7 @@ def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None) ->
 
 
 def _model_card(name: str, recipe, layout: Layout, sizes: dict, fmt: str, method: str) -> str:
-    base = full_layout_from(layout)
+    base = full_layout(layout.base_dims)
     ratio = layout.encoder_params() / base.encoder_params()
     return f"""---
 library_name: sentence-transformers
@@ -95,12 +95,6 @@ Measured retention: run `bgeprune verify <this dir> --compare {recipe.base.model
 
 Loads as a stock model: `AutoModel.from_pretrained(dir)`, `SentenceTransformer(dir)`.
 """
-
-
-def full_layout_from(layout: Layout) -> Layout:
-    from ..config import BaseDims
-
-    return full_layout(BaseDims(**layout.base))
 
 
 def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, name: str | None = None) -> dict:
