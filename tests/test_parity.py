@@ -88,9 +88,10 @@ EXPORTS = [("whole-layer", "stock"), ("one-head-in-a-layer", "padded"), ("heads+
            ("one-ffn-unit", "stock"), ("combined", "padded")]
 
 
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", BASES)
 @pytest.mark.parametrize("case,fmt", EXPORTS)
-def test_export_reloads_exactly(tmp_path, family, case, fmt):
+def test_export_reloads_exactly(tmp_path, family, case, fmt, attn):
     directory, config, dims, adapter = setup(family)
     masks = cases(dims)[case]
     run = make_run(tmp_path / "run", BASES[family], masks)
@@ -98,13 +99,15 @@ def test_export_reloads_exactly(tmp_path, family, case, fmt):
     out = tmp_path / "out"
     export_hf.run(run, out, fmt=fmt)
 
-    reloaded, info = AutoModel.from_pretrained(str(out), output_loading_info=True, dtype=torch.float32)
+    reloaded, info = AutoModel.from_pretrained(str(out), output_loading_info=True, dtype=torch.float32,
+                                               attn_implementation=attn)
     assert all(not v for v in info.values()), info
     layout = Layout.from_masks(masks, dims)
     pooling = read_pooling(directory)
     texts = probe_texts()
     batches = probe_batches(load_tokenizer(directory), texts, max_length=64)
-    masked = masked_outputs(load_model(directory), adapter, masks, layout, batches, pooling)
+    masked = masked_outputs(load_model(directory, attn), adapter, masks, layout, batches, pooling)
+    assert reloaded.config._attn_implementation == attn
     diffs = max_abs_diff(masked, model_outputs(reloaded.eval(), batches, pooling))
     assert max(diffs.values()) <= ATOL, diffs
 

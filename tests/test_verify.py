@@ -139,3 +139,12 @@ def test_agreement_of_identical_embeddings_is_perfect():
     numbers = verify.agreement(embeddings, embeddings * 3)
     assert numbers["spearman_pairwise"] == pytest.approx(1.0)
     assert numbers["top10_overlap"] == 1.0 and numbers["dense_cosine_min"] == pytest.approx(1.0)
+
+
+def test_report_is_written_as_a_verify_report_artifact(tmp_path, good_export):
+    from bgeprune_cli.artifacts import read_artifact
+
+    verify.run(good_export, report=tmp_path / "report")
+    report = read_artifact(tmp_path / "report", "verify-report")
+    assert report.info["ok"] is True
+    assert report.read_json("report.json")["ok"] is True
