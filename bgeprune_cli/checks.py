@@ -25,7 +25,7 @@ TOKENIZER_ANY = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spie
 @dataclass
 class Check:
     name: str
-    status: str  # "pass", "fail" or "skip"
+    status: str  # "pass", "fail", "skip", or "info" (reported, never fails verify)
     message: str
     details: dict = field(default_factory=dict)
 
@@ -75,13 +75,8 @@ def read_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
 
 
-def check_finite(weights: Path) -> Check:
-    bad = []
-    with safe_open(str(weights), "pt") as handle:
-        for key in handle.keys():
-            tensor = handle.get_tensor(key)
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                bad.append(key)
+def check_finite(state: dict[str, torch.Tensor]) -> Check:
+    bad = sorted(k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all())
     if bad:
         return Check("finite", "fail", f"NaN or Inf values in {len(bad)} tensor(s): {_examples(bad)}", {"tensors": bad})
     return Check("finite", "pass", "every weight is finite")
@@ -126,16 +121,11 @@ def check_config_shapes(out: Path) -> Check:
     return Check("config-shapes", "pass", f"config.json agrees with all {len(actual)} tensor shapes")
 
 
-def check_identity(weights: Path) -> Check:
+def check_identity(state: dict[str, torch.Tensor]) -> Check:
     """No square weight matrix may be the identity: trained projections never are."""
-    found = []
-    with safe_open(str(weights), "pt") as handle:
-        for key in handle.keys():
-            shape = handle.get_slice(key).get_shape()
-            if len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1 and key.endswith("weight"):
-                tensor = handle.get_tensor(key).float()
-                if torch.equal(tensor, torch.eye(shape[0])):
-                    found.append(key)
+    found = sorted(k for k, t in state.items()
+                   if k.endswith("weight") and t.dim() == 2 and t.shape[0] == t.shape[1] > 1
+                   and torch.equal(t.float(), torch.eye(t.shape[0])))
     if found:
         return Check("identity", "fail", f"{len(found)} weight(s) are exact identity matrices, not trained weights "
                      f"(an 'identity fix' for missing weights?): {_examples(found)}", {"tensors": found})

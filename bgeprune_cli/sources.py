@@ -19,9 +19,7 @@ from safetensors.torch import load_file
 from .artifacts import Artifact
 from .base import load_model, read_config, read_pooling, resolve_base
 from .config import BaseDims, Recipe, recipe_from_resolved
-from .masks import Layout
 from .modeling import Adapter, adapter_for
-from .pruning import build_model
 
 STUDENT_FILE = "student.safetensors"  # a train run's unpruned-shape student weights (optional)
 GATES_FILE = "gates.safetensors"
@@ -68,7 +66,7 @@ def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str 
 
 
 def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:
-    """The file the pruned tensors were sliced from, for provenance checks (None if not a single file)."""
+    """The file the pruned tensors were sliced from, recorded in an export's lineage.json (None if not one file)."""
     if train_run.has_file(STUDENT_FILE):
         return train_run.path / STUDENT_FILE
     candidate = ctx.base_dir / "model.safetensors"
@@ -77,11 +75,3 @@ def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:
 
 def read_masks(masks: Artifact) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.bool) for k, v in load_file(str(masks.file(MASKS_FILE))).items()}
-
-
-def load_pruned(pruned: Artifact, attn_implementation: str | None = None):
-    """The pruned model of a `pruned-model` artifact (also non-uniform ones)."""
-    layout = Layout.from_json(pruned.read_json("layout.json"))
-    config = pruned.read_json("config.json")
-    state = load_file(str(pruned.file("model.safetensors")))
-    return build_model(config, state, adapter_for(config["model_type"]), layout.head_dim, attn_implementation)

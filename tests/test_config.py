@@ -35,7 +35,7 @@ def test_every_shipped_recipe_is_valid(recipe):
     def dims(r):
         return BGE_M3 if r.base.model == "BAAI/bge-m3" else recipe_base_dims(r)
 
-    loaded = load_recipe(recipe, base_dims=dims)
+    load_recipe(recipe, base_dims=dims)
     first = recipe.read_text().splitlines()[0]
     assert first.startswith("# bgeprune "), "a recipe's header comment is the command that runs it"
     assert recipe.name in first

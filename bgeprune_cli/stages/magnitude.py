@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -78,9 +79,7 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, force: bool = False) 
     with step("scoring " + ", ".join(wanted)):
         batches = probe_batches(tokenizer, probe_texts(), max_length=recipe.recipe.data.max_length)
         scores = magnitude_scores(model, ctx, wanted, batches)
-    info = {"method": "magnitude", "gate_kind": "score", "masks": wanted, "steps": 0,
-            "base_dims": {"layers": ctx.dims.layers, "heads": ctx.dims.heads, "ffn": ctx.dims.ffn,
-                          "hidden": ctx.dims.hidden}}
+    info = {"method": "magnitude", "gate_kind": "score", "masks": wanted, "steps": 0, "base_dims": asdict(ctx.dims)}
     with write_artifact(out, "train-run", force=force, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
                         info=info) as tmp:
         save_file(scores, str(tmp / GATES_FILE), metadata={"format": "pt"})

@@ -148,13 +148,15 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
     listed = {e["path"] for e in (manifest or {}).get("files", [])}
     checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out)]
     exported_outputs: dict = {}
+    exported: dict[str, torch.Tensor] = {}
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
-        checks += [check_finite(out / "model.safetensors"), check_config_shapes(out), check_identity(out / "model.safetensors")]
+        exported = load_file(str(out / "model.safetensors"))  # read once; three checks use it
+        checks += [check_finite(exported), check_config_shapes(out), check_identity(exported)]
         with step("loading the export in a fresh process"), tempfile.TemporaryDirectory() as workdir:
             load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir))
         checks.append(load_check)
     masks_art = _find_masks(run, lineage)
-    if masks_art is None or not (out / "model.safetensors").is_file():
+    if masks_art is None or not exported:
         reason = "no run to compare with (pass --run RUN_DIR)" if masks_art is None else "no weights"
         checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]
     else:
@@ -164,7 +166,7 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
             layout = Layout.from_masks(masks, ctx.dims)
             model = source_model(masks_art.input("train-run"), ctx)
             padded = (lineage or {}).get("format") == "padded"
-            checks.append(_provenance(load_file(str(out / "model.safetensors")), model, ctx, layout, padded))
+            checks.append(_provenance(exported, model, ctx, layout, padded))
             checks.append(_parity(exported_outputs, model, ctx, masks, layout, atol))
     if compare:
         with step(f"comparing with {compare}"):

@@ -24,12 +24,12 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
     from ..probe import model_outputs, probe_batches, probe_texts
 
     result = Path(result_dir)
+    texts = probe_texts()
     report: dict = {}
     try:
         model, info = AutoModel.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
         report["loading_info"] = {k: sorted(map(str, v)) for k, v in info.items()}
         tokenizer = AutoTokenizer.from_pretrained(out)
-        texts = probe_texts()
         outputs = model_outputs(model.eval(), probe_batches(tokenizer, texts, max_length), read_pooling(Path(out)))
     except Exception as exc:
         report["automodel_error"] = f"{exc.__class__.__name__}: {exc}"
@@ -40,7 +40,7 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
 
         st = SentenceTransformer(out, device="cpu")
         st.max_seq_length = max_length
-        outputs["st_embedding"] = st.encode(probe_texts(), convert_to_tensor=True, batch_size=8).float().cpu()
+        outputs["st_embedding"] = st.encode(texts, convert_to_tensor=True, batch_size=8).float().cpu()
         report["st_dimension"] = int(outputs["st_embedding"].shape[1])
     except Exception as exc:
         report["st_error"] = f"{exc.__class__.__name__}: {exc}"
