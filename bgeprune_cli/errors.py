@@ -40,3 +40,7 @@ class EnvironmentProblem(BgepruneError):
     """Something outside the inputs is missing: a model that cannot be fetched, no GPU, a package."""
 
     exit_code = 4
+
+
+class DataError(UsageError):
+    """Training data that is missing, empty, unreadable or malformed (named with file and line)."""

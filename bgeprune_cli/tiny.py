@@ -24,7 +24,7 @@ import torch
 
 from .errors import UsageError
 
-PROBE_TEXT = Path(__file__).parent / "data" / "probe.txt"
+PROBE_TEXT = Path(__file__).parent / "resources" / "probe.txt"
 
 # bge-m3's config.json (BAAI/bge-m3), kept as data so its shape can be checked offline.
 BGE_M3_CONFIG = {
