@@ -37,6 +37,7 @@ PRODUCERS = {
     "hf-model": "bgeprune export-hf",
     "verify-report": "bgeprune verify --report",
     "bench-report": "bgeprune bench",
+    "checkpoint": "bgeprune train",
 }
 # kind -> its conventional directory inside a run directory (runs/NAME/train, ...).
 RUN_SUBDIRS = {"train-run": "train", "masks": "masks", "pruned-model": "pruned"}

@@ -25,7 +25,7 @@ from .ui import err, out, table
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Prune bge-m3 (or a BERT-family encoder) into a smaller drop-in Hugging Face model.\n\n"
-                       "Pipeline: [bold]magnitude[/] (or train) → [bold]finalize-masks[/] → [bold]prune[/] → "
+                       "Pipeline: [bold]train[/] (or magnitude) → [bold]finalize-masks[/] → [bold]prune[/] → "
                        "[bold]export-hf[/] → [bold]verify[/].\n\n"
                        "Exit codes: 0 ok, 1 check failed, 2 bad usage/recipe, 3 bad artifact, 4 environment, "
                        "130 interrupted.")
@@ -127,6 +127,43 @@ def magnitude(recipe: Path = typer.Argument(..., help="TOML recipe (targeted mod
 
     _execute(work, as_json, lambda r: out.print(f"[green]✓[/] scored {', '.join(r['masks'])} → {r['artifact']}",
                                                   highlight=False))
+
+
+@app.command()
+def train(recipe: Path = typer.Argument(..., help="TOML recipe."),
+          run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Default: recipe's run.dir or runs/<recipe>."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
+          device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if "
+                                               "available; bf16 autocast on CUDA)."),
+          sets: Optional[list[str]] = SET_OPT,
+          force: bool = typer.Option(False, "--force", help="Start over in a run dir that has checkpoints, or "
+                                     "resume although the recipe or data changed."),
+          as_json: bool = JSON_OPT) -> None:
+    """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
+
+    Checkpoints every train.checkpoint_every steps; Ctrl-C saves one and exits 130; --resume
+    continues exactly where it stopped.
+
+    [bold]Example[/]: bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+    """
+    def work() -> dict:
+        from .stages import train as stage
+
+        return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device)
+
+    _execute(work, as_json, _render_train)
+
+
+def _render_train(r: dict) -> None:
+    expected, final = r["expected"], r["final_sizes"]
+    rows = [[k, f"{expected[k]:.2f}", final[k], r["base_dims"][k]] for k in ("layers", "heads", "ffn", "hidden")]
+    rows.append(["encoder params", f"{expected['encoder_params']:,.0f}", f"{r['encoder_params']:,}", ""])
+    out.print(table(f"Trained {r['steps']} steps ({r['prune_steps']} pruning, {r['recovery_steps']} recovery) "
+                    f"in {r['train_seconds']:.0f}s on {r['device']}",
+                    ["", "expected (end of pruning)", "finalized", "base"], rows))
+    if r["bad_steps"]:
+        out.print(f"[yellow]{r['bad_steps']} steps skipped for a non-finite loss[/]")
+    out.print(f"→ {r['artifact']}\n  next: bgeprune finalize-masks {r['artifact']}", highlight=False)
 
 
 def _render_masks(r: dict) -> None:

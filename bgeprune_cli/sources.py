@@ -24,6 +24,7 @@ from .modeling import Adapter, adapter_for
 STUDENT_FILE = "student.safetensors"  # a train run's unpruned-shape student weights (optional)
 GATES_FILE = "gates.safetensors"
 MASKS_FILE = "masks.safetensors"
+RECOVERY_MASKS_FILE = "recovery_masks.safetensors"  # the fixed masks a train run's recovery phase used
 
 
 @dataclass

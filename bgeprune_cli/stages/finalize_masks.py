@@ -19,7 +19,7 @@ from ..artifacts import ensure_writable, read_artifact, write_artifact, write_js
 from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
 from ..masks import Layout, finalize, masks_summary
-from ..sources import GATES_FILE, MASKS_FILE
+from ..sources import GATES_FILE, MASKS_FILE, RECOVERY_MASKS_FILE
 
 
 def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
@@ -37,6 +37,8 @@ def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
         layout = Layout.from_masks(masks, dims)
     except ValueError as exc:
         raise ArtifactError(f"{train.path}/{GATES_FILE}: {exc}") from None
+    if train.has_file(RECOVERY_MASKS_FILE):
+        _check_recovery_masks(train, masks)
     summary = masks_summary(masks, layout)
     info = {"layout": layout.to_json(), "summary": summary, "target": recipe.target.model_dump()}
     with write_artifact(out, "masks", force=force, recipe=train.recipe, recipe_sha256=train.manifest["recipe_sha256"],
@@ -44,3 +46,14 @@ def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
         save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS_FILE))
         write_json(tmp / "masks.json", summary)
     return {"artifact": str(out), "kind": "masks", **summary}
+
+
+def _check_recovery_masks(train, masks: dict[str, torch.Tensor]) -> None:
+    """The run's recovery phase trained the weights for its masks; any other masks would waste that."""
+    used = load_file(str(train.file(RECOVERY_MASKS_FILE)))
+    differ = sorted(k for k in set(used) | set(masks)
+                    if k not in used or k not in masks or not torch.equal(used[k].to(torch.bool), masks[k]))
+    if differ:
+        raise ArtifactError(f"{train.path}: finalizing its gates gives other {', '.join(differ)} masks than its "
+                            f"recovery phase trained with; was the run written by a different bgeprune version? "
+                            f"Re-run 'bgeprune train'.")

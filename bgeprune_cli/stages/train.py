@@ -1,0 +1,286 @@
+"""`bgeprune train`: learn L0 masks toward the recipe's target while distilling from the unpruned base.
+
+Top to bottom: check data and the run directory (before any weights load), load teacher and
+student, then `train.steps` of the pruning phase (gates sampled, Lagrangian on) and
+`train.recovery_steps` with the masks fixed by the finalize rule. Checkpoints every
+`train.checkpoint_every` steps; `--resume` continues bit for bit; Ctrl-C checkpoints and exits 130;
+non-finite losses are skipped and counted, and more than `train.max_bad_steps` abort the run.
+Writes a `train-run` artifact (RUN/train): gates.safetensors (log_alpha), student.safetensors,
+lagrangian.safetensors, metrics.jsonl.
+
+Example:
+    bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .. import checkpoints
+from ..artifacts import ensure_writable, write_artifact
+from ..base import load_model, load_tokenizer
+from ..config import LoadedRecipe, targeted_masks
+from ..data import Batches, DataIndex, open_data
+from ..errors import BgepruneError, DataError, EnvironmentProblem, UsageError
+from ..masks import Layout
+from ..sources import GATES_FILE, RECOVERY_MASKS_FILE, STUDENT_FILE, RunContext
+from ..tiny import PROBE_TEXT
+from ..train_progress import TrainProgress
+from ..trainer import Trainer
+
+METRICS = "metrics.jsonl"
+LAGRANGIAN_FILE = "lagrangian.safetensors"
+
+
+class TrainingDiverged(BgepruneError):
+    """Too many non-finite losses: the run stops, its last good checkpoint intact."""
+
+    exit_code = 1
+
+
+def _device(requested: str | None) -> torch.device:
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise EnvironmentProblem(f"--device {requested}: no CUDA GPU is visible to torch here; use --device cpu.")
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"--device {requested!r} is not a torch device (cpu, cuda, cuda:1, ...).") from None
+
+
+def _open_train_data(recipe) -> DataIndex:
+    # "builtin:probe" is the packaged probe text: enough for the smoke recipe, offline.
+    sources = [str(PROBE_TEXT) if s == "builtin:probe" else s for s in recipe.data.train]
+    if not sources:
+        raise DataError("data.train is empty: name text or JSONL files, directories or globs to distil on "
+                        "(e.g. data.train = [\"corpus.txt\"]).")
+    return open_data(sources, "text", "data.train")
+
+
+def _open_pairs(recipe) -> DataIndex | None:
+    if recipe.distill.contrastive <= 0:
+        return None
+    if not recipe.data.pairs:
+        raise DataError("distill.contrastive > 0 needs data.pairs: FlagEmbedding-style JSONL files with "
+                        "{\"query\", \"pos\", \"neg\"}; or set distill.contrastive = 0.")
+    return open_data(recipe.data.pairs, "pairs", "data.pairs")
+
+
+def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool):
+    """The checkpoint to resume from (or None), after refusing to clobber an earlier run by accident."""
+    existing = checkpoints.latest(run_dir)
+    if resume:
+        if existing is None:
+            raise UsageError(f"--resume: {run_dir} has no complete checkpoint to resume from; "
+                             f"drop --resume to start a new run.")
+        if (out / "manifest.json").is_file() and not force:
+            raise UsageError(f"--resume: {out} already holds the finished run; nothing to resume "
+                             f"(--force retrains from the checkpoint).")
+        return existing
+    if (existing is not None or (out / "manifest.json").is_file()) and not force:
+        what = f"checkpoints up to step {existing.step}" if existing else "a finished train-run"
+        raise UsageError(f"{run_dir} already has {what}; pass --resume to continue it, --force to start over, "
+                         f"or --run-dir for a new directory.")
+    ensure_writable(out, force)
+    checkpoints.remove_all(run_dir)
+    (run_dir / METRICS).unlink(missing_ok=True)
+    return None
+
+
+def _check_resume(ckpt, recipe: LoadedRecipe, fingerprints: dict, force: bool) -> None:
+    info = ckpt.artifact.info
+    changed = []
+    if ckpt.artifact.manifest["recipe_sha256"] != recipe.sha256:
+        changed.append("the recipe (or a --set override)")
+    if info.get("data") != fingerprints:
+        changed.append("the training data")
+    if changed and not force:
+        raise UsageError(f"cannot resume {ckpt.artifact.path}: {' and '.join(changed)} changed since it was "
+                         f"written, so the run would not be the one it started as. Restore them, or pass "
+                         f"--force to continue anyway.")
+
+
+def _tokenize(tokenizer, texts: list[str], max_length: int, device) -> dict:
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class _InterruptFlag:
+    """First Ctrl-C asks for a checkpoint at the next step boundary; a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = False, force: bool = False,
+        device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None) -> dict:
+    """Train; `fixed_masks` (Python API) skips the pruning phase and only recovers with those masks."""
+    r = recipe.recipe
+    run_dir = Path(run_dir or recipe.run_dir())
+    out = run_dir / "train"
+    dev = _device(device)
+    ctx = RunContext(r)
+    dims = ctx.dims
+    types = targeted_masks(r.target, dims)
+    data = _open_train_data(r)
+    pairs_data = _open_pairs(r)
+    fingerprints = {"train": data.fingerprint, "pairs": pairs_data.fingerprint if pairs_data else None}
+    ckpt = _prepare_run_dir(run_dir, out, resume, force)
+    if ckpt is not None:
+        _check_resume(ckpt, recipe, fingerprints, force)
+    prune_steps = 0 if fixed_masks is not None else r.train.steps
+    total = prune_steps + r.train.recovery_steps
+    if total == 0:
+        raise UsageError("nothing to train: fixed masks need train.recovery_steps > 0.")
+
+    torch.manual_seed(r.train.seed)
+    teacher = load_model(ctx.base_dir).to(dev).requires_grad_(False)
+    # The student starts as the base and stays in eval mode: no dropout, because distillation asks it
+    # to reproduce the teacher's outputs exactly, and dropout noise only blurs that target.
+    student = load_model(ctx.base_dir).to(dev)
+    tokenizer = load_tokenizer(ctx.base_dir)
+    trainer = Trainer(r, student, teacher, ctx.adapter, dims, ctx.pooling, types, prune_steps, total, dev)
+    batches = Batches(data, r.train.batch_size, r.train.seed)
+    pair_batches = Batches(pairs_data, r.train.batch_size, r.train.seed + 1) if pairs_data else None
+    step, bad_steps, elapsed = 0, 0, 0.0
+    if fixed_masks is not None:
+        trainer.fix_masks(fixed_masks)
+    if ckpt is not None:
+        state = ckpt.state()
+        trainer.load({name: ckpt.tensors(name) for name in checkpoints.TENSOR_FILES}, state["trainer"])
+        batches.load_state_dict(state["data"])
+        if pair_batches is not None:
+            pair_batches.load_state_dict(state["pairs"])
+        checkpoints.restore_rng(state["rng"], trainer.generator)
+        step, bad_steps, elapsed = ckpt.step, state["bad_steps"], state["elapsed_s"]
+        _truncate_metrics(run_dir / METRICS, step)
+        if step >= prune_steps and trainer.fixed is None:
+            trainer.start_recovery()
+
+    def save_checkpoint() -> Path:
+        state = {"trainer": trainer.state(), "data": batches.state_dict(), "rng": checkpoints.rng_state(
+            trainer.generator), "bad_steps": bad_steps, "elapsed_s": elapsed}
+        if pair_batches is not None:
+            state["pairs"] = pair_batches.state_dict()
+        return checkpoints.save(run_dir, step, trainer.tensors(), state, {"data": fingerprints},
+                                recipe.resolved, recipe.sha256, r.train.keep_checkpoints)
+
+    progress = TrainProgress(total, prune_steps, start=step, targets=_targets(r, dims), log_every=r.train.log_every)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = (run_dir / METRICS).open("a", encoding="utf-8")
+    try:
+        with _InterruptFlag() as interrupt, progress:
+            while step < total:
+                if step == prune_steps and trainer.fixed is None:
+                    trainer.start_recovery()
+                started = time.perf_counter()
+                batch = _tokenize(tokenizer, batches.next_texts(), r.data.max_length, dev)
+                pairs = None
+                if pair_batches is not None:
+                    q, p, n = pair_batches.next_pairs()
+                    pairs = tuple(_tokenize(tokenizer, t, r.data.max_length, dev) if t else None for t in (q, p, n))
+                result = trainer.step(step, batch, pairs)
+                step += 1
+                elapsed += time.perf_counter() - started
+                if not result.finite:
+                    bad_steps += 1
+                    if bad_steps > r.train.max_bad_steps:
+                        last = checkpoints.latest(run_dir)
+                        where = f"the last good checkpoint is {last.artifact.path}" if last else "no checkpoint was written yet"
+                        raise TrainingDiverged(
+                            f"{bad_steps} steps had a non-finite loss (limit train.max_bad_steps = "
+                            f"{r.train.max_bad_steps}); stopped at step {step}, {where}. Lower train.lr_weights "
+                            f"or train.lr_gates, check the data, then --resume or start over.")
+                record = _record(step, result, trainer, bad_steps, elapsed, prune_steps)
+                if step % r.train.log_every == 0 or step == total or not result.finite:
+                    metrics.write(json.dumps(record, sort_keys=True) + "\n")
+                    metrics.flush()
+                progress.update(step, record)
+                saved = step % r.train.checkpoint_every == 0 or step == total
+                if saved:
+                    last_saved = save_checkpoint()
+                if interrupt.requested:
+                    path = last_saved if saved else save_checkpoint()
+                    progress.stop()
+                    from ..ui import err
+
+                    err.print(f"[yellow]interrupted at step {step}[/]; checkpoint {path}. Continue with: "
+                              f"bgeprune train {recipe.path} --resume", highlight=False)
+                    raise KeyboardInterrupt
+    finally:
+        metrics.close()
+    return _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step,
+                      bad_steps, elapsed, dev, force or resume)
+
+
+def _targets(r, dims) -> dict:
+    if r.target.mode == "sparsity":
+        return {"sparsity": r.target.sparsity}
+    return {k: getattr(r.target, k) or getattr(dims, k) for k in ("layers", "heads", "ffn", "hidden")}
+
+
+def _record(step: int, result, trainer: Trainer, bad_steps: int, elapsed: float, prune_steps: int) -> dict:
+    return {"step": step, "phase": "prune" if step <= prune_steps and trainer.fixed is None else "recover",
+            "loss": result.loss, "terms": result.terms, "penalty": result.penalty, "gaps": result.gaps,
+            "finite": result.finite, "expected": trainer.expected(), "lambda_1": trainer.lambdas(),
+            "lr": trainer.scheduler.get_last_lr(), "bad_steps": bad_steps, "elapsed_s": round(elapsed, 3)}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so metrics.jsonl reads as one run."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step, bad_steps,
+               elapsed, dev, force) -> dict:
+    final = trainer.fixed if trainer.fixed is not None else trainer.masks.finalized(recipe.recipe.target)
+    layout = Layout.from_masks(final, dims)
+    # The pruning phase's end is what the Lagrangian aimed at; in recovery the masks are binary.
+    expected = trainer.pruned_expected or trainer.expected()
+    info = {"method": "l0" if trainer.prune_steps else "fixed-masks", "gate_kind": "log_alpha", "masks": types,
+            "base_dims": asdict(dims), "steps": step, "prune_steps": trainer.prune_steps,
+            "recovery_steps": step - trainer.prune_steps, "bad_steps": bad_steps, "train_seconds": round(elapsed, 1),
+            "device": str(dev), "expected": expected, "final_sizes": layout.sizes(),
+            "encoder_params": layout.encoder_params(), "lambda_1": trainer.lambdas(), "data": fingerprints,
+            "data_summary": {"train": data.summary(), "pairs": pairs_data.summary() if pairs_data else None}}
+    with write_artifact(out, "train-run", force=True, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
+                        info=info) as tmp:
+        save_file(trainer.masks.scores(), str(tmp / GATES_FILE))
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainer.student.state_dict().items()},
+                  str(tmp / STUDENT_FILE))
+        save_file({k: v for k, v in trainer.tensors()["extras"].items() if k.startswith("lagrangian.")},
+                  str(tmp / LAGRANGIAN_FILE))
+        if trainer.fixed is not None:  # finalize-masks checks that it reproduces these exactly
+            save_file({k: v.to(torch.bool).cpu().contiguous() for k, v in trainer.fixed.items()},
+                      str(tmp / RECOVERY_MASKS_FILE))
+        if (run_dir / METRICS).is_file():
+            (tmp / METRICS).write_bytes((run_dir / METRICS).read_bytes())
+    return {"artifact": str(out), "kind": "train-run", **info}

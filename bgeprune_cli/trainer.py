@@ -1,0 +1,194 @@
+"""One training step of `bgeprune train`, and the state a checkpoint must hold to repeat it exactly.
+
+The student is the base model itself (HF names, unmodified modules) with `MaskHooks` applying a
+fresh hard-concrete sample of every gate each step (pruning phase) or the finalized binary masks
+(recovery phase). The frozen teacher is a second copy of the base. Three optimizer groups with
+their own learning rates: weights (and the layer maps), gates (log_alpha), and the Lagrange
+multipliers, which are *maximised*.
+
+Example:
+    bgeprune train recipes/smoke.toml
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import BaseDims, Recipe
+from .gates import Lagrangian, MaskSet, base_encoder_params, expected_sizes
+from .losses import LayerMaps, contrastive_loss, cosine_loss, similarity_kl
+from .masking import MaskHooks, as_float_masks
+
+GRAD_CLIP = 1.0
+
+
+@dataclass
+class StepResult:
+    loss: float  # the distillation loss (what the student is judged by)
+    terms: dict[str, float]
+    penalty: float = 0.0
+    gaps: dict[str, float] = field(default_factory=dict)  # expected − target sparsity per constraint
+    finite: bool = True
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, student, teacher, adapter, dims: BaseDims, pooling, types: list[str],
+                 prune_steps: int, total_steps: int, device: torch.device):
+        self.recipe, self.student, self.teacher, self.pooling = recipe, student, teacher, pooling
+        self.dims, self.device, self.prune_steps, self.total_steps = dims, device, prune_steps, total_steps
+        train, distill = recipe.train, recipe.distill
+        self.masks = MaskSet(dims, types, train.gate_init).to(device)
+        self.lagrangian = Lagrangian(recipe.target, dims, types, train.target_warmup_steps).to(device)
+        self.layer_maps = (LayerMaps(dims.hidden, LayerMaps.choose_teacher_layers(dims.layers)).to(device)
+                           if distill.layerwise > 0 else None)
+        # Cosine needs the same output space; hidden pruning changes it, the similarity KL does not care.
+        self.use_cosine = distill.cosine > 0 and "hidden" not in types
+        self.generator = torch.Generator(device=device).manual_seed(train.seed)
+        self.fixed: dict[str, torch.Tensor] | None = None  # binary masks of the recovery phase
+        self.pruned_expected: dict[str, float] | None = None  # expected sizes when the pruning phase ended
+        self.hooks = MaskHooks(student, adapter, {}, dims.head_dim)
+        weights = list(student.parameters()) + (list(self.layer_maps.parameters()) if self.layer_maps else [])
+        self.weights = weights
+        self.optimizer = torch.optim.AdamW([
+            {"params": weights, "lr": train.lr_weights, "weight_decay": 0.01},
+            {"params": list(self.masks.parameters()), "lr": train.lr_gates, "weight_decay": 0.0},
+        ])
+        # maximize=True: gradient *ascent* on λ is what turns the penalty into a constraint.
+        self.lambda_optimizer = torch.optim.AdamW(self.lagrangian.parameters(), lr=train.lr_lambda,
+                                                  weight_decay=0.0, maximize=True)
+        warmup = max(1, min(100, total_steps // 10))
+        recover = max(1, total_steps - prune_steps)
+
+        def weights_lr(step: int) -> float:
+            # Linear warm-up, constant while gates move, then linear decay over the recovery phase.
+            if step < warmup:
+                return (step + 1) / warmup
+            if step < prune_steps:
+                return 1.0
+            return max(0.0, 1 - (step - prune_steps) / recover)
+
+        settle_from = min(train.target_warmup_steps, prune_steps)
+
+        def gates_lr(step: int) -> float:
+            # Once the target stops moving, anneal the gates (to 10%) so they settle on it instead of
+            # oscillating around it; the multipliers keep their learning rate and keep pushing.
+            if step < settle_from or prune_steps <= settle_from:
+                return 1.0
+            return max(0.1, 1 - 0.9 * (step - settle_from) / (prune_steps - settle_from))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [weights_lr, gates_lr])
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
+
+    # ------------------------------------------------------------------ phases
+
+    def start_recovery(self) -> dict[str, torch.Tensor]:
+        """Fix the masks by the finalize rule; from here on only weights train."""
+        self.pruned_expected = self.expected()
+        self.fixed = self.masks.finalized(self.recipe.target)
+        return self.fixed
+
+    def fix_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Recovery-only training from given masks: gates set to ±clamp so finalize reproduces them."""
+        with torch.no_grad():
+            for name, a in self.masks.log_alpha.items():
+                a.copy_(torch.where(masks[name].to(a.device), 4.6, -4.6))
+        self.fixed = {k: v.clone() for k, v in masks.items()}
+
+    # ------------------------------------------------------------------ one step
+
+    def _embed(self, model, batch: dict, hidden_states: bool):
+        with self.autocast:
+            out = model(**batch, output_hidden_states=hidden_states)
+        return self.pooling.pool(out.last_hidden_state.float(), batch["attention_mask"]), out
+
+    def step(self, step: int, batch: dict, pairs: tuple[dict, dict, dict | None] | None) -> StepResult:
+        """One optimisation step; a non-finite loss skips the update (weights, gates and λ untouched)."""
+        distill = self.recipe.distill
+        pruning = self.fixed is None
+        z = self.masks.sample(self.generator) if pruning else as_float_masks(
+            {k: v.to(self.device) for k, v in self.fixed.items()})
+        self.hooks.z = z
+        layerwise = self.layer_maps is not None
+        with torch.no_grad():
+            teacher_emb, teacher_out = self._embed(self.teacher, batch, layerwise)
+        student_emb, student_out = self._embed(self.student, batch, layerwise)
+        terms: dict[str, torch.Tensor] = {}
+        if self.use_cosine:
+            terms["cosine"] = distill.cosine * cosine_loss(student_emb, teacher_emb)
+        if distill.similarity_kl > 0:
+            terms["similarity_kl"] = distill.similarity_kl * similarity_kl(student_emb, teacher_emb,
+                                                                           distill.temperature)
+        if layerwise:
+            terms["layerwise"] = distill.layerwise * self.layer_maps(
+                student_out.hidden_states, teacher_out.hidden_states, batch["attention_mask"])
+        if pairs is not None and distill.contrastive > 0:
+            queries, positives, negatives = (self._embed(self.student, b, False)[0] if b is not None else None
+                                             for b in pairs)
+            terms["contrastive"] = distill.contrastive * contrastive_loss(queries, positives, negatives,
+                                                                          distill.temperature)
+        loss = sum(terms.values())
+        total, penalty, gaps = loss, torch.zeros(()), {}
+        if pruning:
+            penalty, gaps = self.lagrangian(self.masks.keep_probs(), step)
+            total = loss + penalty
+        result = StepResult(float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()},
+                            float(penalty.detach()), gaps)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.lambda_optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(float(total.detach())):
+            result.finite = False
+            self.scheduler.step()  # the step is consumed (its data too), so a resume stays aligned
+            return result
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.weights, GRAD_CLIP)
+        self.optimizer.step()
+        if pruning:
+            self.lambda_optimizer.step()
+            self.masks.clamp_()
+        self.scheduler.step()
+        return result
+
+    # ------------------------------------------------------------------ reporting
+
+    @torch.no_grad()
+    def expected(self) -> dict[str, float]:
+        """Expected architecture now (keep probabilities; the fixed masks in recovery)."""
+        probs = as_float_masks(self.fixed) if self.fixed is not None else self.masks.keep_probs()
+        sizes = {k: float(v) for k, v in expected_sizes({k: v.float().cpu() for k, v in probs.items()},
+                                                        self.dims).items()}
+        sizes["encoder_fraction"] = sizes["encoder_params"] / base_encoder_params(self.dims)
+        return sizes
+
+    def lambdas(self) -> dict[str, float]:
+        return {name: float(p.detach().mean()) for name, p in self.lagrangian.lambda_1.items()}
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        extras = {f"lagrangian.{k}": v for k, v in self.lagrangian.state_dict().items()}
+        if self.layer_maps is not None:
+            extras.update({f"layer_maps.{k}": v for k, v in self.layer_maps.state_dict().items()})
+        return {"student": self.student.state_dict(), "gates": self.masks.scores(), "extras": extras}
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "lambda_optimizer": self.lambda_optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load(self, tensors: dict[str, dict[str, torch.Tensor]], state: dict) -> None:
+        self.student.load_state_dict(tensors["student"], strict=True)
+        with torch.no_grad():
+            for name, a in self.masks.log_alpha.items():
+                a.copy_(tensors["gates"][name])
+        extras = tensors["extras"]
+        self.lagrangian.load_state_dict({k.removeprefix("lagrangian."): v for k, v in extras.items()
+                                         if k.startswith("lagrangian.")}, strict=True)
+        if self.layer_maps is not None:
+            self.layer_maps.load_state_dict({k.removeprefix("layer_maps."): v for k, v in extras.items()
+                                             if k.startswith("layer_maps.")}, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lambda_optimizer.load_state_dict(state["lambda_optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
