@@ -1,0 +1,105 @@
+"""Overhead of masked training: one `bgeprune train` step vs a plain fine-tuning step, same model and batch.
+
+Both steps: student forward, the same distillation loss against precomputed teacher embeddings,
+backward, gradient clipping, AdamW. The masked step adds what `train` adds: a hard-concrete sample
+of every gate, the hooks that apply it, the Lagrangian, and the gate and multiplier updates. The
+teacher's forward pass is the same in both and is left out, so the ratio isolates the masks' cost.
+The two kinds of step alternate so machine drift hits both; the median of each is reported.
+
+Run:
+    python benchmarks/train_step_overhead.py --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bgeprune_cli.base import load_model, load_tokenizer, read_pooling, resolve_base
+from bgeprune_cli.base import read_config
+from bgeprune_cli.config import BaseDims, TargetSection
+from bgeprune_cli.gates import Lagrangian, MaskSet
+from bgeprune_cli.losses import cosine_loss, similarity_kl
+from bgeprune_cli.masking import MaskHooks
+from bgeprune_cli.modeling import adapter_for
+
+TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydocs_train.txt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="builtin:all-minilm-l6-v2")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--masks", default="layer,heads,ffn,hidden", help="mask types the masked step learns")
+    args = parser.parse_args()
+    print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
+    torch.manual_seed(0)
+    base = resolve_base(args.model)
+    config = read_config(base)
+    dims = BaseDims.from_config(config)
+    pooling = read_pooling(base)
+    tokenizer = load_tokenizer(base)
+    texts = [line for line in TEXT.read_text().splitlines() if line.strip()][:args.batch_size]
+    batch = dict(tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt"))
+    teacher = load_model(base)
+    with torch.no_grad():
+        target = pooling.pool(teacher(**batch).last_hidden_state, batch["attention_mask"])
+
+    plain, masked = load_model(base), load_model(base)
+    types = args.masks.split(",")
+    gates = MaskSet(dims, types, init=3.0)
+    # Any feasible target: the constraint's cost does not depend on its value.
+    lagrangian = Lagrangian(TargetSection(mode="sparsity", sparsity=0.5), dims, types, warmup=10)
+    hooks = MaskHooks(masked, adapter_for(config["model_type"]), {}, dims.head_dim)
+    generator = torch.Generator().manual_seed(0)
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-5)
+    masked_opt = torch.optim.AdamW([{"params": list(masked.parameters()), "lr": 1e-5},
+                                    {"params": list(gates.parameters()), "lr": 0.1, "weight_decay": 0.0}])
+    lambda_opt = torch.optim.AdamW(lagrangian.parameters(), lr=0.05, maximize=True, weight_decay=0.0)
+
+    def loss_of(model) -> torch.Tensor:
+        emb = pooling.pool(model(**batch).last_hidden_state, batch["attention_mask"])
+        return cosine_loss(emb, target) + similarity_kl(emb, target, 0.05)
+
+    def plain_step(step: int) -> None:
+        plain_opt.zero_grad(set_to_none=True)
+        loss_of(plain).backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
+        plain_opt.step()
+
+    def masked_step(step: int) -> None:
+        masked_opt.zero_grad(set_to_none=True)
+        lambda_opt.zero_grad(set_to_none=True)
+        hooks.z = gates.sample(generator)
+        penalty, _ = lagrangian(gates.keep_probs(), step)
+        (loss_of(masked) + penalty).backward()
+        torch.nn.utils.clip_grad_norm_(masked.parameters(), 1.0)
+        masked_opt.step()
+        lambda_opt.step()
+        gates.clamp_()
+
+    times = {"plain": [], "masked": []}
+    for step in range(args.steps + 3):
+        for name, fn in (("plain", plain_step), ("masked", masked_step)):
+            start = time.perf_counter()
+            fn(step)
+            if step >= 3:  # warm-up steps are not timed
+                times[name].append(time.perf_counter() - start)
+    plain_s, masked_s = statistics.median(times["plain"]), statistics.median(times["masked"])
+    print(f"model {args.model}, batch {args.batch_size} x {batch['input_ids'].shape[1]} tokens, masks {types}, "
+          f"{torch.get_num_threads()} threads, {args.steps} timed steps each")
+    print(f"plain step   {plain_s * 1000:8.1f} ms (median)")
+    print(f"masked step  {masked_s * 1000:8.1f} ms (median)")
+    print(f"overhead     {masked_s / plain_s:8.3f}x")
+
+
+if __name__ == "__main__":
+    main()
