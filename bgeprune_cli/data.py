@@ -330,7 +330,10 @@ class Batches:
                 "batch_size": self.batch_size, "fingerprint": self.index.fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue exactly where `state` left off (its seed and batch size included)."""
+        """Continue where `state` left off, under its seed (which defines the shuffle the position is in).
+
+        The batch size stays the caller's: a resume forced through a changed recipe uses the new one.
+        """
         key = self.index.key
         if state.get("fingerprint") != self.index.fingerprint:
             raise DataError(f"{key}: data changed since the checkpoint (files added, removed, moved or edited); "
@@ -339,5 +342,5 @@ class Batches:
             raise DataError(f"{key}: checkpoint data position {state['epoch']}:{state['position']} is invalid; "
                             "start a new run")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.seed, self.batch_size = int(state["seed"]), int(state["batch_size"])
+        self.seed = int(state["seed"])
         self._perm = None

@@ -234,7 +234,7 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
     finally:
         metrics.close()
     return _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step,
-                      bad_steps, elapsed, dev, force or resume)
+                      bad_steps, elapsed, dev)
 
 
 def _targets(r, dims) -> dict:
@@ -260,7 +260,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step, bad_steps,
-               elapsed, dev, force) -> dict:
+               elapsed, dev) -> dict:
     final = trainer.fixed if trainer.fixed is not None else trainer.masks.finalized(recipe.recipe.target)
     layout = Layout.from_masks(final, dims)
     # The pruning phase's end is what the Lagrangian aimed at; in recovery the masks are binary.
