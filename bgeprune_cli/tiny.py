@@ -15,9 +15,11 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -49,7 +51,7 @@ BUILTINS = {
     "tiny-bert": ("bert", _BERT_TINY, "mean"),
     "bge-m3-random": ("xlmr", BGE_M3_CONFIG, "cls"),
 }
-_REVISION = "v1"  # bump when what a builtin contains changes, so stale caches are not reused
+_REVISION = "v2"  # bump when what a builtin contains changes, so stale caches are not reused
 
 
 def cache_root() -> Path:
@@ -102,8 +104,45 @@ def _write_weights(directory: Path, config: dict) -> None:
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+# The vocabularies are counted, not trained: the `tokenizers` trainers are not deterministic (ties
+# and float noise reorder pieces), and a builtin must be byte-identical on every machine.
+_WORDS = 400
+
+
+def _word_counts(tok, lines: list[str]) -> Counter:
+    counts: Counter = Counter()
+    for line in lines:
+        normalized = tok.normalizer.normalize_str(line)
+        counts.update(word for word, _ in tok.pre_tokenizer.pre_tokenize_str(normalized))
+    return counts
+
+
+def _unigram_vocab(tok, lines: list[str], specials: list[str]) -> list[tuple[str, float]]:
+    """Every character and the most frequent words, scored by log frequency (rounded)."""
+    words = _word_counts(tok, lines)
+    chars: Counter = Counter()
+    for word, n in words.items():
+        for c in word:
+            chars[c] += n
+    pieces = dict(chars)
+    for word, n in sorted(words.items(), key=lambda wn: (-wn[1], wn[0]))[:_WORDS]:
+        pieces.setdefault(word, n)
+    total = sum(pieces.values())
+    scored = sorted(((p, round(math.log(n / total), 6)) for p, n in pieces.items()), key=lambda ps: (-ps[1], ps[0]))
+    return [(p, 0.0) for p in specials] + scored
+
+
+def _wordpiece_vocab(tok, lines: list[str], specials: list[str]) -> dict[str, int]:
+    """Specials, every character (alone and as a ## continuation), then the most frequent words."""
+    words = _word_counts(tok, lines)
+    chars = sorted({c for word in words for c in word})
+    frequent = [w for w, _ in sorted(words.items(), key=lambda wn: (-wn[1], wn[0])) if len(w) > 1][:_WORDS]
+    pieces = specials + chars + [f"##{c}" for c in chars] + frequent
+    return {p: i for i, p in enumerate(dict.fromkeys(pieces))}
+
+
 def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     if family == "xlmr":
         specials = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -111,8 +150,8 @@ def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
         tok.normalizer = normalizers.NFKC()
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
-        tok.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=600, special_tokens=specials,
-                                                               unk_token="<unk>"))
+        tok.model = models.Unigram(_unigram_vocab(tok, lines, specials), unk_id=specials.index("<unk>"),
+                                   byte_fallback=False)
         tok.add_special_tokens(["<mask>"])
         tok.post_processor = processors.TemplateProcessing(
             single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
@@ -125,7 +164,7 @@ def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
+        tok.model = models.WordPiece(_wordpiece_vocab(tok, lines, specials), unk_token="[UNK]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
