@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=700, help="pruning-phase steps of the L0 run")
     parser.add_argument("--recovery-steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--skip-train", action="store_true", help="only re-evaluate existing exports")
+    parser.add_argument("--train", default="l0,naive", help="which students to (re)train: l0, naive, both "
+                        "(default) or none (re-evaluate existing exports)")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     from bgeprune_cli.base import resolve_base
@@ -103,11 +104,17 @@ def main() -> None:
     sets = [f"train.steps={args.steps}", f"train.recovery_steps={args.recovery_steps}",
             f"train.batch_size={args.batch_size}"]
     seconds = {}
-    if not args.skip_train:
+    which = set(args.train.split(",")) - {"none"}
+    if "l0" in which:
         seconds["l0"] = train_l0(args.out / "l0", sets)
         pipeline(args.out / "l0")
+    if "naive" in which:
         seconds["naive"] = train_naive(args.out / "naive", sets, args.steps + args.recovery_steps)
         pipeline(args.out / "naive")
+    for name in ("l0", "naive"):  # the run's own record of its training time (steps only, no loading)
+        manifest = args.out / name / "train" / "manifest.json"
+        if manifest.is_file():
+            seconds[f"{name}_steps_only"] = json.loads(manifest.read_text())["info"]["train_seconds"]
     beir = load_beir(PYDOCS)
     models = {"teacher (all-MiniLM-L6-v2)": resolve_base("builtin:all-minilm-l6-v2"),
               "bgeprune train (L0, 50%)": args.out / "l0" / "export",

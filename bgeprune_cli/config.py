@@ -61,7 +61,7 @@ class TrainSection(_Section):
     batch_size: int = Field(32, ge=2)
     lr_weights: float = Field(2e-5, gt=0)
     lr_gates: float = Field(0.05, gt=0)
-    lr_lambda: float = Field(0.05, gt=0)
+    lr_lambda: float = Field(0.01, gt=0)
     target_warmup_steps: int = Field(200, ge=0)
     gate_init: float = 3.0
     seed: int = 0

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -85,6 +87,8 @@ def base_encoder_params(dims: BaseDims) -> int:
 class Lagrangian(nn.Module):
     """Per-type, per-row constraint terms with learnable multipliers (maximised; start at 0).
 
+    Each type's term is `units · mean_rows[λ1 (ŝ − t) + λ2 (ŝ − t)²]` (units = gates per row).
+
     Targeted mode: the rows are each layer's heads and FFN units, all layers, all hidden dims; the
     target fraction removed per row is 1 − target/base. Sparsity mode: one row, the expected
     encoder parameters, against the recipe's global sparsity. Targets ramp linearly from 0 over
@@ -106,6 +110,12 @@ class Lagrangian(nn.Module):
                 keep, base, n_rows = wanted[t]
                 self.final[t] = 1.0 - (keep if keep is not None else base) / base
                 rows[t] = n_rows
+        # Units per row. The gradient a row's term sends to each of its gates is divided by this (ŝ is a
+        # mean), while the distillation gradient on a gate is not; scaling the term by it gives every
+        # gate the same pressure per unit of λ, so a 4096-unit FFN row converges as fast as 24 layers.
+        self.units = {k: float(mask_shapes(dims)[k][-1]) for k in self.final if k != "params"}
+        if "params" in self.final:
+            self.units["params"] = float(sum(math.prod(mask_shapes(dims)[t]) for t in types))
         self.lambda_1 = nn.ParameterDict({k: nn.Parameter(torch.zeros(n)) for k, n in rows.items()})
         self.lambda_2 = nn.ParameterDict({k: nn.Parameter(torch.zeros(n)) for k, n in rows.items()})
 
@@ -130,6 +140,6 @@ class Lagrangian(nn.Module):
         for name, s_hat in self.sparsity(probs).items():
             gap = s_hat - targets[name]
             l1, l2 = self.lambda_1[name].to(gap.device), self.lambda_2[name].to(gap.device)
-            penalty = penalty + (l1 * gap + l2 * gap.pow(2)).mean()
+            penalty = penalty + self.units[name] * (l1 * gap + l2 * gap.pow(2)).mean()
             gaps[name] = float(gap.detach().mean())
         return penalty, gaps

@@ -14,10 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .ui import err
 
 _SHORT = {"layers": "L", "heads": "H", "ffn": "F", "hidden": "d"}
+_TERMS = {"cosine": "cos", "similarity_kl": "kl", "layerwise": "layer", "contrastive": "con"}
 
 
 def describe(record: dict, targets: dict) -> str:
-    """`loss 0.123 · L 5.1/5 H 10.2/10 … · λ₁ -0.41` (expected/target)."""
+    """`prune · loss 0.123 (cos 0.010 kl 0.113) · L 5.1/5 H 10.2/10 … · λ₁ …` (expected/target)."""
     expected = record["expected"]
     arch = f"params {expected['encoder_fraction']:.1%}"
     if "sparsity" in targets:
@@ -26,7 +27,9 @@ def describe(record: dict, targets: dict) -> str:
         arch = " ".join(f"{_SHORT[k]} {expected[k]:.1f}/{v}" for k, v in targets.items()) + f" ({arch})"
     lam = " ".join(f"{k} {v:+.2f}" for k, v in record["lambda_1"].items())
     bad = f" · [red]{record['bad_steps']} bad[/]" if record["bad_steps"] else ""
-    return f"{record['phase']} · loss {record['loss']:.4f} · {arch}" + (f" · λ₁ {lam}" if lam else "") + bad
+    terms = " ".join(f"{_TERMS.get(k, k)} {v:.3f}" for k, v in record["terms"].items())
+    return (f"{record['phase']} · loss {record['loss']:.4f} ({terms}) · {arch}" + (f" · λ₁ {lam}" if lam else "")
+            + bad)
 
 
 class TrainProgress:

@@ -24,6 +24,7 @@ from .losses import LayerMaps, contrastive_loss, cosine_loss, similarity_kl
 from .masking import MaskHooks, as_float_masks
 
 GRAD_CLIP = 1.0
+GATES_LR_FLOOR = 0.1  # the gates' learning rate at the end of the pruning phase, relative to lr_gates
 
 
 @dataclass
@@ -78,7 +79,8 @@ class Trainer:
             # oscillating around it; the multipliers keep their learning rate and keep pushing.
             if step < settle_from or prune_steps <= settle_from:
                 return 1.0
-            return max(0.1, 1 - 0.9 * (step - settle_from) / (prune_steps - settle_from))
+            progress = (step - settle_from) / (prune_steps - settle_from)
+            return max(GATES_LR_FLOOR, 1 - (1 - GATES_LR_FLOOR) * progress)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [weights_lr, gates_lr])
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
