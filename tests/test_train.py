@@ -34,7 +34,7 @@ def recipe(*sets: str, path: Path = SMOKE):
     return load_recipe(path, list(sets), base_dims=recipe_base_dims)
 
 
-def quiet_run(loaded, run_dir: Path, **kwargs) -> dict:
+def run_train(loaded, run_dir: Path, **kwargs) -> dict:
     return train.run(loaded, run_dir, **kwargs)
 
 
@@ -45,7 +45,7 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, builtin_cache) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    return run_dir, quiet_run(recipe(), run_dir)
+    return run_dir, run_train(recipe(), run_dir)
 
 
 def test_smoke_recipe_reaches_its_target(smoke_run):
@@ -148,28 +148,28 @@ def _recipe_file(tmp_path: Path, data_line: str) -> Path:
 def test_missing_data_fails_before_training_with_the_path(tmp_path):
     path = _recipe_file(tmp_path, 'train = ["no-such-corpus.txt"]')
     with pytest.raises(DataError, match="no-such-corpus.txt"):
-        quiet_run(recipe(path=path), tmp_path / "run")
+        run_train(recipe(path=path), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
 def test_no_data_at_all_is_a_clear_error(tmp_path):
     path = _recipe_file(tmp_path, "train = []")
     with pytest.raises(DataError, match="data.train is empty"):
-        quiet_run(recipe(path=path), tmp_path / "run")
+        run_train(recipe(path=path), tmp_path / "run")
 
 
 def test_empty_data_file_is_named(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     path = _recipe_file(tmp_path, 'train = ["empty.txt"]')
     with pytest.raises(DataError, match="empty.txt"):
-        quiet_run(recipe(path=path), tmp_path / "run")
+        run_train(recipe(path=path), tmp_path / "run")
 
 
 def test_malformed_jsonl_line_is_named_with_file_and_line(tmp_path):
     (tmp_path / "corpus.jsonl").write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken\n')
     path = _recipe_file(tmp_path, 'train = ["corpus.jsonl"]')
     with pytest.raises(DataError, match=r"corpus.jsonl:3"):
-        quiet_run(recipe(path=path), tmp_path / "run")
+        run_train(recipe(path=path), tmp_path / "run")
 
 
 def test_cli_exit_code_for_bad_data(tmp_path):
@@ -193,7 +193,7 @@ def test_non_finite_losses_are_skipped_then_abort_with_last_good_checkpoint(tmp_
     monkeypatch.setattr(trainer, "similarity_kl", poisoned)
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match="max_bad_steps = 3"):
-        quiet_run(recipe(*SHORT, "train.max_bad_steps=3"), run_dir)
+        run_train(recipe(*SHORT, "train.max_bad_steps=3"), run_dir)
     newest = checkpoints.latest(run_dir)
     # Skipped steps never touch the weights, so every checkpoint written is a good one.
     assert newest is not None and newest.step == 8
@@ -213,19 +213,19 @@ def test_a_few_bad_steps_are_skipped_and_counted(tmp_path, monkeypatch):
         return real(*args) * (float("inf") if calls["n"] == 3 else 1.0)
 
     monkeypatch.setattr(trainer, "similarity_kl", one_bad)
-    result = quiet_run(recipe(*SHORT), tmp_path / "run")
+    result = run_train(recipe(*SHORT), tmp_path / "run")
     assert result["bad_steps"] == 1 and result["steps"] == 16
 
 
 def test_rerun_without_resume_is_refused_and_resume_needs_a_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(UsageError, match="no complete checkpoint"):
-        quiet_run(recipe(*SHORT), run_dir, resume=True)
-    quiet_run(recipe(*SHORT), run_dir)
+        run_train(recipe(*SHORT), run_dir, resume=True)
+    run_train(recipe(*SHORT), run_dir)
     with pytest.raises(UsageError, match="--resume"):
-        quiet_run(recipe(*SHORT), run_dir)
+        run_train(recipe(*SHORT), run_dir)
     with pytest.raises(UsageError, match="finished run"):
-        quiet_run(recipe(*SHORT), run_dir, resume=True)
+        run_train(recipe(*SHORT), run_dir, resume=True)
 
 
 def _interrupted_run(tmp_path: Path, monkeypatch) -> Path:
@@ -241,7 +241,7 @@ def _interrupted_run(tmp_path: Path, monkeypatch) -> Path:
 
     monkeypatch.setattr(checkpoints, "save", save_then_crash)
     with pytest.raises(RuntimeError):
-        quiet_run(recipe(*SHORT), run_dir)
+        run_train(recipe(*SHORT), run_dir)
     monkeypatch.setattr(checkpoints, "save", real_save)
     return run_dir
 
@@ -249,8 +249,8 @@ def _interrupted_run(tmp_path: Path, monkeypatch) -> Path:
 def test_resume_with_a_changed_recipe_is_refused_unless_forced(tmp_path, monkeypatch):
     run_dir = _interrupted_run(tmp_path, monkeypatch)
     with pytest.raises(UsageError, match="recipe"):
-        quiet_run(recipe(*SHORT, "train.lr_weights=0.001"), run_dir, resume=True)
-    result = quiet_run(recipe(*SHORT, "train.lr_weights=0.001"), run_dir, resume=True, force=True)
+        run_train(recipe(*SHORT, "train.lr_weights=0.001"), run_dir, resume=True)
+    result = run_train(recipe(*SHORT, "train.lr_weights=0.001"), run_dir, resume=True, force=True)
     assert result["steps"] == 16
 
 
@@ -262,16 +262,16 @@ def test_resume_with_changed_data_is_refused(tmp_path, monkeypatch):
     real_save = checkpoints.save
 
     def save_then_crash(*args, **kwargs):
-        result = real_save(*args, **kwargs)
+        real_save(*args, **kwargs)
         raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(checkpoints, "save", save_then_crash)
     with pytest.raises(RuntimeError):
-        quiet_run(recipe(*SHORT, path=path), run_dir)
+        run_train(recipe(*SHORT, path=path), run_dir)
     monkeypatch.setattr(checkpoints, "save", real_save)
     corpus.write_text(corpus.read_text() + "one more line\n")
     with pytest.raises(UsageError, match="training data"):
-        quiet_run(recipe(*SHORT, path=path), run_dir, resume=True)
+        run_train(recipe(*SHORT, path=path), run_dir, resume=True)
 
 
 def test_unknown_device_is_refused():
@@ -286,7 +286,7 @@ def test_layerwise_and_contrastive_losses_train(tmp_path):
     pairs.write_text("".join(json.dumps({"query": f"question {i}", "pos": [f"answer {i}"], "neg": [f"other {i}"]})
                              + "\n" for i in range(20)))
     path = _recipe_file(tmp_path, f'train = ["builtin:probe"]\npairs = ["{pairs}"]')
-    result = quiet_run(recipe(*SHORT, "distill.layerwise=1.0", "distill.contrastive=0.5", path=path),
+    result = run_train(recipe(*SHORT, "distill.layerwise=1.0", "distill.contrastive=0.5", path=path),
                        tmp_path / "run")
     terms = metrics(tmp_path / "run")[-1]["terms"]
     assert {"similarity_kl", "layerwise", "contrastive"} <= set(terms)
@@ -296,7 +296,7 @@ def test_layerwise_and_contrastive_losses_train(tmp_path):
 
 def test_contrastive_without_pairs_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="data.pairs"):
-        quiet_run(recipe(*SHORT, "distill.contrastive=1.0"), tmp_path / "run")
+        run_train(recipe(*SHORT, "distill.contrastive=1.0"), tmp_path / "run")
 
 
 def test_sparsity_mode_trains_and_finalizes(tmp_path):
@@ -306,7 +306,7 @@ def test_sparsity_mode_trains_and_finalizes(tmp_path):
         text = text.replace(key + "\n", "")
     path = tmp_path / "sparsity.toml"
     path.write_text(text.replace('mode = "targeted"', 'mode = "sparsity"\nsparsity = 0.4'))
-    result = quiet_run(recipe(*SHORT, path=path), tmp_path / "run")
+    result = run_train(recipe(*SHORT, path=path), tmp_path / "run")
     assert result["masks"] == ["layer", "heads", "ffn"]
     masks = finalize_masks.run(tmp_path / "run" / "train")
     assert masks["encoder_params"] < masks["base_encoder_params"]
@@ -315,7 +315,7 @@ def test_sparsity_mode_trains_and_finalizes(tmp_path):
 def test_fixed_masks_recover_only_and_finalize_reproduces_them(tmp_path):
     layer = torch.tensor([True, False, True])
     loaded = recipe(*SHORT, "target.heads=4", "target.hidden=64", "target.ffn=128")
-    result = quiet_run(loaded, tmp_path / "run", fixed_masks={"layer": layer})
+    result = run_train(loaded, tmp_path / "run", fixed_masks={"layer": layer})
     assert result["method"] == "fixed-masks" and result["prune_steps"] == 0 and result["steps"] == 4
     finalize_masks.run(tmp_path / "run" / "train")
     final = load_file(str(tmp_path / "run" / "masks" / "masks.safetensors"))
