@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bgeprune_cli.base import load_model, load_tokenizer, read_pooling, resolve_base
-from bgeprune_cli.base import read_config
+from bgeprune_cli.base import load_model, load_tokenizer, read_config, read_pooling, resolve_base
 from bgeprune_cli.config import BaseDims, TargetSection
 from bgeprune_cli.gates import Lagrangian, MaskSet
 from bgeprune_cli.losses import cosine_loss, similarity_kl

@@ -25,7 +25,7 @@ from .errors import ArtifactError
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
-# file name -> the key in the `tensors` dict passed to `save`
+# Each checkpoint holds <name>.safetensors for these keys of the `tensors` dict passed to `save`.
 TENSOR_FILES = ("student", "gates", "extras")
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import BaseDims, TargetSection
-from .masks import LOG_ALPHA_CLAMP, finalize, keep_prob, mask_shapes, sample_gates
+from .masks import LOG_ALPHA_CLAMP, finalize, full_layout, keep_prob, mask_shapes, sample_gates
 
 
 class MaskSet(nn.Module):
@@ -80,10 +80,6 @@ def expected_sizes(probs: dict[str, torch.Tensor], dims: BaseDims) -> dict[str, 
             "encoder_params": (p["layer"] * per_layer).sum()}
 
 
-def base_encoder_params(dims: BaseDims) -> int:
-    return int(expected_sizes({}, dims)["encoder_params"].round())
-
-
 class Lagrangian(nn.Module):
     """Per-type, per-row constraint terms with learnable multipliers (maximised; start at 0).
 
@@ -116,6 +112,7 @@ class Lagrangian(nn.Module):
         self.units = {k: float(mask_shapes(dims)[k][-1]) for k in self.final if k != "params"}
         if "params" in self.final:
             self.units["params"] = float(sum(math.prod(mask_shapes(dims)[t]) for t in types))
+            self.base_params = full_layout(dims).encoder_params()
         self.lambda_1 = nn.ParameterDict({k: nn.Parameter(torch.zeros(n)) for k, n in rows.items()})
         self.lambda_2 = nn.ParameterDict({k: nn.Parameter(torch.zeros(n)) for k, n in rows.items()})
 
@@ -127,7 +124,7 @@ class Lagrangian(nn.Module):
         """Expected fraction removed, per row of each constrained quantity."""
         if "params" in self.final:
             expected = expected_sizes(probs, self.dims)["encoder_params"]
-            return {"params": (1 - expected / base_encoder_params(self.dims)).reshape(1)}
+            return {"params": (1 - expected / self.base_params).reshape(1)}
         # heads and ffn: one row per layer; layer and hidden: the whole vector is one row.
         return {t: 1 - probs[t].mean(1) if probs[t].dim() == 2 else (1 - probs[t].mean()).reshape(1)
                 for t in self.final}

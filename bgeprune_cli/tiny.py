@@ -117,6 +117,11 @@ def _word_counts(tok, lines: list[str]) -> Counter:
     return counts
 
 
+def _by_frequency(words: Counter) -> list[tuple[str, int]]:
+    """Most frequent first; ties in alphabetical order, so the result never depends on input order."""
+    return sorted(words.items(), key=lambda wn: (-wn[1], wn[0]))
+
+
 def _unigram_vocab(tok, lines: list[str], specials: list[str]) -> list[tuple[str, float]]:
     """Every character and the most frequent words, scored by log frequency (rounded)."""
     words = _word_counts(tok, lines)
@@ -125,7 +130,7 @@ def _unigram_vocab(tok, lines: list[str], specials: list[str]) -> list[tuple[str
         for c in word:
             chars[c] += n
     pieces = dict(chars)
-    for word, n in sorted(words.items(), key=lambda wn: (-wn[1], wn[0]))[:_WORDS]:
+    for word, n in _by_frequency(words)[:_WORDS]:
         pieces.setdefault(word, n)
     total = sum(pieces.values())
     scored = sorted(((p, round(math.log(n / total), 6)) for p, n in pieces.items()), key=lambda ps: (-ps[1], ps[0]))
@@ -136,7 +141,7 @@ def _wordpiece_vocab(tok, lines: list[str], specials: list[str]) -> dict[str, in
     """Specials, every character (alone and as a ## continuation), then the most frequent words."""
     words = _word_counts(tok, lines)
     chars = sorted({c for word in words for c in word})
-    frequent = [w for w, _ in sorted(words.items(), key=lambda wn: (-wn[1], wn[0])) if len(w) > 1][:_WORDS]
+    frequent = [w for w, _ in _by_frequency(words) if len(w) > 1][:_WORDS]
     pieces = specials + chars + [f"##{c}" for c in chars] + frequent
     return {p: i for i, p in enumerate(dict.fromkeys(pieces))}
 

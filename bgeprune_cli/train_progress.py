@@ -33,7 +33,7 @@ def describe(record: dict, targets: dict) -> str:
 
 
 class TrainProgress:
-    def __init__(self, total: int, prune_steps: int, start: int, targets: dict, log_every: int):
+    def __init__(self, total: int, start: int, targets: dict, log_every: int):
         self.total, self.targets, self.log_every = total, targets, log_every
         self._bar = None
         if err.is_terminal:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import BaseDims, Recipe
-from .gates import Lagrangian, MaskSet, base_encoder_params, expected_sizes
+from .gates import Lagrangian, MaskSet, expected_sizes
 from .losses import LayerMaps, contrastive_loss, cosine_loss, similarity_kl
 from .masking import MaskHooks, as_float_masks
+from .masks import LOG_ALPHA_CLAMP, full_layout
 
 GRAD_CLIP = 1.0
 GATES_LR_FLOOR = 0.1  # the gates' learning rate at the end of the pruning phase, relative to lr_gates
@@ -41,6 +42,7 @@ class Trainer:
                  prune_steps: int, total_steps: int, device: torch.device):
         self.recipe, self.student, self.teacher, self.pooling = recipe, student, teacher, pooling
         self.dims, self.device, self.prune_steps, self.total_steps = dims, device, prune_steps, total_steps
+        self.base_params = full_layout(dims).encoder_params()
         train, distill = recipe.train, recipe.distill
         self.masks = MaskSet(dims, types, train.gate_init).to(device)
         self.lagrangian = Lagrangian(recipe.target, dims, types, train.target_warmup_steps).to(device)
@@ -87,17 +89,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
 
-    def start_recovery(self) -> dict[str, torch.Tensor]:
+    def start_recovery(self) -> None:
         """Fix the masks by the finalize rule; from here on only weights train."""
         self.pruned_expected = self.expected()
         self.fixed = self.masks.finalized(self.recipe.target)
-        return self.fixed
 
     def fix_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Recovery-only training from given masks: gates set to ±clamp so finalize reproduces them."""
         with torch.no_grad():
             for name, a in self.masks.log_alpha.items():
-                a.copy_(torch.where(masks[name].to(a.device), 4.6, -4.6))
+                a.copy_(torch.where(masks[name].to(a.device), LOG_ALPHA_CLAMP, -LOG_ALPHA_CLAMP))
         self.fixed = {k: v.clone() for k, v in masks.items()}
 
     # ------------------------------------------------------------------ one step
@@ -162,7 +163,7 @@ class Trainer:
         probs = as_float_masks(self.fixed) if self.fixed is not None else self.masks.keep_probs()
         sizes = {k: float(v) for k, v in expected_sizes({k: v.float().cpu() for k, v in probs.items()},
                                                         self.dims).items()}
-        sizes["encoder_fraction"] = sizes["encoder_params"] / base_encoder_params(self.dims)
+        sizes["encoder_fraction"] = sizes["encoder_params"] / self.base_params
         return sizes
 
     def lambdas(self) -> dict[str, float]:

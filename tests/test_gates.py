@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bgeprune_cli.config import BaseDims, TargetSection
-from bgeprune_cli.gates import Lagrangian, MaskSet, base_encoder_params, expected_sizes
-from bgeprune_cli.masks import BETA, LIMIT_L, LIMIT_R, Layout, finalize, keep_prob, sample_gates
+from bgeprune_cli.gates import Lagrangian, MaskSet, expected_sizes
+from bgeprune_cli.masks import BETA, LIMIT_L, LIMIT_R, Layout, finalize, full_layout, keep_prob, sample_gates
 
 # hidden 4, 2 heads of 2, FFN 3, 2 layers: small enough to count by hand.
 TINY = BaseDims(layers=2, heads=2, ffn=3, hidden=4)
@@ -40,7 +40,7 @@ def test_samples_are_differentiable_in_log_alpha():
 def test_expected_size_matches_a_hand_count():
     # Per layer: q, k, v 3*(4*4+4)=60, attention output 4*4+4=20, LayerNorm 8 -> 88;
     # FFN in 4*3+3=15, FFN out 3*4+4=16, LayerNorm 8 -> 39. Two layers: 2*127 = 254.
-    assert base_encoder_params(TINY) == 254
+    assert float(expected_sizes({}, TINY)["encoder_params"]) == full_layout(TINY).encoder_params() == 254
     # Layer 1 gone; in layer 0 each head kept with probability 1/2 (one head expected):
     # q, k, v 3*(4*2+2)=30, output 2*4+4=12, LayerNorm 8 -> 50, plus the FFN 39 -> 89.
     probs = {"layer": torch.tensor([1.0, 0.0]), "heads": torch.full((2, 2), 0.5)}

@@ -189,7 +189,7 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
         return checkpoints.save(run_dir, step, trainer.tensors(), state, {"data": fingerprints},
                                 recipe.resolved, recipe.sha256, r.train.keep_checkpoints)
 
-    progress = TrainProgress(total, prune_steps, start=step, targets=_targets(r, dims), log_every=r.train.log_every)
+    progress = TrainProgress(total, start=step, targets=_targets(r, dims), log_every=r.train.log_every)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = (run_dir / METRICS).open("a", encoding="utf-8")
     try:
@@ -215,7 +215,7 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
                             f"{bad_steps} steps had a non-finite loss (limit train.max_bad_steps = "
                             f"{r.train.max_bad_steps}); stopped at step {step}, {where}. Lower train.lr_weights "
                             f"or train.lr_gates, check the data, then --resume or start over.")
-                record = _record(step, result, trainer, bad_steps, elapsed, prune_steps)
+                record = _record(step, result, trainer, bad_steps, elapsed)
                 if step % r.train.log_every == 0 or step == total or not result.finite:
                     metrics.write(json.dumps(record, sort_keys=True) + "\n")
                     metrics.flush()
@@ -243,8 +243,8 @@ def _targets(r, dims) -> dict:
     return {k: getattr(r.target, k) or getattr(dims, k) for k in ("layers", "heads", "ffn", "hidden")}
 
 
-def _record(step: int, result, trainer: Trainer, bad_steps: int, elapsed: float, prune_steps: int) -> dict:
-    return {"step": step, "phase": "prune" if step <= prune_steps and trainer.fixed is None else "recover",
+def _record(step: int, result, trainer: Trainer, bad_steps: int, elapsed: float) -> dict:
+    return {"step": step, "phase": "prune" if trainer.fixed is None else "recover",
             "loss": result.loss, "terms": result.terms, "penalty": result.penalty, "gaps": result.gaps,
             "finite": result.finite, "expected": trainer.expected(), "lambda_1": trainer.lambdas(),
             "lr": trainer.scheduler.get_last_lr(), "bad_steps": bad_steps, "elapsed_s": round(elapsed, 3)}
@@ -271,13 +271,13 @@ def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints
             "device": str(dev), "expected": expected, "final_sizes": layout.sizes(),
             "encoder_params": layout.encoder_params(), "lambda_1": trainer.lambdas(), "data": fingerprints,
             "data_summary": {"train": data.summary(), "pairs": pairs_data.summary() if pairs_data else None}}
+    tensors = trainer.tensors()
+    lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
     with write_artifact(out, "train-run", force=True, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
                         info=info) as tmp:
-        save_file(trainer.masks.scores(), str(tmp / GATES_FILE))
-        save_file({k: v.detach().cpu().contiguous() for k, v in trainer.student.state_dict().items()},
-                  str(tmp / STUDENT_FILE))
-        save_file({k: v for k, v in trainer.tensors()["extras"].items() if k.startswith("lagrangian.")},
-                  str(tmp / LAGRANGIAN_FILE))
+        for name, file in (("gates", GATES_FILE), ("student", STUDENT_FILE)):
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors[name].items()}, str(tmp / file))
+        save_file({k: v.detach().cpu().contiguous() for k, v in lagrangian.items()}, str(tmp / LAGRANGIAN_FILE))
         if trainer.fixed is not None:  # finalize-masks checks that it reproduces these exactly
             save_file({k: v.to(torch.bool).cpu().contiguous() for k, v in trainer.fixed.items()},
                       str(tmp / RECOVERY_MASKS_FILE))
