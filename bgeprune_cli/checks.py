@@ -1,8 +1,9 @@
 """Static checks of an exported model directory, each with its own message (used by `verify`).
 
 These read files only (no model forward pass): required files, the manifest's hashes, finite
-weights, config-vs-tensor agreement (which also catches renamed and missing keys), and tensors
-that are identity matrices (a predecessor "fixed" missing `attention.output.dense` that way).
+weights, config-vs-tensor agreement (which also catches renamed and missing keys), tensors
+that are identity matrices (a predecessor "fixed" missing `attention.output.dense` that way),
+bge-m3's sparse/ColBERT head files, and the config fields serving engines (TEI, vLLM) read.
 
 Example:
     bgeprune verify out/smoke
@@ -13,11 +14,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 from safetensors import safe_open
 
+from . import m3
 from .artifacts import MANIFEST, sha256_file
+from .errors import ArtifactError
 
 TOKENIZER_ANY = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
 
@@ -130,3 +135,68 @@ def check_identity(state: dict[str, torch.Tensor]) -> Check:
         return Check("identity", "fail", f"{len(found)} weight(s) are exact identity matrices, not trained weights "
                      f"(an 'identity fix' for missing weights?): {_examples(found)}", {"tensors": found})
     return Check("identity", "pass", "no weight matrix is an identity placeholder")
+
+
+def check_m3_heads(out: Path, expected: bool) -> Check:
+    """bge-m3's head files: both present, plain state dicts, shaped for this hidden size.
+
+    `expected` is whether the export should have them (its lineage says the base had them); a
+    directory with either file is checked as bge-m3 style too.
+    """
+    if not expected and not m3.has_heads(out):
+        return Check("m3-heads", "skip", "not a bge-m3-style model (no sparse/ColBERT head files)")
+    missing = [name for name in m3.HEAD_FILES if not (out / name).is_file()]
+    if missing:
+        return Check("m3-heads", "fail", f"missing {', '.join(missing)}: {m3.RANDOM_HEADS_WARNING}. Export again "
+                     f"with 'bgeprune export-hf', which writes both.", {"missing": missing})
+    hidden = json.loads((out / "config.json").read_text()).get("hidden_size") if (out / "config.json").is_file() else None
+    try:
+        heads = m3.load_heads(out, hidden)
+    except ArtifactError as exc:
+        return Check("m3-heads", "fail", str(exc))
+    return Check("m3-heads", "pass", f"{m3.COLBERT_FILE} ({heads.hidden}->{heads.colbert_linear.out_features}) and "
+                 f"{m3.SPARSE_FILE} ({heads.hidden}->1) load as plain state dicts ({heads.file_dtype})")
+
+
+class ServingConfig(BaseModel):
+    """The config.json fields text-embeddings-inference and vLLM read to build an encoder (all required)."""
+
+    model_config = ConfigDict(extra="allow")
+    architectures: list[Literal["XLMRobertaModel", "BertModel"]] = Field(min_length=1)
+    model_type: Literal["xlm-roberta", "bert"]
+    vocab_size: PositiveInt
+    hidden_size: PositiveInt
+    num_hidden_layers: PositiveInt
+    num_attention_heads: PositiveInt
+    intermediate_size: PositiveInt
+    hidden_act: str
+    max_position_embeddings: PositiveInt
+    type_vocab_size: PositiveInt
+    layer_norm_eps: float
+    pad_token_id: NonNegativeInt
+    position_embedding_type: Literal["absolute"] = "absolute"
+
+
+def check_serving_config(out: Path) -> Check:
+    """Serving engines parse config.json strictly, need tokenizer.json, and never run remote code."""
+    path = out / "config.json"
+    if not path.is_file():
+        return Check("serving-config", "skip", "no config.json")
+    config = json.loads(path.read_text())
+    problems = []
+    try:
+        parsed = ServingConfig.model_validate(config)
+        if parsed.hidden_size % parsed.num_attention_heads:
+            problems.append(f"hidden_size {parsed.hidden_size} is not a multiple of num_attention_heads "
+                            f"{parsed.num_attention_heads}")
+    except ValidationError as exc:
+        problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    if "auto_map" in config:
+        problems.append("auto_map is set: engines would need trust_remote_code for a stock architecture")
+    if not (out / "tokenizer.json").is_file():
+        problems.append("no tokenizer.json (text-embeddings-inference needs the fast-tokenizer file)")
+    if problems:
+        return Check("serving-config", "fail", "text-embeddings-inference / vLLM could not serve it: "
+                     + "; ".join(problems), {"problems": problems})
+    return Check("serving-config", "pass", "config.json has every field text-embeddings-inference and vLLM read; "
+                 "tokenizer.json present")

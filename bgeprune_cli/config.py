@@ -77,6 +77,9 @@ class DistillSection(_Section):
     temperature: float = Field(0.05, gt=0)
     layerwise: float = Field(0.0, ge=0)
     contrastive: float = Field(0.0, ge=0)
+    # bge-m3 heads (used only when the base has colbert_linear.pt / sparse_linear.pt)
+    sparse: float = Field(1.0, ge=0, description="MSE on per-token sparse weights")
+    colbert: float = Field(1.0, ge=0, description="KL over in-batch ColBERT late-interaction scores")
 
 
 class ExportSection(_Section):

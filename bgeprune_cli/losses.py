@@ -2,8 +2,9 @@
 
 Embedding models are judged by the geometry of their outputs, so besides matching each vector
 (cosine, only when the output dims match) the student matches the teacher's in-batch similarity
-distribution (KL), which survives hidden pruning. Optional: layer-wise MSE through a learned map
-(CoFi), and a contrastive loss on labelled query/positive/negative pairs.
+distribution (KL), which survives hidden pruning. For bge-m3 bases the sparse head matches the
+teacher's token weights (MSE) and ColBERT its in-batch late-interaction scores (KL). Optional:
+layer-wise MSE through a learned map (CoFi), and a contrastive loss on labelled pairs.
 
 Example:
     bgeprune train recipes/minilm-50pct.toml --set distill.layerwise=1.0
@@ -21,20 +22,66 @@ def cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
-def _off_diagonal_logits(embeddings: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Row i: similarities of text i to every other text of the batch (its trivial self-match removed)."""
+def _off_diagonal(scores: torch.Tensor) -> torch.Tensor:
+    """Row i: scores of text i against every other text of the batch (its trivial self-match removed)."""
+    n = scores.shape[0]
+    keep = ~torch.eye(n, dtype=torch.bool, device=scores.device)
+    return scores.masked_select(keep).view(n, n - 1)
+
+
+def _score_kl(student_scores: torch.Tensor, teacher_scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher ‖ student) between the rows of two in-batch score matrices, self-matches removed."""
+    log_p_teacher = F.log_softmax(_off_diagonal(teacher_scores) / temperature, dim=-1)
+    log_p_student = F.log_softmax(_off_diagonal(student_scores) / temperature, dim=-1)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+
+
+def _cosines(embeddings: torch.Tensor) -> torch.Tensor:
     normed = F.normalize(embeddings.float(), dim=-1)
-    sims = normed @ normed.T / temperature
-    n = sims.shape[0]
-    keep = ~torch.eye(n, dtype=torch.bool, device=sims.device)
-    return sims.masked_select(keep).view(n, n - 1)
+    return normed @ normed.T
 
 
 def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher ‖ student) between in-batch similarity distributions; needs no matching dims."""
-    log_p_teacher = F.log_softmax(_off_diagonal_logits(teacher, temperature), dim=-1)
-    log_p_student = F.log_softmax(_off_diagonal_logits(student, temperature), dim=-1)
-    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return _score_kl(_cosines(student), _cosines(teacher), temperature)
+
+
+def sparse_mse(student_logits: torch.Tensor, teacher_weights: torch.Tensor,
+               attention_mask: torch.Tensor) -> torch.Tensor:
+    """bge-m3 sparse head: MSE to the teacher's per-token weights [B, L] over real tokens.
+
+    Where the teacher's weight is positive the student's *pre-ReLU* value is pulled to it, so a token
+    the student has pushed below zero still gets a gradient (plain MSE after the ReLU lets the head
+    die: pruning shifts the states, every weight turns negative and nothing pulls them back). Where
+    the teacher's weight is zero only a positive student weight is penalised, as in MSE after ReLU.
+    """
+    real = attention_mask.bool()
+    target = teacher_weights[real].float()
+    logits = student_logits[real]
+    prediction = torch.where(target > 0, logits, torch.relu(logits))
+    return F.mse_loss(prediction, target)
+
+
+def colbert_in_batch_scores(vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, B] late-interaction scores of every text (as query) against every text (as passage).
+
+    `vectors` [B, T, D] are the normalised ColBERT vectors of the tokens after CLS; `attention_mask`
+    the batch's mask, so mask[:, 1:] marks real tokens. Padding never wins a max, and the mean runs
+    over the query's real tokens (as FlagEmbedding's score does).
+    """
+    real = attention_mask[:, 1:].to(vectors.dtype)
+    token_scores = torch.einsum("itd,jsd->itjs", vectors, vectors)
+    # Dot products of unit vectors are >= -1, so -2 marks padding without the NaNs of -inf * 0.
+    token_scores = token_scores.masked_fill(real[None, None, :, :] == 0, -2.0)
+    best = token_scores.max(-1).values  # [B(query), T, B(passage)]
+    return (best * real[:, :, None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)
+
+
+def colbert_kl(student_vectors: torch.Tensor, teacher_vectors: torch.Tensor, attention_mask: torch.Tensor,
+               temperature: float) -> torch.Tensor:
+    """bge-m3 ColBERT head: KL(teacher ‖ student) over in-batch late-interaction score distributions."""
+    return _score_kl(colbert_in_batch_scores(student_vectors, attention_mask),
+                     colbert_in_batch_scores(teacher_vectors.float(), attention_mask), temperature)
 
 
 def contrastive_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from . import m3
 from .artifacts import Artifact
 from .base import load_model, read_config, read_pooling, resolve_base
 from .config import BaseDims, Recipe, recipe_from_resolved
@@ -57,6 +58,11 @@ class RunContext:
     def pooling(self):
         return read_pooling(self.base_dir)
 
+    @cached_property
+    def base_heads(self) -> m3.M3Heads | None:
+        """bge-m3's sparse and ColBERT heads when the base has them (validated; None otherwise)."""
+        return m3.load_heads(self.base_dir, self.dims.hidden)
+
 
 def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str | None = None):
     """The unpruned-shape model that masks apply to: the run's student weights, else the base."""
@@ -64,6 +70,13 @@ def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str 
     if train_run.has_file(STUDENT_FILE):
         model.load_state_dict(load_file(str(train_run.file(STUDENT_FILE))), strict=True)
     return model
+
+
+def source_heads(train_run: Artifact, ctx: RunContext) -> m3.M3Heads | None:
+    """The unpruned-shape bge-m3 heads: the run's trained heads, else the base's (None: not bge-m3 style)."""
+    if train_run.has_file(m3.HEADS_FILE):
+        return m3.M3Heads.from_tensors(load_file(str(train_run.file(m3.HEADS_FILE))))
+    return ctx.base_heads
 
 
 def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:

@@ -5,8 +5,9 @@ directory (config, safetensors, a tokenizer trained here with `tokenizers`, sent
 files), materialised once into the cache (`$BGEPRUNE_CACHE`, default ~/.cache/bgeprune).
 
     tiny-xlm-roberta  XLM-R family, 3 layers x 64 hidden, 4 heads of 16, FFN 128, CLS pooling (bge-style)
+    tiny-bge-m3       tiny-xlm-roberta plus bge-m3's sparse and ColBERT head files (random, fp16, as upstream)
     tiny-bert         BERT family, 3 layers x 64 hidden, 4 heads of 16, FFN 96, mean pooling (MiniLM-style)
-    bge-m3-random     bge-m3's exact architecture (24 x 1024, 568M parameters), random weights
+    bge-m3-random     bge-m3's exact architecture (24 x 1024, 568M parameters) and heads, random weights
 
 Example:
     python -c "from bgeprune_cli.tiny import materialize; print(materialize('tiny-xlm-roberta'))"
@@ -46,12 +47,14 @@ _BERT_TINY = {"architectures": ["BertModel"], "attention_probs_dropout_prob": 0.
               "num_attention_heads": 4, "num_hidden_layers": 3, "pad_token_id": 0,
               "position_embedding_type": "absolute", "type_vocab_size": 2}
 
+# name -> (tokenizer family, config, pooling, has bge-m3 head files)
 BUILTINS = {
-    "tiny-xlm-roberta": ("xlmr", _XLMR_TINY, "cls"),
-    "tiny-bert": ("bert", _BERT_TINY, "mean"),
-    "bge-m3-random": ("xlmr", BGE_M3_CONFIG, "cls"),
+    "tiny-xlm-roberta": ("xlmr", _XLMR_TINY, "cls", False),
+    "tiny-bge-m3": ("xlmr", _XLMR_TINY, "cls", True),
+    "tiny-bert": ("bert", _BERT_TINY, "mean", False),
+    "bge-m3-random": ("xlmr", BGE_M3_CONFIG, "cls", True),
 }
-_REVISION = "v2"  # bump when what a builtin contains changes, so stale caches are not reused
+_REVISION = "v3"  # bump when what a builtin contains changes, so stale caches are not reused
 
 
 def cache_root() -> Path:
@@ -68,7 +71,7 @@ def builtin_config(name: str) -> dict:
 def materialize(name: str) -> Path:
     """The directory of builtin model `name`, created on first use (atomically)."""
     builtin_config(name)  # a clear error for unknown names
-    family, config, pooling = BUILTINS[name]
+    family, config, pooling, m3_heads = BUILTINS[name]
     target = cache_root() / "builtin" / f"{name}-{_REVISION}"
     if target.is_dir():
         return target
@@ -81,6 +84,8 @@ def materialize(name: str) -> Path:
         config = {**config, "vocab_size": max(config["vocab_size"], vocab_size)} if name == "bge-m3-random" \
             else {**config, "vocab_size": vocab_size}
         _write_weights(tmp, config)
+        if m3_heads:
+            _write_m3_heads(tmp, config["hidden_size"])
         write_sentence_transformers_files(tmp, config["hidden_size"], pooling, max_seq_length=128)
         try:
             os.replace(tmp, target)
@@ -102,6 +107,14 @@ def _write_weights(directory: Path, config: dict) -> None:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _write_m3_heads(directory: Path, hidden: int) -> None:
+    """Random `colbert_linear.pt` / `sparse_linear.pt`, saved like upstream: plain fp16 state dicts."""
+    from .m3 import M3Heads, save_heads
+
+    torch.manual_seed(1)
+    save_heads(M3Heads(hidden, hidden, file_dtype=torch.float16), directory)
 
 
 # The vocabularies are counted, not trained: the `tokenizers` trainers are not deterministic (ties

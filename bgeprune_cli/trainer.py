@@ -2,9 +2,10 @@
 
 The student is the base model itself (HF names, unmodified modules) with `MaskHooks` applying a
 fresh hard-concrete sample of every gate each step (pruning phase) or the finalized binary masks
-(recovery phase). The frozen teacher is a second copy of the base. Three optimizer groups with
-their own learning rates: weights (and the layer maps), gates (log_alpha), and the Lagrange
-multipliers, which are *maximised*.
+(recovery phase). The frozen teacher is a second copy of the base (with bge-m3 bases, the sparse
+and ColBERT heads too). Three optimizer groups with their own learning rates: weights (the
+student's, its heads' and the layer maps'), gates (log_alpha), and the Lagrange multipliers,
+which are *maximised*.
 
 Example:
     bgeprune train recipes/smoke.toml
@@ -12,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import torch
 
 from .config import BaseDims, Recipe
 from .gates import Lagrangian, MaskSet, expected_sizes
-from .losses import LayerMaps, contrastive_loss, cosine_loss, similarity_kl
+from .losses import LayerMaps, colbert_kl, contrastive_loss, cosine_loss, similarity_kl, sparse_mse
 from .masking import MaskHooks, as_float_masks
 from .masks import LOG_ALPHA_CLAMP, full_layout
 
@@ -39,7 +41,7 @@ class StepResult:
 
 class Trainer:
     def __init__(self, recipe: Recipe, student, teacher, adapter, dims: BaseDims, pooling, types: list[str],
-                 prune_steps: int, total_steps: int, device: torch.device):
+                 prune_steps: int, total_steps: int, device: torch.device, heads=None):
         self.recipe, self.student, self.teacher, self.pooling = recipe, student, teacher, pooling
         self.dims, self.device, self.prune_steps, self.total_steps = dims, device, prune_steps, total_steps
         self.base_params = full_layout(dims).encoder_params()
@@ -54,7 +56,11 @@ class Trainer:
         self.fixed: dict[str, torch.Tensor] | None = None  # binary masks of the recovery phase
         self.pruned_expected: dict[str, float] | None = None  # expected sizes when the pruning phase ended
         self.hooks = MaskHooks(student, adapter, {}, dims.head_dim)
-        weights = list(student.parameters()) + (list(self.layer_maps.parameters()) if self.layer_maps else [])
+        # bge-m3's sparse and ColBERT heads: the student's train with it, the teacher's stay frozen.
+        self.student_heads = copy.deepcopy(heads).to(device) if heads is not None else None
+        self.teacher_heads = copy.deepcopy(heads).to(device).requires_grad_(False) if heads is not None else None
+        weights = list(student.parameters()) + (list(self.layer_maps.parameters()) if self.layer_maps else []) \
+            + (list(self.student_heads.parameters()) if self.student_heads is not None else [])
         self.weights = weights
         self.optimizer = torch.optim.AdamW([
             {"params": weights, "lr": train.lr_weights, "weight_decay": 0.01},
@@ -128,6 +134,9 @@ class Trainer:
         if layerwise:
             terms["layerwise"] = distill.layerwise * self.layer_maps(
                 student_out.hidden_states, teacher_out.hidden_states, batch["attention_mask"])
+        if self.student_heads is not None:
+            terms.update(self._head_terms(student_out.last_hidden_state, teacher_out.last_hidden_state,
+                                          batch["attention_mask"], z.get("hidden")))
         if pairs is not None and distill.contrastive > 0:
             queries, positives, negatives = (self._embed(self.student, b, False)[0] if b is not None else None
                                              for b in pairs)
@@ -155,6 +164,21 @@ class Trainer:
         self.scheduler.step()
         return result
 
+    def _head_terms(self, student_states, teacher_states, attention_mask, hidden_z) -> dict[str, torch.Tensor]:
+        """bge-m3 heads: sparse token weights (MSE) and ColBERT in-batch scores (KL) against the teacher's."""
+        distill, student, teacher = self.recipe.distill, self.student_heads, self.teacher_heads
+        terms = {}
+        with torch.no_grad():
+            t_weights = teacher.token_weights(teacher_states) if distill.sparse > 0 else None
+            t_vectors = teacher.colbert_vectors(teacher_states, attention_mask) if distill.colbert > 0 else None
+        if t_weights is not None:
+            terms["sparse"] = distill.sparse * sparse_mse(student.sparse_logits(student_states), t_weights,
+                                                         attention_mask)
+        if t_vectors is not None:
+            s_vectors = student.colbert_vectors(student_states, attention_mask, hidden_z)
+            terms["colbert"] = distill.colbert * colbert_kl(s_vectors, t_vectors, attention_mask, distill.temperature)
+        return terms
+
     # ------------------------------------------------------------------ reporting
 
     @torch.no_grad()
@@ -175,6 +199,8 @@ class Trainer:
         extras = {f"lagrangian.{k}": v for k, v in self.lagrangian.state_dict().items()}
         if self.layer_maps is not None:
             extras.update({f"layer_maps.{k}": v for k, v in self.layer_maps.state_dict().items()})
+        if self.student_heads is not None:
+            extras.update({f"m3.{k}": v for k, v in self.student_heads.state_dict().items()})
         return {"student": self.student.state_dict(), "gates": self.masks.scores(), "extras": extras}
 
     def state(self) -> dict:
@@ -192,6 +218,9 @@ class Trainer:
         if self.layer_maps is not None:
             self.layer_maps.load_state_dict({k.removeprefix("layer_maps."): v for k, v in extras.items()
                                              if k.startswith("layer_maps.")}, strict=True)
+        if self.student_heads is not None:
+            self.student_heads.load_state_dict({k.removeprefix("m3."): v for k, v in extras.items()
+                                                if k.startswith("m3.")}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lambda_optimizer.load_state_dict(state["lambda_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

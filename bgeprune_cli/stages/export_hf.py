@@ -4,6 +4,8 @@ Writes a stock `XLMRobertaModel`/`BertModel` directory: config.json with the rea
 other field copied from the base, no auto_map), model.safetensors including the pooler, the base's
 tokenizer files byte-for-byte, sentence-transformers files with the base's pooling and the real
 dimension, a model card and `lineage.json` (the artifacts it came from and the kept indices).
+For bge-m3 bases also `colbert_linear.pt` and `sparse_linear.pt` (plain state dicts in the dtype of
+the base's head files), without which FlagEmbedding would silently make random heads.
 
 `--format stock` (default) needs masks every stock config can describe: the same heads and FFN in
 every kept layer, and hidden = head_size * heads. `--format padded` zero-pads other results to a
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from .. import m3
 from ..artifacts import Artifact, ensure_writable, read_artifact, write_artifact, write_json
 from ..base import TOKENIZER_FILES
 from ..errors import UsageError
@@ -56,18 +59,36 @@ def _sentence_transformers_files(base_dir: Path, out: Path, dim: int, pooling) -
             write_json(out / module["path"] / "config.json", pooling_config)
 
 
-def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None) -> dict:
+def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, has_heads: bool) -> dict:
     chain, artifact = [], pruned
     while artifact is not None:
         chain.append({"path": str(artifact.path.resolve()), "kind": artifact.kind,
                       "manifest_sha256": artifact.manifest_sha256})
         parents = artifact.manifest.get("inputs", [])
         artifact = read_artifact(parents[0]["path"], parents[0]["kind"]) if parents else None
-    return {"artifacts": chain, "format": fmt, "layout": layout.to_json(),
+    return {"artifacts": chain, "format": fmt, "layout": layout.to_json(), "m3_heads": has_heads,
             "source_weights": str(source.resolve()) if source else None}
 
 
-def _model_card(name: str, recipe, layout: Layout, sizes: dict, fmt: str, method: str) -> str:
+_M3_USAGE = """
+## bge-m3's three modes
+
+`colbert_linear.pt` and `sparse_linear.pt` are the pruned model's sparse and ColBERT heads
+(sliced to its hidden size and distilled with it), so dense, sparse and multi-vector retrieval work:
+
+```python
+from FlagEmbedding import BGEM3FlagModel   # FlagEmbedding 1.4 runs on transformers 4.x
+model = BGEM3FlagModel("{path}", use_fp16=True)
+out = model.encode(["query"], return_dense=True, return_sparse=True, return_colbert_vecs=True)
+
+from bgeprune_cli.m3_encoder import M3Encoder   # the same three outputs with bgeprune, transformers 5
+enc = M3Encoder.from_pretrained("{path}")
+scores = enc.compute_score(enc.encode(["query"]), enc.encode(["passage"]))
+```
+"""
+
+
+def _model_card(name: str, recipe, layout: Layout, sizes: dict, fmt: str, method: str, has_heads: bool) -> str:
     base = full_layout(layout.base_dims)
     ratio = layout.encoder_params() / base.encoder_params()
     return f"""---
@@ -94,7 +115,7 @@ Measured retention: run `bgeprune verify <this dir> --compare {recipe.base.model
 `bgeprune bench`; `lineage.json` records the bgeprune artifacts this export came from.
 
 Loads as a stock model: `AutoModel.from_pretrained(dir)`, `SentenceTransformer(dir)`.
-"""
+""" + (_M3_USAGE.replace("{path}", name) if has_heads else "")
 
 
 def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, name: str | None = None) -> dict:
@@ -120,7 +141,13 @@ def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, na
     config = stock_config(ctx.base_config, ctx.adapter, sizes)
     train = pruned.input("masks").input("train-run")
     method = train.info.get("method", "train")
-    info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params()}
+    heads = (m3.M3Heads.from_tensors(load_file(str(pruned.file(m3.HEADS_FILE))))
+             if pruned.has_file(m3.HEADS_FILE) else None)
+    if heads is None and ctx.base_heads is not None:
+        raise UsageError(f"{pruned.path} has no {m3.HEADS_FILE} but its base has bge-m3 heads: it was pruned by "
+                         f"an older bgeprune. Run 'bgeprune prune' again, so the export gets sliced heads.")
+    info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
+            "m3_heads": heads is not None}
     with step(f"writing {out}"), write_artifact(out, "hf-model", force=force, recipe=pruned.recipe,
                                                  recipe_sha256=pruned.manifest["recipe_sha256"], inputs=[pruned],
                                                  info=info) as tmp:
@@ -131,7 +158,10 @@ def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, na
             if (ctx.base_dir / file).is_file():
                 shutil.copyfile(ctx.base_dir / file, tmp / file)
         _sentence_transformers_files(ctx.base_dir, tmp, sizes["hidden"], ctx.pooling)
-        write_json(tmp / LINEAGE, _lineage(pruned, layout, fmt, source_weights_file(train, ctx)))
+        if heads is not None:
+            m3.save_heads(heads, tmp)
+        write_json(tmp / LINEAGE, _lineage(pruned, layout, fmt, source_weights_file(train, ctx), heads is not None))
         title = name or ctx.recipe.export.name or f"{Path(ctx.recipe.base.model).name}-bgeprune"
-        (tmp / "README.md").write_text(_model_card(title, ctx.recipe, layout, sizes, fmt, method), encoding="utf-8")
+        (tmp / "README.md").write_text(_model_card(title, ctx.recipe, layout, sizes, fmt, method, heads is not None),
+                                       encoding="utf-8")
     return {"artifact": str(out), "kind": "hf-model", **info}

@@ -2,7 +2,8 @@
 
 Slices every tensor the masks touch (DESIGN.md §2 table): q/k/v rows and output-projection
 columns per head, FFN rows/columns, whole layers, and with hidden pruning every hidden-sized axis
-(embeddings, LayerNorms, projections, pooler). Before writing, the pruned model is checked against
+(embeddings, LayerNorms, projections, pooler, and the input dims of bge-m3's sparse and ColBERT
+heads, whose hidden-sized ColBERT output keeps the same dims). Before writing, the pruned model is checked against
 the masked model on the probe batch; a difference above `atol` fails the stage (exit 1).
 
 Example:
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from .. import m3
 from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
 from ..base import load_tokenizer, weights_dtype
 from ..errors import CheckFailed
@@ -22,7 +24,7 @@ from ..masking import MaskHooks, as_float_masks
 from ..masks import Layout, full_layout
 from ..probe import max_abs_diff, model_outputs, probe_batches, probe_texts
 from ..pruning import build_model, slice_state_dict, stock_config
-from ..sources import RunContext, read_masks, source_model
+from ..sources import RunContext, read_masks, source_heads, source_model
 from ..ui import step
 
 
@@ -36,15 +38,17 @@ def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: flo
     layout = Layout.from_masks(masks, ctx.dims)
     with step("loading the unpruned model"):
         model = source_model(train, ctx)
+        heads = source_heads(train, ctx)
     with step("slicing tensors"):
         state = slice_state_dict(model.state_dict(), ctx.adapter, layout)
         config = stock_config(ctx.base_config, ctx.adapter, layout.sizes())
         pruned = build_model(config, state, ctx.adapter, layout.head_dim)
+        pruned_heads = heads.sliced(layout.hidden, ctx.dims.hidden) if heads is not None else None
     with step("checking pruned == masked on the probe batch"):
         batches = probe_batches(load_tokenizer(ctx.base_dir), probe_texts()[:12], max_length=64)
         with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
-            masked = model_outputs(model, batches, ctx.pooling, layout.hidden)
-        diffs = max_abs_diff(masked, model_outputs(pruned, batches, ctx.pooling))
+            masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
+        diffs = max_abs_diff(masked, model_outputs(pruned, batches, ctx.pooling, heads=pruned_heads))
     if max(diffs.values()) > atol:
         raise CheckFailed(f"pruned model differs from the masked model by {max(diffs.values()):.3g} "
                           f"(> {atol}); nothing was written. Per output: {diffs}")
@@ -54,7 +58,7 @@ def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: flo
     info = {"layout_sizes": layout.sizes(), "stock_shape": layout.stock, "uniform": layout.uniform,
             "encoder_params": layout.encoder_params(), "base_encoder_params": base_params,
             "encoder_ratio": layout.encoder_params() / base_params, "parity_max_abs_diff": diffs,
-            "dtype": str(dtype).removeprefix("torch.")}
+            "dtype": str(dtype).removeprefix("torch."), "m3_heads": pruned_heads is not None}
     with step(f"writing {out}"), write_artifact(out, "pruned-model", force=force, recipe=masks_art.recipe,
                                                  recipe_sha256=masks_art.manifest["recipe_sha256"],
                                                  inputs=[masks_art], info=info) as tmp:
@@ -62,5 +66,7 @@ def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: flo
                   metadata={"format": "pt"})
         write_json(tmp / "config.json", config)
         write_json(tmp / "layout.json", layout.to_json())
+        if pruned_heads is not None:  # in the dtype of the base's head files, which the export keeps
+            save_file(pruned_heads.tensors(), str(tmp / m3.HEADS_FILE))
     return {"artifact": str(out), "kind": "pruned-model", **info}
 

@@ -6,7 +6,8 @@ student, then `train.steps` of the pruning phase (gates sampled, Lagrangian on) 
 `train.checkpoint_every` steps; `--resume` continues bit for bit; Ctrl-C checkpoints and exits 130;
 non-finite losses are skipped and counted, and more than `train.max_bad_steps` abort the run.
 Writes a `train-run` artifact (RUN/train): gates.safetensors (log_alpha), student.safetensors,
-lagrangian.safetensors, metrics.jsonl.
+lagrangian.safetensors, metrics.jsonl, and for bge-m3 bases m3_heads.safetensors (the student's
+sparse and ColBERT heads, trained and distilled with it).
 
 Example:
     bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .. import checkpoints
+from .. import checkpoints, m3
 from ..artifacts import ensure_writable, write_artifact
 from ..base import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
@@ -163,7 +164,8 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
     # to reproduce the teacher's outputs exactly, and dropout noise only blurs that target.
     student = load_model(ctx.base_dir).to(dev)
     tokenizer = load_tokenizer(ctx.base_dir)
-    trainer = Trainer(r, student, teacher, ctx.adapter, dims, ctx.pooling, types, prune_steps, total, dev)
+    trainer = Trainer(r, student, teacher, ctx.adapter, dims, ctx.pooling, types, prune_steps, total, dev,
+                      heads=ctx.base_heads)
     batches = Batches(data, r.train.batch_size, r.train.seed)
     pair_batches = Batches(pairs_data, r.train.batch_size, r.train.seed + 1) if pairs_data else None
     step, bad_steps, elapsed = 0, 0, 0.0
@@ -270,6 +272,7 @@ def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints
             "recovery_steps": step - trainer.prune_steps, "bad_steps": bad_steps, "train_seconds": round(elapsed, 1),
             "device": str(dev), "expected": expected, "final_sizes": layout.sizes(),
             "encoder_params": layout.encoder_params(), "lambda_1": trainer.lambdas(), "data": fingerprints,
+            "m3_heads": trainer.student_heads is not None,
             "data_summary": {"train": data.summary(), "pairs": pairs_data.summary() if pairs_data else None}}
     tensors = trainer.tensors()
     lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
@@ -278,6 +281,8 @@ def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints
         for name, file in (("gates", GATES_FILE), ("student", STUDENT_FILE)):
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors[name].items()}, str(tmp / file))
         save_file({k: v.detach().cpu().contiguous() for k, v in lagrangian.items()}, str(tmp / LAGRANGIAN_FILE))
+        if trainer.student_heads is not None:  # in the dtype of the base's head files, as the export writes them
+            save_file(trainer.student_heads.tensors(), str(tmp / m3.HEADS_FILE))
         if trainer.fixed is not None:  # finalize-masks checks that it reproduces these exactly
             save_file({k: v.to(torch.bool).cpu().contiguous() for k, v in trainer.fixed.items()},
                       str(tmp / RECOVERY_MASKS_FILE))

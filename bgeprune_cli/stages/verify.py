@@ -1,11 +1,12 @@
 """`bgeprune verify`: prove an export is exactly the pruned model and loads with nothing random.
 
 Checks, each with its own message (exit 1 if any fails):
-  files, manifest, finite, config-shapes, identity   static checks of the directory (checks.py)
+  files, manifest, finite, config-shapes, identity, serving-config, m3-heads   static checks (checks.py)
   strict-load    AutoModel (output_loading_info) and SentenceTransformer in a fresh process
   provenance     every tensor equals the slice of the unpruned model it came from
-  parity         export outputs == masked-model outputs on the probe batch (|diff| <= atol)
-  compare        with --compare REF: agreement with a reference model (reported, not judged)
+  parity         export outputs == masked-model outputs on the probe batch (|diff| <= atol); for
+                 bge-m3 bases the sparse token weights and ColBERT vectors too
+  compare        with --compare REF: agreement with a reference model per mode (reported, not judged)
 
 The run behind the export comes from `--run` or, when it still exists, from `lineage.json`.
 
@@ -24,15 +25,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .. import m3
+from ..agreement import compare_models
 from ..artifacts import Artifact, read_artifact, write_artifact, write_json
-from ..base import TOKENIZER_FILES, load_model, load_tokenizer, read_pooling, resolve_base
-from ..checks import Check, check_config_shapes, check_files, check_finite, check_identity, check_manifest
+from ..base import TOKENIZER_FILES, load_tokenizer
+from ..checks import (Check, check_config_shapes, check_files, check_finite, check_identity, check_m3_heads,
+                      check_manifest, check_serving_config)
 from ..errors import ArtifactError, BgepruneError
 from ..masking import MaskHooks, as_float_masks
 from ..masks import Layout
 from ..probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
 from ..pruning import pad_to_stock, slice_state_dict
-from ..sources import RunContext, read_masks, source_model
+from ..sources import RunContext, read_masks, source_heads, source_model
 from ..ui import step
 
 PROBE_MAX_LENGTH = 64
@@ -73,10 +77,18 @@ def _find_masks(run: Path | None, lineage: dict | None) -> Artifact | None:
     return None
 
 
-def _provenance(exported: dict, model, ctx: RunContext, layout: Layout, padded: bool) -> Check:
+def _provenance(exported: dict, model, heads, out: Path, ctx: RunContext, layout: Layout, padded: bool) -> Check:
     expected = slice_state_dict(model.state_dict(), ctx.adapter, layout)
     if padded:
         expected, _ = pad_to_stock(expected, ctx.adapter, layout)
+    if heads is not None and m3.has_heads(out):  # the head files are slices of the run's heads too
+        try:
+            exported_heads = m3.load_heads(out).tensors()
+        except ArtifactError:
+            exported_heads = {}  # the m3-heads check reports why
+        exported = {**exported, **{f"{m3.HEADS_FILE}:{k}": v for k, v in exported_heads.items()}}
+        expected.update({f"{m3.HEADS_FILE}:{k}": v for k, v in
+                         heads.sliced(layout.hidden, ctx.dims.hidden).tensors().items() if exported_heads})
     foreign = sorted(set(exported) - set(expected))
     differ = sorted(k for k in set(exported) & set(expected)
                     if not torch.equal(exported[k], expected[k].to(exported[k].dtype)))
@@ -90,53 +102,36 @@ def _provenance(exported: dict, model, ctx: RunContext, layout: Layout, padded: 
     return Check("provenance", "pass", f"all {len(exported)} tensors are exact slices of the unpruned model")
 
 
-def _parity(exported_outputs: dict, model, ctx: RunContext, masks: dict, layout: Layout, atol: float) -> Check:
+def _parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, layout: Layout,
+            atol: float) -> Check:
     if not exported_outputs:
         return Check("parity", "fail", "no outputs from the exported model (it did not load)")
     batches = probe_batches(load_tokenizer(ctx.base_dir), probe_texts(), PROBE_MAX_LENGTH)
     with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
-        masked = model_outputs(model, batches, ctx.pooling, layout.hidden)
+        masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
     masked["st_embedding"] = per_text(masked["embedding"])
     diffs = max_abs_diff(masked, exported_outputs)
+    absent = sorted(set(masked) - set(diffs))
+    if absent:  # e.g. the export's head files are missing or unreadable: no sparse/ColBERT outputs
+        return Check("parity", "fail", f"the export produced no {', '.join(absent)} output to compare (see the "
+                     f"m3-heads check)", {"max_abs_diff": diffs, "absent": absent})
     worst = max(diffs.values())
     status = "pass" if worst <= atol else "fail"
     return Check("parity", status, f"max |export - masked| = {worst:.2e} ({'<=' if status == 'pass' else '>'} "
-                 f"atol {atol:g}) over AutoModel states, pooler and SentenceTransformer embeddings", {"max_abs_diff": diffs})
-
-
-def _ranks(values: torch.Tensor) -> torch.Tensor:
-    return values.argsort().argsort().float()
-
-
-def agreement(ref: torch.Tensor, emb: torch.Tensor, k: int = 10) -> dict:
-    """Dimension-free agreement of two embedding sets of the same texts (+ cosine when dims match)."""
-    ref, emb = torch.nn.functional.normalize(ref, dim=-1), torch.nn.functional.normalize(emb, dim=-1)
-    sim_ref, sim_emb = ref @ ref.T, emb @ emb.T
-    upper = torch.triu_indices(len(ref), len(ref), offset=1)
-    a, b = _ranks(sim_ref[upper[0], upper[1]]), _ranks(sim_emb[upper[0], upper[1]])
-    spearman = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
-    k = min(k, len(ref) - 1)
-    eye = torch.eye(len(ref), dtype=torch.bool)
-    top_ref = sim_ref.masked_fill(eye, -2).topk(k).indices
-    top_emb = sim_emb.masked_fill(eye, -2).topk(k).indices
-    overlap = sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(top_ref, top_emb)) / (k * len(ref))
-    result = {"spearman_pairwise": spearman, f"top{k}_overlap": overlap, "texts": len(ref)}
-    if ref.shape[1] == emb.shape[1]:
-        cosine = (ref * emb).sum(-1)
-        result.update(dense_cosine_mean=float(cosine.mean()), dense_cosine_min=float(cosine.min()))
-    return result
+                 f"atol {atol:g}) over AutoModel states, pooler, SentenceTransformer embeddings"
+                 + (", sparse weights and ColBERT vectors" if "colbert" in diffs else ""), {"max_abs_diff": diffs})
 
 
 def _compare(out: Path, reference: str, probe: Path | None) -> Check:
-    texts = probe_texts(probe)
-    embeddings = []
-    for directory in (resolve_base(reference), out):
-        model, tokenizer = load_model(directory), load_tokenizer(directory)
-        batches = probe_batches(tokenizer, texts, max_length=256, single_first=False)
-        embeddings.append(model_outputs(model, batches, read_pooling(directory))["embedding"])
-    numbers = agreement(*embeddings)
-    text = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items())
-    return Check("compare", "info", f"agreement with {reference}: {text}", numbers)
+    numbers = compare_models(out, reference, probe_texts(probe))
+    parts = []
+    for mode in ("dense", "sparse", "colbert"):
+        if mode in numbers:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in numbers[mode].items() if isinstance(v, float))
+            parts.append(f"{mode}: {shown}")
+    note = f" ({numbers['note']})" if "note" in numbers else ""
+    return Check("compare", "info", f"agreement with {reference} on {numbers['texts']} texts: "
+                 + "; ".join(parts) + note, numbers)
 
 
 def run(out: Path, run: Path | None = None, compare: str | None = None, atol: float = 1e-5,
@@ -151,7 +146,10 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
     exported: dict[str, torch.Tensor] = {}
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         exported = load_file(str(out / "model.safetensors"))  # read once; three checks use it
-        checks += [check_finite(exported), check_config_shapes(out), check_identity(exported)]
+        checks += [check_finite(exported), check_config_shapes(out), check_identity(exported),
+                   check_serving_config(out)]
+    checks.append(check_m3_heads(out, bool((lineage or {}).get("m3_heads"))))
+    if exported:
         with step("loading the export in a fresh process"), tempfile.TemporaryDirectory() as workdir:
             load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir))
         checks.append(load_check)
@@ -164,10 +162,11 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
             ctx = RunContext.of(masks_art)
             masks = read_masks(masks_art)
             layout = Layout.from_masks(masks, ctx.dims)
-            model = source_model(masks_art.input("train-run"), ctx)
+            train = masks_art.input("train-run")
+            model, heads = source_model(train, ctx), source_heads(train, ctx)
             padded = (lineage or {}).get("format") == "padded"
-            checks.append(_provenance(exported, model, ctx, layout, padded))
-            checks.append(_parity(exported_outputs, model, ctx, masks, layout, atol))
+            checks.append(_provenance(exported, model, heads, out, ctx, layout, padded))
+            checks.append(_parity(exported_outputs, model, heads, ctx, masks, layout, atol))
     if compare:
         with step(f"comparing with {compare}"):
             try:

@@ -4,7 +4,8 @@
 
 Loads `AutoModel.from_pretrained(OUT, output_loading_info=True, dtype=float32)`, the tokenizer
 and `SentenceTransformer(OUT)`; writes `RESULT_DIR/loading.json` (loading info, or the error) and
-`RESULT_DIR/outputs.safetensors` (probe outputs) for the parent to compare.
+`RESULT_DIR/outputs.safetensors` (probe outputs, with bge-m3's sparse and ColBERT outputs when the
+directory has head files) for the parent to compare.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
     from safetensors.torch import save_file
     from transformers import AutoModel, AutoTokenizer
 
+    from .. import m3
     from ..base import read_pooling
     from ..probe import model_outputs, probe_batches, probe_texts
 
@@ -30,7 +32,14 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
         model, info = AutoModel.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
         report["loading_info"] = {k: sorted(map(str, v)) for k, v in info.items()}
         tokenizer = AutoTokenizer.from_pretrained(out)
-        outputs = model_outputs(model.eval(), probe_batches(tokenizer, texts, max_length), read_pooling(Path(out)))
+        heads = None
+        if m3.has_heads(out):
+            try:
+                heads = m3.load_heads(out, model.config.hidden_size)
+            except Exception as exc:  # reported by the parent's m3-heads check; outputs without heads
+                report["m3_error"] = f"{exc.__class__.__name__}: {exc}"
+        outputs = model_outputs(model.eval(), probe_batches(tokenizer, texts, max_length), read_pooling(Path(out)),
+                                heads=heads)
     except Exception as exc:
         report["automodel_error"] = f"{exc.__class__.__name__}: {exc}"
         report["traceback"] = traceback.format_exc(limit=3)
