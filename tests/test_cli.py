@@ -27,17 +27,21 @@ def invoke(*args, cwd: Path | None = None):
         os.chdir(old)
 
 
-def test_smoke_recipe_header_command_runs_end_to_end(tmp_path):
-    command = SMOKE.read_text().splitlines()[0].removeprefix("# ").replace("recipes/smoke.toml", str(SMOKE))
+@pytest.mark.parametrize("name", ["smoke", "smoke-m3"])
+def test_smoke_recipe_header_command_runs_end_to_end(tmp_path, name):
+    recipe = ROOT / "recipes" / f"{name}.toml"
+    command = recipe.read_text().splitlines()[0].removeprefix("# ").replace(f"recipes/{name}.toml", str(recipe))
     proc = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "verified" in proc.stdout
     for stage in ("train", "masks", "pruned"):
-        assert (tmp_path / "runs" / "smoke" / stage / "manifest.json").is_file()
-    config = json.loads((tmp_path / "out" / "smoke" / "config.json").read_text())
+        assert (tmp_path / "runs" / name / stage / "manifest.json").is_file()
+    out = tmp_path / "out" / name
+    config = json.loads((out / "config.json").read_text())
     assert (config["num_hidden_layers"], config["num_attention_heads"], config["hidden_size"],
             config["intermediate_size"]) == (2, 2, 32, 64)
     assert "auto_map" not in config and config["architectures"] == ["XLMRobertaModel"]
+    assert (out / "colbert_linear.pt").is_file() == (out / "sparse_linear.pt").is_file() == (name == "smoke-m3")
 
 
 @pytest.fixture()

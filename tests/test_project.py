@@ -14,9 +14,10 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert f"```bash\n{ci_command}\n```" in tests_section
 
 
-def test_readme_quickstart_is_the_smoke_recipe_header():
-    header = (ROOT / "recipes" / "smoke.toml").read_text().splitlines()[0].removeprefix("# ")
-    assert header in (ROOT / "README.md").read_text()
+def test_readme_quickstarts_are_the_smoke_recipe_headers():
+    for recipe in ("smoke.toml", "smoke-m3.toml"):
+        header = (ROOT / "recipes" / recipe).read_text().splitlines()[0].removeprefix("# ")
+        assert header in (ROOT / "README.md").read_text(), recipe
 
 
 def test_ci_installs_cpu_torch_before_the_project():

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from bgeprune_cli.agreement import agreement
 from bgeprune_cli.cli import app
 from bgeprune_cli.stages import export_hf, prune, verify
 from conftest import keep_only, make_run
@@ -46,7 +47,9 @@ def test_good_export_passes_every_check(good_export):
     checks = _checks(result)
     assert result["ok"], result
     assert {n for n, c in checks.items() if c["status"] == "pass"} == {
-        "files", "manifest", "finite", "config-shapes", "identity", "strict-load", "provenance", "parity"}
+        "files", "manifest", "finite", "config-shapes", "identity", "serving-config", "strict-load", "provenance",
+        "parity"}
+    assert checks["m3-heads"]["status"] == "skip"  # not bge-m3 style
     assert checks["parity"]["details"]["max_abs_diff"]["st_embedding"] <= 1e-5
 
 
@@ -130,13 +133,15 @@ def test_cli_exits_1_on_failed_check_and_prints_json(tmp_path, good_export):
 def test_compare_reports_agreement(good_export):
     result = verify.run(good_export, compare="builtin:tiny-xlm-roberta")
     numbers = _checks(result)["compare"]["details"]
-    assert -1 <= numbers["spearman_pairwise"] <= 1 and 0 <= numbers["top10_overlap"] <= 1
-    assert "dense_cosine_mean" not in numbers  # 32 vs 64 dims: only dimension-free agreement
+    dense = numbers["dense"]
+    assert -1 <= dense["spearman_pairwise"] <= 1 and 0 <= dense["top10_overlap"] <= 1
+    assert "dense_cosine_mean" not in dense  # 32 vs 64 dims: only dimension-free agreement
+    assert "sparse" not in numbers and "colbert" not in numbers  # not bge-m3 style
 
 
 def test_agreement_of_identical_embeddings_is_perfect():
     embeddings = torch.randn(20, 8)
-    numbers = verify.agreement(embeddings, embeddings * 3)
+    numbers = agreement(embeddings, embeddings * 3)
     assert numbers["spearman_pairwise"] == pytest.approx(1.0)
     assert numbers["top10_overlap"] == 1.0 and numbers["dense_cosine_min"] == pytest.approx(1.0)
 
