@@ -28,10 +28,9 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
 def score_agreement(ref: torch.Tensor, got: torch.Tensor, k: int = 10) -> dict:
     """Spearman correlation of off-diagonal scores and top-k neighbour overlap of two [n, n] matrices."""
     n = ref.shape[0]
-    off = ~torch.eye(n, dtype=torch.bool)
-    spearman = float(torch.corrcoef(torch.stack([_ranks(ref[off]), _ranks(got[off])]))[0, 1])
-    k = min(k, n - 1)
     eye = torch.eye(n, dtype=torch.bool)
+    spearman = float(torch.corrcoef(torch.stack([_ranks(ref[~eye]), _ranks(got[~eye])]))[0, 1])
+    k = min(k, n - 1)
     top_ref = ref.masked_fill(eye, float("-inf")).topk(k).indices
     top_got = got.masked_fill(eye, float("-inf")).topk(k).indices
     overlap = sum(len(set(x.tolist()) & set(y.tolist())) for x, y in zip(top_ref, top_got)) / (k * n)
@@ -65,9 +64,7 @@ def _encode(directory: Path, texts: list[str], with_heads: bool) -> M3Output | t
     if heads is None:
         return model_outputs(model, batches, pooling)["embedding"]
     special = m3.special_token_ids(tokenizer)
-    parts = [encode_batch(model, heads, batch, pooling, special) for batch in batches]
-    return M3Output(torch.cat([p.dense for p in parts]), [w for p in parts for w in p.lexical],
-                    [v for p in parts for v in p.colbert])
+    return M3Output.concat([encode_batch(model, heads, batch, pooling, special) for batch in batches])
 
 
 def compare_models(out: Path, reference: str, texts: list[str]) -> dict:

@@ -33,6 +33,12 @@ class M3Output:
     def __len__(self) -> int:
         return len(self.lexical)
 
+    @classmethod
+    def concat(cls, parts: list["M3Output"]) -> "M3Output":
+        """One output from the outputs of consecutive batches."""
+        return cls(torch.cat([p.dense for p in parts]), [w for p in parts for w in p.lexical],
+                   [v for p in parts for v in p.colbert])
+
 
 def encode_batch(model, heads: m3.M3Heads, batch: dict, pooling, special: set[int],
                  hidden_z: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> M3Output:
@@ -74,8 +80,7 @@ class M3Encoder:
             parts.append(M3Output(out.dense.cpu(), out.lexical, [v.cpu() for v in out.colbert]))
         if not parts:
             return M3Output(torch.zeros(0, self.heads.hidden), [], [])
-        return M3Output(torch.cat([p.dense for p in parts]), [w for p in parts for w in p.lexical],
-                        [v for p in parts for v in p.colbert])
+        return M3Output.concat(parts)
 
     @staticmethod
     def compute_score(queries: M3Output, passages: M3Output,

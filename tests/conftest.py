@@ -72,3 +72,27 @@ def keep_only(length: int, *indices: int) -> torch.Tensor:
     mask = torch.zeros(length, dtype=torch.bool)
     mask[list(indices)] = True
     return mask
+
+
+# A short training run for tests about mechanics rather than convergence (`--set` overrides).
+SHORT_TRAIN = ["train.steps=12", "train.recovery_steps=4", "train.checkpoint_every=4", "train.log_every=1",
+               "train.target_warmup_steps=4"]
+
+
+def train_until_crash(monkeypatch, loaded, run_dir: Path, step: int = 8) -> None:
+    """Train until the step-`step` checkpoint is committed, then crash (an exception out of the loop)."""
+    from bgeprune_cli import checkpoints
+    from bgeprune_cli.stages import train
+
+    real_save = checkpoints.save
+
+    def save_then_crash(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        if args[1] == step:
+            raise RuntimeError("simulated crash")
+        return path
+
+    monkeypatch.setattr(checkpoints, "save", save_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.run(loaded, run_dir)
+    monkeypatch.setattr(checkpoints, "save", real_save)

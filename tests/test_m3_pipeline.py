@@ -25,15 +25,14 @@ from bgeprune_cli.masks import Layout
 from bgeprune_cli.modeling import adapter_for
 from bgeprune_cli.probe import probe_texts
 from bgeprune_cli.stages import export_hf, prune, train, verify
-from conftest import make_run
+from conftest import SHORT_TRAIN, make_run, train_until_crash
 from test_parity import cases
 
 ATOL = 1e-5
 BASE = "builtin:tiny-bge-m3"
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = probe_texts()[:10]
-SHORT = ["train.steps=12", "train.recovery_steps=4", "train.checkpoint_every=4", "train.log_every=1",
-         "train.target_warmup_steps=4"]
+SHORT = SHORT_TRAIN
 
 
 def _export(tmp_path: Path, masks: dict) -> Path:
@@ -170,18 +169,7 @@ def test_training_distils_both_heads_and_resume_restores_them(tmp_path, builtin_
     assert trained.keys() == base.keys() and trained["colbert_linear.weight"].dtype == torch.float16
     assert any(not torch.equal(trained[k], base[k]) for k in base)  # the heads learned
 
-    real_save = checkpoints.save
-
-    def save_then_crash(*args, **kwargs):
-        path = real_save(*args, **kwargs)
-        if args[1] == 8:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(checkpoints, "save", save_then_crash)
-    with pytest.raises(RuntimeError):
-        train.run(_recipe(*SHORT), tmp_path / "crashed")
-    monkeypatch.setattr(checkpoints, "save", real_save)
+    train_until_crash(monkeypatch, _recipe(*SHORT), tmp_path / "crashed")
     assert any(k.startswith("m3.") for k in checkpoints.latest(tmp_path / "crashed").tensors("extras"))
     train.run(_recipe(*SHORT), tmp_path / "crashed", resume=True)
     resumed = load_file(str(tmp_path / "crashed" / "train" / m3.HEADS_FILE))

@@ -21,13 +21,12 @@ from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import DataError, UsageError
 from bgeprune_cli.stages import finalize_masks, train
 from bgeprune_cli.stages.train import TrainingDiverged
+from conftest import SHORT_TRAIN, train_until_crash
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke.toml"
 TARGET = {"layers": 2, "heads": 2, "ffn": 64, "hidden": 32}
-# A short run for the tests that are about mechanics rather than convergence.
-SHORT = ["train.steps=12", "train.recovery_steps=4", "train.checkpoint_every=4", "train.log_every=1",
-         "train.target_warmup_steps=4"]
+SHORT = SHORT_TRAIN
 
 
 def recipe(*sets: str, path: Path = SMOKE):
@@ -231,18 +230,7 @@ def test_rerun_without_resume_is_refused_and_resume_needs_a_checkpoint(tmp_path)
 def _interrupted_run(tmp_path: Path, monkeypatch) -> Path:
     """A run stopped after its step-8 checkpoint (simulated crash: an exception out of the loop)."""
     run_dir = tmp_path / "run"
-    real_save = checkpoints.save
-
-    def save_then_crash(*args, **kwargs):
-        path = real_save(*args, **kwargs)
-        if args[1] == 8:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(checkpoints, "save", save_then_crash)
-    with pytest.raises(RuntimeError):
-        run_train(recipe(*SHORT), run_dir)
-    monkeypatch.setattr(checkpoints, "save", real_save)
+    train_until_crash(monkeypatch, recipe(*SHORT), run_dir)
     return run_dir
 
 
