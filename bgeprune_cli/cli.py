@@ -26,7 +26,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptio
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Prune bge-m3 (or a BERT-family encoder) into a smaller drop-in Hugging Face model.\n\n"
                        "Pipeline: [bold]train[/] (or magnitude) → [bold]finalize-masks[/] → [bold]prune[/] → "
-                       "[bold]export-hf[/] → [bold]verify[/].\n\n"
+                       "[bold]export-hf[/] → [bold]verify[/] → [bold]bench[/].\n\n"
                        "Exit codes: 0 ok, 1 check failed, 2 bad usage/recipe, 3 bad artifact, 4 environment, "
                        "130 interrupted.")
 
@@ -275,6 +275,69 @@ def _render_verify(r: dict) -> None:
                     [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
     if r["ok"]:
         out.print(f"[green]✓[/] {r['model']} verified", highlight=False)
+
+
+def _int_list(text: Optional[str], flag: str) -> Optional[list[int]]:
+    from .errors import UsageError
+
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated integers like 1,32, not {text!r}") from None
+
+
+@app.command()
+def bench(model: str = typer.Argument(..., help="Export dir, run dir / RUN/pruned, HF model dir or id, builtin:NAME."),
+          compare: Optional[str] = typer.Option(None, "--compare", help="The base to compare with (same kinds)."),
+          output: Optional[Path] = typer.Option(None, "--out", "-o", help="bench-report dir; default runs/bench/NAME."),
+          beir: Optional[list[Path]] = typer.Option(None, "--beir", help="BEIR dir: corpus.jsonl, queries.jsonl, "
+                                                    "qrels.tsv (repeatable)."),
+          bitext: Optional[list[Path]] = typer.Option(None, "--bitext", help="JSONL of {\"en\", \"xx\"} pairs, or a dir "
+                                                      "of them (repeatable)."),
+          batch_sizes: Optional[str] = typer.Option(None, help="Speed grid, e.g. 1,32 (default: 1,32 on CPU; "
+                                                    "1,32,128 on GPU)."),
+          seq_lengths: Optional[str] = typer.Option(None, help="Speed grid, e.g. 128,512 (default: 32,128 on CPU; "
+                                                    "128,512 on GPU)."),
+          warmup: int = typer.Option(2, help="Untimed passes per model and grid point."),
+          repeats: int = typer.Option(10, help="Timed passes per model and grid point (interleaved)."),
+          device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: cuda if available)."),
+          dtype: Optional[str] = typer.Option(None, help="float32, float16, bfloat16 (default: float32 on CPU, "
+                                              "float16 on GPU)."),
+          attn: Optional[str] = typer.Option(None, help="Attention implementation: sdpa, eager (default: "
+                                             "transformers' choice)."),
+          max_length: int = typer.Option(512, help="Truncation for quality encoding (capped by each model's "
+                                         "max_seq_length)."),
+          speed: bool = typer.Option(True, "--speed/--no-speed", help="Time the speed grid."),
+          memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (fresh process each)."),
+          mteb: Optional[str] = typer.Option(None, help="MTEB task names, comma-separated (needs `mteb` and the hub)."),
+          force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+    """Speed, memory, size and quality of MODEL side by side with --compare, in one run → a bench-report.
+
+    Writes report.json (numbers, environment, command) and report.png (quality vs throughput,
+    layers kept). The headline is batch 32 × 128 tokens: speedup, FLOPs speedup, and their
+    ratio (speedup efficiency).
+
+    [bold]Example[/]: bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs
+    """
+    def work() -> dict:
+        from .stages import bench as stage
+
+        options = stage.BenchOptions(beir=beir or [], bitext=bitext or [],
+                                     batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+                                     seq_lengths=_int_list(seq_lengths, "--seq-lengths"), warmup=warmup,
+                                     repeats=repeats, device=device, dtype=dtype, attn=attn, max_length=max_length,
+                                     speed=speed, memory=memory,
+                                     mteb=[t.strip() for t in (mteb or "").split(",") if t.strip()])
+        return stage.run(model, compare, output, force, options)
+
+    def render(r: dict) -> None:
+        from .bench_render import render_bench
+
+        render_bench(r)
+
+    _execute(work, as_json, render)
 
 
 def main() -> None:

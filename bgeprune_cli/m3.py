@@ -191,17 +191,33 @@ def dense_scores(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
 
 
 def sparse_scores(queries: list[dict[int, float]], passages: list[dict[int, float]]) -> torch.Tensor:
-    """Lexical matching: sum over shared token ids of the product of their weights."""
-    return torch.tensor([[sum(w * p[t] for t, w in q.items() if t in p) for p in passages] for q in queries],
-                        dtype=torch.float64).float()
+    """Lexical matching: sum over shared token ids of the product of their weights.
+
+    Only token ids that occur in a query can score, so both sides become dense rows over those ids.
+    """
+    column = {t: j for j, t in enumerate(sorted({t for w in queries for t in w}))}
+
+    def rows(weights: list[dict[int, float]]) -> torch.Tensor:
+        matrix = torch.zeros(len(weights), len(column), dtype=torch.float64)
+        for i, w in enumerate(weights):
+            for t, v in w.items():
+                if t in column:
+                    matrix[i, column[t]] = v
+        return matrix
+
+    return (rows(queries) @ rows(passages).T).float()
 
 
-def colbert_scores(queries: list[torch.Tensor], passages: list[torch.Tensor]) -> torch.Tensor:
+def colbert_scores(queries: list[torch.Tensor], passages: list[torch.Tensor], chunk: int = 256) -> torch.Tensor:
     """Late interaction: for each query token its best passage token, averaged over query tokens."""
     out = torch.zeros(len(queries), len(passages))
-    for i, q in enumerate(queries):
-        for j, p in enumerate(passages):
-            out[i, j] = (q.float() @ p.float().T).max(-1).values.sum() / q.shape[0]
+    for start in range(0, len(passages), chunk):  # passages padded per chunk; padding never wins the max
+        group = [p.float() for p in passages[start:start + chunk]]
+        padded = torch.nn.utils.rnn.pad_sequence(group, batch_first=True)  # [P, T, D]
+        pad = torch.arange(padded.shape[1])[None] >= torch.tensor([len(p) for p in group])[:, None]
+        for i, q in enumerate(queries):
+            sim = torch.einsum("qd,ptd->pqt", q.float(), padded).masked_fill(pad[:, None, :], float("-inf"))
+            out[i, start:start + len(group)] = sim.max(-1).values.sum(-1) / q.shape[0]
     return out
 
 

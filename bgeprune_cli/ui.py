@@ -38,3 +38,36 @@ def table(title: str, columns: list[str], rows: list[list]) -> Table:
     for row in rows:
         result.add_row(*[str(cell) for cell in row])
     return result
+
+
+class Progress:
+    """A bar with ETA on a terminal, else a log line every `log_every` advances (and at the end)."""
+
+    def __init__(self, label: str, total: int, log_every: int = 10):
+        from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        from rich.progress import Progress as RichProgress
+
+        self.label, self.total, self.log_every, self.done = label, total, max(1, log_every), 0
+        self._bar = None
+        if err.is_terminal:
+            self._bar = RichProgress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                     TextColumn("{task.description}"), console=err, transient=True)
+            self._task = self._bar.add_task("", total=total)
+
+    def __enter__(self) -> "Progress":
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, description: str = "") -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=description)
+        elif self.done % self.log_every == 0 or self.done == self.total:
+            err.print(f"{self.label} {self.done}/{self.total} {description}".rstrip(), highlight=False)
