@@ -2,11 +2,12 @@
 unpruned teacher and against the naive baseline (drop every other layer, distil for the same steps).
 
 Both students train on ../shared/data/pydocs_train.txt with the same batch size and number of
-steps, then go through finalize-masks → prune → export-hf; all three models are scored with
-sentence-transformers' InformationRetrievalEvaluator on ../shared/data/pydocs (BEIR format,
-max_seq_length 256): nDCG@10, MRR@10, Recall@100. Results go to OUT/results.json.
+steps, then go through finalize-masks → prune → export-hf → verify. Each export is then compared with
+the teacher by `bgeprune bench` in one run: nDCG@10, MRR@10, Recall@100 on ../shared/data/pydocs
+(BEIR format, max_seq_length 256, sentence-transformers' IR metric code) and speed at batch 32 × 128
+on CPU. Reports go to OUT/bench-l0 and OUT/bench-naive, a summary to OUT/results.json.
 
-Run (about 35 minutes on 2 CPU cores):
+Run (about 35 minutes on 2 CPU cores; --train none re-benchmarks existing exports):
     python benchmarks/minilm_quality.py --out runs/bench-minilm
 """
 
@@ -24,6 +25,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "minilm-50pct.toml"
+TEACHER = "builtin:all-minilm-l6-v2"
 PYDOCS = REPO.parent / "shared" / "data" / "pydocs"
 
 
@@ -62,31 +64,13 @@ def train_naive(out: Path, sets: list[str], steps: int) -> float:
     return time.perf_counter() - start
 
 
-def load_beir(root: Path):
-    read = lambda name: [json.loads(line) for line in (root / name).read_text().splitlines() if line.strip()]
-    queries = {q["_id"]: q["text"] for q in read("queries.jsonl")}
-    corpus = {d["_id"]: (d.get("title", "") + " " + d["text"]).strip() for d in read("corpus.jsonl")}
-    relevant: dict[str, set[str]] = {}
-    for line in (root / "qrels.tsv").read_text().splitlines()[1:]:
-        qid, cid, score = line.split("\t")
-        if int(score) > 0:
-            relevant.setdefault(qid, set()).add(cid)
-    return queries, corpus, relevant
-
-
-def evaluate(model_dir: Path, beir) -> dict:
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-
-    model = SentenceTransformer(str(model_dir), device="cpu")
-    model.max_seq_length = 256
-    queries, corpus, relevant = beir
-    evaluator = InformationRetrievalEvaluator(queries, corpus, relevant, ndcg_at_k=[10], mrr_at_k=[10],
-                                              precision_recall_at_k=[100], accuracy_at_k=[1], map_at_k=[10],
-                                              name="pydocs", write_csv=False, score_functions=None)
-    scores = evaluator(model)
-    pick = lambda metric: next(v for k, v in scores.items() if k.endswith(metric) and "cosine" in k)
-    return {"ndcg@10": pick("ndcg@10"), "mrr@10": pick("mrr@10"), "recall@100": pick("recall@100")}
+def bench(export: Path, report: Path) -> dict:
+    """`bgeprune bench` of an export against the teacher: quality on pydocs and speed, in one run."""
+    command = ["bgeprune", "bench", str(export), "--compare", TEACHER, "--beir", str(PYDOCS), "--batch-sizes", "32",
+               "--seq-lengths", "128", "--device", "cpu", "-o", str(report), "--force"]
+    print("$", shlex.join(command), flush=True)
+    subprocess.run(command, check=True)
+    return json.loads((report / "report.json").read_text())
 
 
 def main() -> None:
@@ -99,8 +83,6 @@ def main() -> None:
                         "(default) or none (re-evaluate existing exports)")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
-    from bgeprune_cli.base import resolve_base
-
     sets = [f"train.steps={args.steps}", f"train.recovery_steps={args.recovery_steps}",
             f"train.batch_size={args.batch_size}"]
     seconds = {}
@@ -115,22 +97,26 @@ def main() -> None:
         manifest = args.out / name / "train" / "manifest.json"
         if manifest.is_file():
             seconds[f"{name}_steps_only"] = json.loads(manifest.read_text())["info"]["train_seconds"]
-    beir = load_beir(PYDOCS)
-    models = {"teacher (all-MiniLM-L6-v2)": resolve_base("builtin:all-minilm-l6-v2"),
-              "bgeprune train (L0, 50%)": args.out / "l0" / "export",
-              "naive: every other layer (50%)": args.out / "naive" / "export"}
-    results = {name: evaluate(path, beir) for name, path in models.items()}
-    for name, path in models.items():
-        manifest = path / "manifest.json"
-        if manifest.is_file():
-            info = json.loads(manifest.read_text())["info"]
-            results[name]["encoder_params"] = info.get("encoder_params")
-    teacher = results["teacher (all-MiniLM-L6-v2)"]["ndcg@10"]
-    print(f"\n{'model':34} {'nDCG@10':>8} {'vs teacher':>10} {'MRR@10':>7} {'R@100':>6}")
-    for name, r in results.items():
-        print(f"{name:34} {r['ndcg@10']:8.4f} {r['ndcg@10'] / teacher:10.1%} {r['mrr@10']:7.4f} {r['recall@100']:6.3f}")
+    results = {}
+    for name, label in (("l0", "bgeprune train (L0, 50%)"), ("naive", "naive: every other layer (50%)")):
+        export = args.out / name / "export"
+        if (export / "manifest.json").is_file():
+            results[label] = bench(export, args.out / f"bench-{name}")
+    if not results:
+        sys.exit(f"no exports under {args.out}; train first (--train l0,naive)")
+    print(f"\n{'model':34} {'nDCG@10':>8} {'vs teacher':>10} {'MRR@10':>7} {'R@100':>6} {'speedup':>8} {'efficiency':>10}")
+    for label, report in results.items():
+        dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
+        h = report["headline"]
+        if label == next(iter(results)):
+            t = dense["base"]
+            print(f"{'teacher (all-MiniLM-L6-v2)':34} {t['ndcg@10']:8.4f} {1:10.1%} {t['mrr@10']:7.4f} "
+                  f"{t['recall@100']:6.3f} {1:8.2f} {'':>10}")
+        m = dense["model"]
+        print(f"{label:34} {m['ndcg@10']:8.4f} {dense['ratio']['ndcg@10']:10.1%} {m['mrr@10']:7.4f} "
+              f"{m['recall@100']:6.3f} {h['speedup']:8.2f} {h['speedup_efficiency']:10.2f}")
     report = {"command": shlex.join([sys.executable, *sys.argv]), "sets": sets, "train_seconds": seconds,
-              "results": results}
+              "bench": {label: r["artifact"] for label, r in results.items()}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\ntrain seconds: {seconds}\n→ {args.out / 'results.json'}")

@@ -3,7 +3,8 @@
 A process's peak RSS cannot be reset, so each model gets its own child process: the numbers are
 then the model's alone, not whichever model ran first. On CPU it reports the peak RSS and the RSS
 before loading (Python, torch, transformers), so `peak - baseline` is the model's weights plus the
-activations of the batch. On CUDA it reports `torch.cuda.max_memory_allocated` around the forward
+activations of the batch, plus what loading imports lazily (transformers' modeling code, about
+200 MB, the same for every model of a family): compare models by the ratio at real sizes. On CUDA it reports `torch.cuda.max_memory_allocated` around the forward
 pass and the memory the weights hold.
 
 Example (what `bgeprune bench` runs per model):
@@ -16,6 +17,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
@@ -28,6 +30,18 @@ def measure_in_child(spec: str, dtype: str, attn: str | None, device: str, batch
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"error": (proc.stderr.strip() or f"exit code {proc.returncode}").splitlines()[-1][:500]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS. Linux: VmHWM, the high-water mark of this process's own memory map;
+    ru_maxrss would not do, since exec carries over the RSS of the parent that forked it."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, others KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length: int) -> dict:
@@ -48,9 +62,9 @@ def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length:
         forward_seconds(model, inputs)
         result.update(weights_bytes=weights, peak_allocated_bytes=torch.cuda.max_memory_allocated(device))
     else:
+        result["after_load_rss_bytes"] = psutil.Process().memory_info().rss
         forward_seconds(model, inputs)
-    # Linux reports ru_maxrss in KiB
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_bytes"] = _peak_rss()
     result["model_rss_bytes"] = result["peak_rss_bytes"] - baseline
     return result
 

@@ -138,8 +138,8 @@ def run(model: str, compare: str | None, out: Path | None, force: bool, options:
         role: {"spec": m.spec, "label": m.label, "kind": m.kind, "directory": str(m.directory),
                "dtype": str(m.dtype).removeprefix("torch."), "attn_implementation": m.attn_implementation,
                "m3_heads": m.heads is not None, **sizes[role]} for role, m in models.items()},
-        "environment": _environment(device, dtype, models), "options": {**asdict(options), "beir": [str(p) for p in options.beir],
-                                    "bitext": [str(p) for p in options.bitext]}}
+        "environment": _environment(device, dtype, models),
+        "options": {**asdict(options), "beir": list(map(str, options.beir)), "bitext": list(map(str, options.bitext))}}
     if compare:
         result["size_ratio"] = ratios(sizes["model"], sizes["base"])
 
@@ -184,12 +184,12 @@ def run(model: str, compare: str | None, out: Path | None, force: bool, options:
     with step(f"writing {out}"), write_artifact(out, "bench-report", force=force, inputs=inputs,
                                                 info={"headline": result["headline"]}) as tmp:
         result["artifact"] = str(out)
-        write_json(tmp / "report.json", result)
         if plot_points or layout is not None:
             x_label = (f"sentences/s at batch {point['batch']} × {point['length']} tokens "
                        f"({result['environment']['device']}, {result['environment']['dtype']})") if point else ""
             write_report_png(tmp / "report.png", plot_points, x_label, y_label, layout, result["command"])
             result["report_png"] = str(out / "report.png")
+        write_json(tmp / "report.json", result)
     return result
 
 
