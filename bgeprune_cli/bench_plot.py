@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from .masks import Layout
@@ -85,7 +86,7 @@ def write_report_png(path: Path, points: list[dict], x_label: str, y_label: str,
             _quality_panel(ax, points, x_label, y_label)
         else:
             _layers_panel(ax, layout)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
