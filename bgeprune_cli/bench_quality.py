@@ -30,17 +30,14 @@ M3_MODES = ("sparse", "colbert", "m3")
 AGREEMENT_TEXTS = 500
 
 
-def mode_scores(mode: str, queries: M3Output, docs: M3Output) -> torch.Tensor:
-    """[queries, docs] relevance scores of one mode."""
-    if mode == "dense":
-        return m3.dense_scores(queries.dense, docs.dense)
-    if mode == "sparse":
-        return m3.sparse_scores(queries.lexical, docs.lexical)
-    if mode == "colbert":
-        return m3.colbert_scores(queries.colbert, docs.colbert)
-    if mode == "m3":
-        return m3.combined_scores(*(mode_scores(m, queries, docs) for m in ("dense", "sparse", "colbert")))
-    raise ValueError(f"unknown mode {mode!r}")
+def mode_scores(modes: list[str], queries: M3Output, docs: M3Output) -> dict[str, torch.Tensor]:
+    """[queries, docs] relevance scores per mode; `m3` combines the other three, each computed once."""
+    scores = {"dense": m3.dense_scores(queries.dense, docs.dense)}
+    if set(modes) & set(M3_MODES):
+        scores["sparse"] = m3.sparse_scores(queries.lexical, docs.lexical)
+        scores["colbert"] = m3.colbert_scores(queries.colbert, docs.colbert)
+        scores["m3"] = m3.combined_scores(scores["dense"], scores["sparse"], scores["colbert"])
+    return {mode: scores[mode] for mode in modes}
 
 
 def ir_evaluator(data: BeirSet):
@@ -74,10 +71,10 @@ def bitext_accuracy(scores: torch.Tensor, english: list[str], other: list[str]) 
     return {"en_to_xx": forward, "xx_to_en": backward, "accuracy": (forward + backward) / 2}
 
 
-def mode_agreement(mode: str, base: M3Output, model: M3Output) -> dict:
-    if mode == "dense":
-        return agreement(base.dense, model.dense)
-    return {**score_agreement(mode_scores(mode, base, base), mode_scores(mode, model, model)), "texts": len(base)}
+def modes_agreement(modes: list[str], base: M3Output, model: M3Output) -> dict:
+    base_scores, model_scores = mode_scores(modes, base, base), mode_scores(modes, model, model)
+    return {mode: agreement(base.dense, model.dense) if mode == "dense" else
+            {**score_agreement(base_scores[mode], model_scores[mode]), "texts": len(base)} for mode in modes}
 
 
 def _ratio(model: dict, base: dict) -> dict:
@@ -89,9 +86,10 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
     """Every metric for every model (`models`: name -> BenchModel, "model" first, "base" optional)."""
     modes = ["dense"] + (list(M3_MODES) if all(m.heads is not None for m in models.values()) else [])
     with_heads = len(modes) > 1
-    jobs = ([[*d.queries.values(), *d.corpus.values()] for d in beir] + [b.english + b.other for b in bitext]
-            + ([agreement_texts] if "base" in models else []))
-    total = sum(-(-len(texts) // batch_size) for texts in jobs) * len(models)
+    evaluators = [ir_evaluator(data) for data in beir]
+    sizes = ([len(e.queries) + len(e.corpus) for e in evaluators] + [2 * len(b.english) for b in bitext]
+             + ([len(agreement_texts)] if "base" in models else []))
+    total = sum(-(-size // batch_size) for size in sizes) * len(models)
     result: dict = {"modes": modes, "max_length": max_length, "beir": {}, "bitext": {}}
     if not with_heads and any(m.heads is not None for m in models.values()):
         result["note"] = "sparse and ColBERT not evaluated: not every compared model has bge-m3 head files"
@@ -101,26 +99,25 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
             return {name: m.encode(texts, min(max_length, m.pooling.max_seq_length), batch_size, with_heads, progress)
                     for name, m in models.items()}
 
-        for data in beir:
-            evaluator = ir_evaluator(data)
+        for data, evaluator in zip(beir, evaluators):
             query_texts, doc_texts = list(evaluator.queries), list(evaluator.corpus)
-            encoded = encode(query_texts + doc_texts)
-            split = {name: (_rows(e, 0, len(query_texts)), _rows(e, len(query_texts), None))
-                     for name, e in encoded.items()}
-            result["beir"][data.name] = {"queries": len(query_texts), "corpus": len(doc_texts), "modes": {
-                mode: _with_ratio({name: ir_metrics(evaluator, mode_scores(mode, *qd)) for name, qd in split.items()})
+            n = len(query_texts)
+            scores = {name: mode_scores(modes, _rows(e, 0, n), _rows(e, n, None))
+                      for name, e in encode(query_texts + doc_texts).items()}
+            result["beir"][data.name] = {"queries": n, "corpus": len(doc_texts), "modes": {
+                mode: _with_ratio({name: ir_metrics(evaluator, s[mode]) for name, s in scores.items()})
                 for mode in modes}}
         for data in bitext:
-            encoded = encode(data.english + data.other)
             n = len(data.english)
+            scores = {name: mode_scores(modes, _rows(e, 0, n), _rows(e, n, None))
+                      for name, e in encode(data.english + data.other).items()}
             result["bitext"][data.name] = {"language": data.language, "pairs": n, "modes": {
-                mode: _with_ratio({name: bitext_accuracy(mode_scores(mode, _rows(e, 0, n), _rows(e, n, None)),
-                                                         data.english, data.other) for name, e in encoded.items()})
-                for mode in modes}}
+                mode: _with_ratio({name: bitext_accuracy(s[mode], data.english, data.other)
+                                   for name, s in scores.items()}) for mode in modes}}
         if "base" in models:
             encoded = encode(agreement_texts)
-            result["agreement"] = {"texts": len(agreement_texts), "modes": {
-                mode: mode_agreement(mode, encoded["base"], encoded["model"]) for mode in modes}}
+            result["agreement"] = {"texts": len(agreement_texts),
+                                   "modes": modes_agreement(modes, encoded["base"], encoded["model"])}
     if bitext:
         result["bitext_mean"] = {mode: _with_ratio({name: {"accuracy": sum(
             b["modes"][mode][name]["accuracy"] for b in result["bitext"].values()) / len(bitext)} for name in models})
