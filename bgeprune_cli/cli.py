@@ -65,6 +65,10 @@ def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], N
         err.print(f"[red]internal error:[/] {exc.__class__.__name__}: {exc}\n"
                   "Re-run with BGEPRUNE_DEBUG=1 for the traceback, and please report it.", highlight=False)
         raise typer.Exit(1)
+    from .distributed import is_secondary_process
+
+    if is_secondary_process():  # ranks > 0 of torchrun / accelerate launch: rank 0 reports for all
+        return
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
@@ -138,18 +142,28 @@ def train(recipe: Path = typer.Argument(..., help="TOML recipe."),
           sets: Optional[list[str]] = SET_OPT,
           force: bool = typer.Option(False, "--force", help="Start over in a run dir that has checkpoints, or "
                                      "resume although the recipe or data changed."),
+          teacher_cache: Optional[Path] = typer.Option(
+              None, "--teacher-cache", help="Folder that keeps the teacher's outputs per text, so later epochs "
+              "and later runs skip its forward pass (keyed by teacher files, max length and precision)."),
+          gradient_checkpointing: bool = typer.Option(
+              False, "--gradient-checkpointing", help="Recompute layer activations in the backward pass: "
+              "less memory for long sequences, about a third more compute; same results."),
           as_json: bool = JSON_OPT) -> None:
     """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
 
-    Checkpoints every train.checkpoint_every steps; Ctrl-C saves one and exits 130; --resume
-    continues exactly where it stopped.
+    Checkpoints every train.checkpoint_every steps; Ctrl-C (or SIGTERM) saves one and exits 130;
+    --resume continues exactly where it stopped. Under torchrun or accelerate launch it trains with
+    one process per GPU, and a checkpoint resumes under any number of processes.
 
-    [bold]Example[/]: bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+    [bold]Examples[/]:
+      bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+      torchrun --nproc_per_node 8 $(which bgeprune) train recipes/50pct.toml --teacher-cache /data/tcache
     """
     def work() -> dict:
         from .stages import train as stage
 
-        return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device)
+        return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device,
+                         teacher_cache=teacher_cache, gradient_checkpointing=gradient_checkpointing)
 
     _execute(work, as_json, _render_train)
 

@@ -58,7 +58,9 @@ class DataSection(_Section):
 class TrainSection(_Section):
     steps: int = Field(1000, ge=1)
     recovery_steps: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(32, ge=2, description="texts per optimizer step, over all processes")
+    micro_batch_size: int | None = Field(None, ge=2, description="texts per forward pass, the group in-batch "
+                                         "losses compare within; a divisor of batch_size (default: batch_size)")
     lr_weights: float = Field(2e-5, gt=0)
     lr_gates: float = Field(0.05, gt=0)
     lr_lambda: float = Field(0.01, gt=0)
@@ -227,6 +229,14 @@ def _mode_problems(target: TargetSection) -> list[tuple[str, str]]:
     return problems
 
 
+def _train_problems(train: TrainSection) -> list[tuple[str, str]]:
+    micro = train.micro_batch_size
+    if micro is not None and train.batch_size % micro:
+        return [("train.micro_batch_size", f"{micro} does not divide train.batch_size = {train.batch_size}; "
+                 f"a step is a whole number of micro-batches")]
+    return []
+
+
 def _nearest_stock_shapes(dims: BaseDims, heads: int, hidden: int) -> str:
     """Stock configs compute head size as hidden/heads, so valid pairs are (h, head_dim*h)."""
     wanted = {heads, max(1, min(dims.heads, round(hidden / dims.head_dim)))}
@@ -321,7 +331,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
             problems.append(fmt(key, message))
         raise RecipeError(problems) from None
 
-    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target)]
+    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target) + _train_problems(recipe.train)]
     if problems:
         raise RecipeError(problems)
 

@@ -290,8 +290,11 @@ class Batches:
             self._perm = (self.epoch, torch.randperm(len(self.index), generator=generator))
         return self._perm[1]
 
-    def _take(self) -> list[tuple[int, int, int]]:
-        """The next batch as (epoch, position, item) triples; advances the stream."""
+    def take(self) -> list[tuple[int, int, int]]:
+        """The next batch as (epoch, position, item) triples, without reading it; advances the stream.
+
+        Every rank of a distributed run takes the same batch and reads only its share (`texts_of`).
+        """
         out: list[tuple[int, int, int]] = []
         while len(out) < self.batch_size:
             perm = self._permutation()
@@ -302,9 +305,15 @@ class Batches:
         return out
 
     def next_texts(self) -> list[str]:
-        return [self.index.text(item) for _, _, item in self._take()]
+        return self.texts_of(self.take())
+
+    def texts_of(self, entries: list[tuple[int, int, int]]) -> list[str]:
+        return [self.index.text(item) for _, _, item in entries]
 
     def next_pairs(self) -> tuple[list[str], list[str], list[str]]:
+        return self.pairs_of(self.take())
+
+    def pairs_of(self, entries: list[tuple[int, int, int]]) -> tuple[list[str], list[str], list[str]]:
         """(queries, positives, negatives): one positive per record, and one negative per record that has any.
 
         `negatives` is not aligned with `queries` (records without `neg` add none): use it as extra
@@ -312,7 +321,7 @@ class Batches:
         picks the same passages.
         """
         queries, positives, negatives = [], [], []
-        for epoch, position, item in self._take():
+        for epoch, position, item in entries:
             record = self.index.pair(item)
             rng = random.Random(f"{self.seed}:{epoch}:{position}")  # str seeds hash the same in every process
             queries.append(record["query"])

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .config import BaseDims, TargetSection
-from .masks import LOG_ALPHA_CLAMP, finalize, full_layout, keep_prob, mask_shapes, sample_gates
+from .masks import LOG_ALPHA_CLAMP, finalize, full_layout, gate_noise, gates_from_noise, keep_prob, mask_shapes
 
 
 class MaskSet(nn.Module):
@@ -36,9 +36,14 @@ class MaskSet(nn.Module):
     def types(self) -> list[str]:
         return list(self.log_alpha.keys())
 
-    def sample(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def noise(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """One step's noise per type: every micro-batch (and every rank) of the step uses this draw."""
+        return {t: gate_noise(a.shape, generator, a.device) for t, a in self.log_alpha.items()}
+
+    def sample(self, generator_or_noise: torch.Generator | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One gate sample per type, shared by the whole batch (differentiable in log_alpha)."""
-        return {t: sample_gates(a, generator) for t, a in self.log_alpha.items()}
+        noise = generator_or_noise if isinstance(generator_or_noise, dict) else self.noise(generator_or_noise)
+        return {t: gates_from_noise(a, noise[t]) for t, a in self.log_alpha.items()}
 
     def keep_probs(self) -> dict[str, torch.Tensor]:
         return {t: keep_prob(a) for t, a in self.log_alpha.items()}

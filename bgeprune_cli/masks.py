@@ -28,11 +28,20 @@ def keep_prob(log_alpha: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(log_alpha - BETA * math.log(-LIMIT_L / LIMIT_R))
 
 
-def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One stretched-and-clamped hard-concrete sample; exact 0s and 1s occur."""
-    u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device).clamp(EPS, 1 - EPS)
+def gate_noise(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """The uniform noise of one hard-concrete sample (drawn apart so every rank can share one draw)."""
+    return torch.rand(shape, generator=generator, device=device).clamp(EPS, 1 - EPS)
+
+
+def gates_from_noise(log_alpha: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Stretched-and-clamped hard-concrete gates for noise `u`; exact 0s and 1s occur."""
     s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / BETA)
     return (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)
+
+
+def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One stretched-and-clamped hard-concrete sample; exact 0s and 1s occur."""
+    return gates_from_noise(log_alpha, gate_noise(log_alpha.shape, generator, log_alpha.device))
 
 
 def mask_shapes(dims: BaseDims) -> dict[str, tuple[int, ...]]:

@@ -33,9 +33,12 @@ def describe(record: dict, targets: dict) -> str:
 
 
 class TrainProgress:
-    def __init__(self, total: int, start: int, targets: dict, log_every: int):
-        self.total, self.targets, self.log_every = total, targets, log_every
+    def __init__(self, total: int, start: int, targets: dict, log_every: int, enabled: bool = True):
+        """`enabled=False` (every rank but 0 of a distributed run) shows nothing."""
+        self.total, self.targets, self.log_every, self.enabled = total, targets, log_every, enabled
         self._bar = None
+        if not enabled:
+            return
         if err.is_terminal:
             self._bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                  TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
@@ -57,6 +60,8 @@ class TrainProgress:
             self._bar.stop()
 
     def update(self, step: int, record: dict) -> None:
+        if not self.enabled:
+            return
         text = describe(record, self.targets)
         if self._bar is not None:
             self._bar.update(self._task, completed=step, description=text)

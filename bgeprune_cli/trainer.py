@@ -7,6 +7,11 @@ and ColBERT heads too). Three optimizer groups with their own learning rates: we
 student's, its heads' and the layer maps'), gates (log_alpha), and the Lagrange multipliers,
 which are *maximised*.
 
+A step is a list of micro-batches (this rank's share of the step's batch, see distributed.py):
+each is forwarded and back-propagated with its loss divided by their number, DDP averages the
+gradients over ranks on the last one, and the optimizers step once. The step's reported loss is
+the mean over all micro-batches of all ranks.
+
 Example:
     bgeprune train recipes/smoke.toml
 """
@@ -15,14 +20,15 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from .config import BaseDims, Recipe
+from .distill_model import DistillModel, MicroBatch, Teacher
+from .distributed import Dist
 from .gates import Lagrangian, MaskSet, expected_sizes
-from .losses import LayerMaps, colbert_kl, contrastive_loss, cosine_loss, similarity_kl, sparse_mse
+from .losses import LayerMaps
 from .masking import MaskHooks, as_float_masks
 from .masks import LOG_ALPHA_CLAMP, full_layout
 
@@ -37,13 +43,16 @@ class StepResult:
     penalty: float = 0.0
     gaps: dict[str, float] = field(default_factory=dict)  # expected − target sparsity per constraint
     finite: bool = True
+    interrupt: bool = False  # some rank was asked to stop (Ctrl-C / SIGTERM): all stop after this step
 
 
 class Trainer:
     def __init__(self, recipe: Recipe, student, teacher, adapter, dims: BaseDims, pooling, types: list[str],
-                 prune_steps: int, total_steps: int, device: torch.device, heads=None):
-        self.recipe, self.student, self.teacher, self.pooling = recipe, student, teacher, pooling
+                 prune_steps: int, total_steps: int, device: torch.device, heads=None, dist: Dist | None = None,
+                 cache=None):
+        self.recipe, self.student, self.pooling = recipe, student, pooling
         self.dims, self.device, self.prune_steps, self.total_steps = dims, device, prune_steps, total_steps
+        self.dist = dist or Dist(None)
         self.base_params = full_layout(dims).encoder_params()
         train, distill = recipe.train, recipe.distill
         self.masks = MaskSet(dims, types, train.gate_init).to(device)
@@ -58,7 +67,11 @@ class Trainer:
         self.hooks = MaskHooks(student, adapter, {}, dims.head_dim)
         # bge-m3's sparse and ColBERT heads: the student's train with it, the teacher's stay frozen.
         self.student_heads = copy.deepcopy(heads).to(device) if heads is not None else None
-        self.teacher_heads = copy.deepcopy(heads).to(device).requires_grad_(False) if heads is not None else None
+        teacher_heads = copy.deepcopy(heads).to(device).requires_grad_(False) if heads is not None else None
+        self.teacher = Teacher(teacher, teacher_heads, pooling, distill, device, cache)
+        # One module for everything DDP must all-reduce; in one process `wrap` returns it as is.
+        self.model = self.dist.wrap(DistillModel(student, self.masks, self.layer_maps, self.student_heads, self.hooks,
+                                                 pooling, distill, self.use_cosine, device))
         weights = list(student.parameters()) + (list(self.layer_maps.parameters()) if self.layer_maps else []) \
             + (list(self.student_heads.parameters()) if self.student_heads is not None else [])
         self.weights = weights
@@ -91,7 +104,6 @@ class Trainer:
             return max(GATES_LR_FLOOR, 1 - (1 - GATES_LR_FLOOR) * progress)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [weights_lr, gates_lr])
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext())
 
     # ------------------------------------------------------------------ phases
 
@@ -109,75 +121,52 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _embed(self, model, batch: dict, hidden_states: bool):
-        with self.autocast:
-            out = model(**batch, output_hidden_states=hidden_states)
-        return self.pooling.pool(out.last_hidden_state.float(), batch["attention_mask"]), out
+    def step(self, step: int, micro_batches: list[MicroBatch], interrupt: bool = False) -> StepResult:
+        """One optimisation step over this rank's micro-batches.
 
-    def step(self, step: int, batch: dict, pairs: tuple[dict, dict, dict | None] | None) -> StepResult:
-        """One optimisation step; a non-finite loss skips the update (weights, gates and λ untouched)."""
-        distill = self.recipe.distill
+        A non-finite loss or gradient (on any rank) skips the update: weights, gates and λ untouched.
+        Every rank still runs every backward, so the collectives stay matched.
+        """
         pruning = self.fixed is None
-        z = self.masks.sample(self.generator) if pruning else as_float_masks(
-            {k: v.to(self.device) for k, v in self.fixed.items()})
-        self.hooks.z = z
-        layerwise = self.layer_maps is not None
-        with torch.no_grad():
-            teacher_emb, teacher_out = self._embed(self.teacher, batch, layerwise)
-        student_emb, student_out = self._embed(self.student, batch, layerwise)
-        terms: dict[str, torch.Tensor] = {}
-        if self.use_cosine:
-            terms["cosine"] = distill.cosine * cosine_loss(student_emb, teacher_emb)
-        if distill.similarity_kl > 0:
-            terms["similarity_kl"] = distill.similarity_kl * similarity_kl(student_emb, teacher_emb,
-                                                                           distill.temperature)
-        if layerwise:
-            terms["layerwise"] = distill.layerwise * self.layer_maps(
-                student_out.hidden_states, teacher_out.hidden_states, batch["attention_mask"])
-        if self.student_heads is not None:
-            terms.update(self._head_terms(student_out.last_hidden_state, teacher_out.last_hidden_state,
-                                          batch["attention_mask"], z.get("hidden")))
-        if pairs is not None and distill.contrastive > 0:
-            queries, positives, negatives = (self._embed(self.student, b, False)[0] if b is not None else None
-                                             for b in pairs)
-            terms["contrastive"] = distill.contrastive * contrastive_loss(queries, positives, negatives,
-                                                                          distill.temperature)
-        loss = sum(terms.values())
-        total, penalty, gaps = loss, torch.zeros(()), {}
-        if pruning:
-            penalty, gaps = self.lagrangian(self.masks.keep_probs(), step)
-            total = loss + penalty
-        result = StepResult(float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()},
-                            float(penalty.detach()), gaps)
+        noise = self.masks.noise(self.generator) if pruning else None
+        fixed = None if pruning else as_float_masks({k: v.to(self.device) for k, v in self.fixed.items()})
         self.optimizer.zero_grad(set_to_none=True)
         self.lambda_optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(float(total.detach())):
+        n = len(micro_batches)
+        sums: dict[str, torch.Tensor] = {}
+        penalty, gaps = torch.zeros(()), {}
+        for i, micro in enumerate(micro_batches):
+            teacher = self.teacher.outputs(micro)
+            with self.dist.no_sync(self.model, skip=i < n - 1):
+                terms = self.model(micro.batch, teacher, noise, fixed, micro.pairs)
+                loss = sum(terms.values())
+                total = loss
+                if pruning:  # the same on every micro-batch (the gates do not move within a step)
+                    penalty, gaps = self.lagrangian(self.masks.keep_probs(), step)
+                    total = loss + penalty
+                (total / n).backward()
+            for name, value in {"loss": loss, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach().float().cpu() / n
+        # One collective for the logged numbers and the stop request; the mean is the same on every rank.
+        names = list(sums)
+        reduced = self.dist.mean(torch.stack([sums[k] for k in names] + [torch.tensor(float(interrupt))]))
+        means = dict(zip(names, reduced.tolist()))
+        loss_value = means.pop("loss")
+        result = StepResult(loss_value, means, float(penalty.detach()), gaps, interrupt=bool(reduced[-1] > 0))
+        if not pruning:  # recovery trains weights only: the gates keep the values finalize reads
+            for p in self.masks.parameters():
+                p.grad = None
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.weights, GRAD_CLIP)
+        if not (math.isfinite(loss_value + result.penalty) and math.isfinite(float(grad_norm))):
             result.finite = False
             self.scheduler.step()  # the step is consumed (its data too), so a resume stays aligned
             return result
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(self.weights, GRAD_CLIP)
         self.optimizer.step()
         if pruning:
             self.lambda_optimizer.step()
             self.masks.clamp_()
         self.scheduler.step()
         return result
-
-    def _head_terms(self, student_states, teacher_states, attention_mask, hidden_z) -> dict[str, torch.Tensor]:
-        """bge-m3 heads: sparse token weights (MSE) and ColBERT in-batch scores (KL) against the teacher's."""
-        distill, student, teacher = self.recipe.distill, self.student_heads, self.teacher_heads
-        terms = {}
-        with torch.no_grad():
-            t_weights = teacher.token_weights(teacher_states) if distill.sparse > 0 else None
-            t_vectors = teacher.colbert_vectors(teacher_states, attention_mask) if distill.colbert > 0 else None
-        if t_weights is not None:
-            terms["sparse"] = distill.sparse * sparse_mse(student.sparse_logits(student_states), t_weights,
-                                                         attention_mask)
-        if t_vectors is not None:
-            s_vectors = student.colbert_vectors(student_states, attention_mask, hidden_z)
-            terms["colbert"] = distill.colbert * colbert_kl(s_vectors, t_vectors, attention_mask, distill.temperature)
-        return terms
 
     # ------------------------------------------------------------------ reporting
 

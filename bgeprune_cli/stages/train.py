@@ -9,8 +9,13 @@ Writes a `train-run` artifact (RUN/train): gates.safetensors (log_alpha), studen
 lagrangian.safetensors, metrics.jsonl, and for bge-m3 bases m3_heads.safetensors (the student's
 sparse and ColBERT heads, trained and distilled with it).
 
+Under `torchrun` / `accelerate launch` the same command trains with one process per GPU
+(distributed.py): rank 0 alone writes checkpoints, metrics and the artifact and shows progress;
+every rank reads the checkpoint on --resume, whatever the world size that wrote it.
+
 Example:
     bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+    torchrun --nproc_per_node 8 $(which bgeprune) train recipes/50pct.toml --teacher-cache /data/teacher
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from ..artifacts import ensure_writable, write_artifact
 from ..base import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
 from ..data import Batches, DataIndex, open_data
+from ..distill_model import MicroBatch, enable_checkpointing
+from ..distributed import Dist
 from ..errors import BgepruneError, DataError, EnvironmentProblem, UsageError
 from ..masks import Layout
 from ..sources import GATES_FILE, RECOVERY_MASKS_FILE, STUDENT_FILE, RunContext
@@ -76,8 +83,11 @@ def _open_pairs(recipe) -> DataIndex | None:
     return open_data(recipe.data.pairs, "pairs", "data.pairs")
 
 
-def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool):
-    """The checkpoint to resume from (or None), after refusing to clobber an earlier run by accident."""
+def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool, dist: Dist):
+    """The checkpoint to resume from (or None), after refusing to clobber an earlier run by accident.
+
+    Every rank checks (they see the same files, so they refuse alike); rank 0 alone deletes.
+    """
     existing = checkpoints.latest(run_dir)
     if resume:
         if existing is None:
@@ -92,8 +102,11 @@ def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool):
         raise UsageError(f"{run_dir} already has {what}; pass --resume to continue it, --force to start over, "
                          f"or --run-dir for a new directory.")
     ensure_writable(out, force)
-    checkpoints.remove_all(run_dir)
-    (run_dir / METRICS).unlink(missing_ok=True)
+    dist.barrier()  # nobody may still be reading what rank 0 is about to delete
+    if dist.is_main:
+        checkpoints.remove_all(run_dir)
+        (run_dir / METRICS).unlink(missing_ok=True)
+    dist.barrier()
     return None
 
 
@@ -116,15 +129,18 @@ def _tokenize(tokenizer, texts: list[str], max_length: int, device) -> dict:
 
 
 class _InterruptFlag:
-    """First Ctrl-C asks for a checkpoint at the next step boundary; a second one stops at once."""
+    """First Ctrl-C (or SIGTERM, as schedulers and launchers send) asks for a checkpoint at the next
+    step boundary; a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
@@ -133,24 +149,35 @@ class _InterruptFlag:
         self.requested = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = False, force: bool = False,
-        device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None) -> dict:
+        device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None,
+        teacher_cache: Path | None = None, gradient_checkpointing: bool = False) -> dict:
     """Train; `fixed_masks` (Python API) skips the pruning phase and only recovers with those masks."""
     r = recipe.recipe
     run_dir = Path(run_dir or recipe.run_dir())
     out = run_dir / "train"
-    dev = _device(device)
+    dist = Dist(_device(device))
+    try:
+        return _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cache, gradient_checkpointing)
+    finally:
+        dist.close()
+
+
+def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cache, gradient_checkpointing) -> dict:
+    dev = dist.device
     ctx = RunContext(r)
     dims = ctx.dims
     types = targeted_masks(r.target, dims)
     data = _open_train_data(r)
     pairs_data = _open_pairs(r)
     fingerprints = {"train": data.fingerprint, "pairs": pairs_data.fingerprint if pairs_data else None}
-    ckpt = _prepare_run_dir(run_dir, out, resume, force)
+    micro_size = r.train.micro_batch_size or r.train.batch_size
+    local = dist.local_block(r.train.batch_size // micro_size)
+    ckpt = _prepare_run_dir(run_dir, out, resume, force, dist)
     if ckpt is not None:
         _check_resume(ckpt, recipe, fingerprints, force)
     prune_steps = 0 if fixed_masks is not None else r.train.steps
@@ -160,12 +187,15 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
 
     torch.manual_seed(r.train.seed)
     teacher = load_model(ctx.base_dir).to(dev).requires_grad_(False)
-    # The student starts as the base and stays in eval mode: no dropout, because distillation asks it
-    # to reproduce the teacher's outputs exactly, and dropout noise only blurs that target.
+    # The student starts as the base and runs without dropout: distillation asks it to reproduce the
+    # teacher's outputs exactly, and dropout noise only blurs that target.
     student = load_model(ctx.base_dir).to(dev)
+    if gradient_checkpointing:
+        enable_checkpointing(student)
     tokenizer = load_tokenizer(ctx.base_dir)
+    cache = open_teacher_cache(teacher_cache, ctx, r, dev, dist) if teacher_cache is not None else None
     trainer = Trainer(r, student, teacher, ctx.adapter, dims, ctx.pooling, types, prune_steps, total, dev,
-                      heads=ctx.base_heads)
+                      heads=ctx.base_heads, dist=dist, cache=cache)
     batches = Batches(data, r.train.batch_size, r.train.seed)
     pair_batches = Batches(pairs_data, r.train.batch_size, r.train.seed + 1) if pairs_data else None
     step, bad_steps, elapsed = 0, 0, 0.0
@@ -179,33 +209,48 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
             pair_batches.load_state_dict(state["pairs"])
         checkpoints.restore_rng(state["rng"], trainer.generator)
         step, bad_steps, elapsed = ckpt.step, state["bad_steps"], state["elapsed_s"]
-        _truncate_metrics(run_dir / METRICS, step)
+        if dist.is_main:
+            _truncate_metrics(run_dir / METRICS, step)
         if step >= prune_steps and trainer.fixed is None:
             trainer.start_recovery()
 
     def save_checkpoint() -> Path:
-        state = {"trainer": trainer.state(), "data": batches.state_dict(), "rng": checkpoints.rng_state(
-            trainer.generator), "bad_steps": bad_steps, "elapsed_s": elapsed}
-        if pair_batches is not None:
-            state["pairs"] = pair_batches.state_dict()
-        return checkpoints.save(run_dir, step, trainer.tensors(), state, {"data": fingerprints},
-                                recipe.resolved, recipe.sha256, r.train.keep_checkpoints)
+        # Every rank must hold the same model; checked before rank 0 alone writes it for all of them.
+        dist.check_in_sync({**trainer.masks.scores(), "lambda": torch.cat(
+            [p.detach().flatten().cpu() for p in trainer.lagrangian.parameters()] + [torch.zeros(1)]),
+            "weights": torch.stack([p.detach().double().sum() for p in trainer.weights])})
+        if cache is not None:
+            cache.flush()
+        path = checkpoints.checkpoint_dir(run_dir) / f"step-{step:08d}"
+        if dist.is_main:
+            state = {"trainer": trainer.state(), "data": batches.state_dict(), "rng": checkpoints.rng_state(
+                trainer.generator), "bad_steps": bad_steps, "elapsed_s": elapsed}
+            if pair_batches is not None:
+                state["pairs"] = pair_batches.state_dict()
+            path = checkpoints.save(run_dir, step, trainer.tensors(), state,
+                                    {"data": fingerprints, "world_size": dist.world},
+                                    recipe.resolved, recipe.sha256, r.train.keep_checkpoints)
+        dist.barrier()  # a rank that stops next must not exit before the checkpoint is committed
+        return path
 
-    progress = TrainProgress(total, start=step, targets=_targets(r, dims), log_every=r.train.log_every)
+    def next_micro_batches() -> list[MicroBatch]:
+        texts = _local_share(batches, micro_size, local)
+        pairs = _local_share(pair_batches, micro_size, local) if pair_batches is not None else [None] * len(texts)
+        return [MicroBatch(_tokenize(tokenizer, t, r.data.max_length, dev), t,
+                           tuple(_tokenize(tokenizer, x, r.data.max_length, dev) if x else None for x in p)
+                           if p is not None else None) for t, p in zip(texts, pairs)]
+
+    progress = TrainProgress(total, start=step, targets=_targets(r, dims), log_every=r.train.log_every,
+                             enabled=dist.is_main)
     run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = (run_dir / METRICS).open("a", encoding="utf-8")
+    metrics = (run_dir / METRICS).open("a", encoding="utf-8") if dist.is_main else None
     try:
         with _InterruptFlag() as interrupt, progress:
             while step < total:
                 if step == prune_steps and trainer.fixed is None:
                     trainer.start_recovery()
                 started = time.perf_counter()
-                batch = _tokenize(tokenizer, batches.next_texts(), r.data.max_length, dev)
-                pairs = None
-                if pair_batches is not None:
-                    q, p, n = pair_batches.next_pairs()
-                    pairs = tuple(_tokenize(tokenizer, t, r.data.max_length, dev) if t else None for t in (q, p, n))
-                result = trainer.step(step, batch, pairs)
+                result = trainer.step(step, next_micro_batches(), interrupt.requested)
                 step += 1
                 elapsed += time.perf_counter() - started
                 if not result.finite:
@@ -218,25 +263,76 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
                             f"{r.train.max_bad_steps}); stopped at step {step}, {where}. Lower train.lr_weights "
                             f"or train.lr_gates, check the data, then --resume or start over.")
                 record = _record(step, result, trainer, bad_steps, elapsed)
-                if step % r.train.log_every == 0 or step == total or not result.finite:
+                if metrics is not None and (step % r.train.log_every == 0 or step == total or not result.finite):
                     metrics.write(json.dumps(record, sort_keys=True) + "\n")
                     metrics.flush()
                 progress.update(step, record)
                 saved = step % r.train.checkpoint_every == 0 or step == total
                 if saved:
                     last_saved = save_checkpoint()
-                if interrupt.requested:
+                if result.interrupt:  # agreed by all ranks in the step's all-reduce
                     path = last_saved if saved else save_checkpoint()
                     progress.stop()
-                    from ..ui import err
+                    if dist.is_main:
+                        from ..ui import err
 
-                    err.print(f"[yellow]interrupted at step {step}[/]; checkpoint {path}. Continue with: "
-                              f"bgeprune train {recipe.path} --resume", highlight=False)
+                        err.print(f"[yellow]interrupted at step {step}[/]; checkpoint {path}. Continue with: "
+                                  f"bgeprune train {recipe.path} --resume", highlight=False)
                     raise KeyboardInterrupt
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+        if cache is not None:
+            cache.close()
+    usage = _teacher_usage(trainer, cache, dist)
+    if not dist.is_main:
+        return {"artifact": str(out), "kind": "train-run", "rank": dist.rank}
     return _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step,
-                      bad_steps, elapsed, dev)
+                      bad_steps, elapsed, dev, {"world_size": dist.world, "micro_batch_size": micro_size,
+                                                "micro_batches_per_rank": len(local),
+                                                "gradient_checkpointing": gradient_checkpointing, **usage})
+
+
+def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: Dist):
+    """The cache folder for exactly this teacher, tokenizer, max length, precision and set of outputs."""
+    from ..teacher_cache import TeacherCache, file_fingerprint
+    from ..ui import err
+
+    if r.distill.layerwise > 0:
+        raise UsageError("--teacher-cache cannot hold the per-layer teacher states that distill.layerwise needs; "
+                         "set distill.layerwise = 0 or drop --teacher-cache.")
+    heads = ctx.base_heads is not None
+    fields = ["embedding"] + ["sparse"] * (heads and r.distill.sparse > 0) + ["colbert"] * (heads and r.distill.colbert > 0)
+    # Weights, config, tokenizer, heads and pooling files: any change to the teacher changes the key.
+    files = sorted(p for p in ctx.base_dir.iterdir() if p.is_file() and p.suffix in _TEACHER_SUFFIXES)
+    files += [p for p in [ctx.base_dir / "1_Pooling" / "config.json"] if p.is_file()]
+    key = {"format": 1, "teacher_files": file_fingerprint(files), "max_length": r.data.max_length,
+           "fields": fields, "pooling": repr(ctx.pooling),
+           "precision": "bf16-autocast" if dev.type == "cuda" else "fp32"}
+    return TeacherCache(Path(root).expanduser(), key, writer=f"rank{dist.rank}",
+                        warn=lambda message: err.print(f"[yellow]teacher cache:[/] {message}", highlight=False))
+
+
+_TEACHER_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".model", ".txt")
+
+
+def _local_share(batches: Batches, micro_size: int, local: range) -> list:
+    """This rank's micro-batches of the next global batch (texts, or (queries, positives, negatives))."""
+    entries = batches.take()
+    chunks = [entries[i * micro_size:(i + 1) * micro_size] for i in local]
+    read = batches.texts_of if batches.index.kind == "text" else batches.pairs_of
+    return [read(chunk) for chunk in chunks]
+
+
+def _teacher_usage(trainer: Trainer, cache, dist: Dist) -> dict:
+    """Teacher forward passes and cache hits, summed over ranks."""
+    numbers = torch.tensor([trainer.teacher.forwards, cache.hits if cache else 0, cache.misses if cache else 0],
+                           dtype=torch.float64)
+    forwards, hits, misses = (int(v) for v in dist.total(numbers).tolist())
+    usage = {"teacher_forwards": forwards}
+    if cache is not None:
+        usage["teacher_cache"] = {"path": str(cache.path), "hits": hits, "misses": misses}
+    return usage
 
 
 def _targets(r, dims) -> dict:
@@ -262,7 +358,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step, bad_steps,
-               elapsed, dev) -> dict:
+               elapsed, dev, execution: dict) -> dict:
     final = trainer.fixed if trainer.fixed is not None else trainer.masks.finalized(recipe.recipe.target)
     layout = Layout.from_masks(final, dims)
     # The pruning phase's end is what the Lagrangian aimed at; in recovery the masks are binary.
@@ -273,7 +369,8 @@ def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints
             "device": str(dev), "expected": expected, "final_sizes": layout.sizes(),
             "encoder_params": layout.encoder_params(), "lambda_1": trainer.lambdas(), "data": fingerprints,
             "m3_heads": trainer.student_heads is not None,
-            "data_summary": {"train": data.summary(), "pairs": pairs_data.summary() if pairs_data else None}}
+            "data_summary": {"train": data.summary(), "pairs": pairs_data.summary() if pairs_data else None},
+            **execution}
     tensors = trainer.tensors()
     lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
     with write_artifact(out, "train-run", force=True, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
