@@ -43,7 +43,10 @@ def enable_checkpointing(student: nn.Module) -> None:
     HF only checkpoints in train mode, so the student goes to train mode with every dropout set to 0
     (attention reads its probability from the same modules): its outputs stay exactly eval mode's.
     """
-    student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(student, "activation_checkpointing_enable"):  # the newer transformers 5.x name
+        student.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     student.train()
     for module in student.modules():
         if isinstance(module, nn.Dropout):
