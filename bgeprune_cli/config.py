@@ -49,8 +49,21 @@ class RunSection(_Section):
     dir: str | None = Field(None, description="run directory; default runs/<recipe file stem>")
 
 
+class StreamSection(_Section):
+    """A Hugging Face `datasets` dataset read in streaming mode (needs `pip install datasets`)."""
+
+    dataset: str = Field(description='hub id ("HuggingFaceFW/fineweb-edu") or a builder ("json", "parquet")')
+    name: str | None = Field(None, description="the dataset's config")
+    split: str = "train"
+    text_field: str = "text"
+    data_files: list[str] | None = None
+    revision: str | None = None
+    shuffle_buffer: int = Field(10_000, ge=1, description="texts held for shuffling (also kept in checkpoints)")
+
+
 class DataSection(_Section):
     train: list[str] = Field(default_factory=list, description="text/JSONL files, directories or globs")
+    stream: StreamSection | None = Field(None, description="stream from HF datasets instead of data.train")
     pairs: list[str] = Field(default_factory=list, description='{"query","pos","neg"} JSONL files')
     max_length: int = Field(128, ge=8)
 
@@ -229,12 +242,15 @@ def _mode_problems(target: TargetSection) -> list[tuple[str, str]]:
     return problems
 
 
-def _train_problems(train: TrainSection) -> list[tuple[str, str]]:
+def _train_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    train, problems = recipe.train, []
     micro = train.micro_batch_size
     if micro is not None and train.batch_size % micro:
-        return [("train.micro_batch_size", f"{micro} does not divide train.batch_size = {train.batch_size}; "
-                 f"a step is a whole number of micro-batches")]
-    return []
+        problems.append(("train.micro_batch_size", f"{micro} does not divide train.batch_size = {train.batch_size}; "
+                         f"a step is a whole number of micro-batches"))
+    if recipe.data.stream is not None and recipe.data.train:
+        problems.append(("data.stream", "set either data.train (local files) or data.stream (HF datasets), not both"))
+    return problems
 
 
 def _nearest_stock_shapes(dims: BaseDims, heads: int, hidden: int) -> str:
@@ -331,7 +347,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
             problems.append(fmt(key, message))
         raise RecipeError(problems) from None
 
-    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target) + _train_problems(recipe.train)]
+    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target) + _train_problems(recipe)]
     if problems:
         raise RecipeError(problems)
 
@@ -339,6 +355,8 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
     resolved["base"]["model"] = _resolve_local(recipe.base.model, path.parent)
     resolved["data"]["train"] = [_resolve_local(p, path.parent) for p in recipe.data.train]
     resolved["data"]["pairs"] = [_resolve_local(p, path.parent) for p in recipe.data.pairs]
+    if recipe.data.stream is not None and recipe.data.stream.data_files:
+        resolved["data"]["stream"]["data_files"] = [_resolve_local(p, path.parent) for p in recipe.data.stream.data_files]
     recipe = Recipe.model_validate(resolved)
     if base_dims is not None:
         problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe))]

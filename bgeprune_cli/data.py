@@ -331,6 +331,13 @@ class Batches:
         return queries, positives, negatives
 
     @property
+    def fingerprint(self) -> str:
+        return self.index.fingerprint
+
+    def summary(self) -> dict:
+        return self.index.summary()
+
+    @property
     def epoch_progress(self) -> float:
         return self.epoch + self.position / len(self.index)
 

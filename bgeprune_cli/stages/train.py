@@ -65,12 +65,22 @@ def _device(requested: str | None) -> torch.device:
         raise UsageError(f"--device {requested!r} is not a torch device (cpu, cuda, cuda:1, ...).") from None
 
 
-def _open_train_data(recipe) -> DataIndex:
+def _open_train_data(recipe):
+    """The training text's batch stream: local files (indexed) or a streamed HF dataset."""
+    if recipe.data.stream is not None:
+        from ..data_stream import StreamBatches, StreamSource
+
+        return StreamBatches(StreamSource(**recipe.data.stream.model_dump()), recipe.train.batch_size,
+                             recipe.train.seed)
+    return Batches(_index_train_files(recipe), recipe.train.batch_size, recipe.train.seed)
+
+
+def _index_train_files(recipe) -> DataIndex:
     # "builtin:probe" is the packaged probe text: enough for the smoke recipe, offline.
     sources = [str(PROBE_TEXT) if s == "builtin:probe" else s for s in recipe.data.train]
     if not sources:
         raise DataError("data.train is empty: name text or JSONL files, directories or globs to distil on "
-                        "(e.g. data.train = [\"corpus.txt\"]).")
+                        "(e.g. data.train = [\"corpus.txt\"]), or a [data.stream] dataset.")
     return open_data(sources, "text", "data.train")
 
 
@@ -172,9 +182,9 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
     ctx = RunContext(r)
     dims = ctx.dims
     types = targeted_masks(r.target, dims)
-    data = _open_train_data(r)
+    batches = _open_train_data(r)
     pairs_data = _open_pairs(r)
-    fingerprints = {"train": data.fingerprint, "pairs": pairs_data.fingerprint if pairs_data else None}
+    fingerprints = {"train": batches.fingerprint, "pairs": pairs_data.fingerprint if pairs_data else None}
     micro_size = r.train.micro_batch_size or r.train.batch_size
     local = dist.local_block(r.train.batch_size // micro_size)
     ckpt = _prepare_run_dir(run_dir, out, resume, force, dist)
@@ -196,7 +206,6 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
     cache = open_teacher_cache(teacher_cache, ctx, r, dev, dist) if teacher_cache is not None else None
     trainer = Trainer(r, student, teacher, ctx.adapter, dims, ctx.pooling, types, prune_steps, total, dev,
                       heads=ctx.base_heads, dist=dist, cache=cache)
-    batches = Batches(data, r.train.batch_size, r.train.seed)
     pair_batches = Batches(pairs_data, r.train.batch_size, r.train.seed + 1) if pairs_data else None
     step, bad_steps, elapsed = 0, 0, 0.0
     if fixed_masks is not None:
@@ -287,7 +296,7 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
     usage = _teacher_usage(trainer, cache, dist)
     if not dist.is_main:
         return {"artifact": str(out), "kind": "train-run", "rank": dist.rank}
-    return _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step,
+    return _write_run(out, recipe, trainer, types, dims, batches.summary(), pairs_data, fingerprints, run_dir, step,
                       bad_steps, elapsed, dev, {"world_size": dist.world, "micro_batch_size": micro_size,
                                                 "micro_batches_per_rank": len(local),
                                                 "gradient_checkpointing": gradient_checkpointing, **usage})
@@ -316,8 +325,15 @@ def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: 
 _TEACHER_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".model", ".txt")
 
 
-def _local_share(batches: Batches, micro_size: int, local: range) -> list:
-    """This rank's micro-batches of the next global batch (texts, or (queries, positives, negatives))."""
+def _local_share(batches, micro_size: int, local: range) -> list:
+    """This rank's micro-batches of the next global batch (texts, or (queries, positives, negatives)).
+
+    Indexed files are read only for this rank's share; a stream is read whole by every rank (it has
+    no random access) and each keeps its share.
+    """
+    if not isinstance(batches, Batches):
+        texts = batches.next_texts()
+        return [texts[i * micro_size:(i + 1) * micro_size] for i in local]
     entries = batches.take()
     chunks = [entries[i * micro_size:(i + 1) * micro_size] for i in local]
     read = batches.texts_of if batches.index.kind == "text" else batches.pairs_of
@@ -357,7 +373,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(kept), encoding="utf-8")
 
 
-def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints, run_dir, step, bad_steps,
+def _write_run(out, recipe, trainer, types, dims, data_summary, pairs_data, fingerprints, run_dir, step, bad_steps,
                elapsed, dev, execution: dict) -> dict:
     final = trainer.fixed if trainer.fixed is not None else trainer.masks.finalized(recipe.recipe.target)
     layout = Layout.from_masks(final, dims)
@@ -369,7 +385,7 @@ def _write_run(out, recipe, trainer, types, dims, data, pairs_data, fingerprints
             "device": str(dev), "expected": expected, "final_sizes": layout.sizes(),
             "encoder_params": layout.encoder_params(), "lambda_1": trainer.lambdas(), "data": fingerprints,
             "m3_heads": trainer.student_heads is not None,
-            "data_summary": {"train": data.summary(), "pairs": pairs_data.summary() if pairs_data else None},
+            "data_summary": {"train": data_summary, "pairs": pairs_data.summary() if pairs_data else None},
             **execution}
     tensors = trainer.tensors()
     lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
