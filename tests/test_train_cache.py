@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bgeprune_cli.base import recipe_base_dims, resolve_base
+from bgeprune_cli.base import recipe_base_dims
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import UsageError
 from bgeprune_cli.stages import train

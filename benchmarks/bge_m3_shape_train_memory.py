@@ -1,0 +1,77 @@
+"""Peak memory of one `bgeprune train` step at full bge-m3 shape, with and without --gradient-checkpointing.
+
+bge-m3 cannot be downloaded here, so the base is `builtin:bge-m3-random` (the real shape, random
+weights) and the target is recipes/50pct.toml's. Texts are long enough that every micro-batch is
+exactly BATCH × 256 tokens. Peak RSS comes from `/usr/bin/time -v` (CPU, fp32; on CUDA activations
+are bf16 under autocast, so about half). The difference between the two rows is what checkpointing
+saves in activations at this micro-batch.
+
+Run (about 6 minutes on 2 CPU cores):
+    python benchmarks/bge_m3_shape_train_memory.py --batch-size 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = REPO.parent / "shared" / "data" / "pydocs_train.txt"
+
+
+def long_texts(path: Path, count: int) -> None:
+    """Lines of joined paragraphs, each far longer than 256 tokens."""
+    paragraphs = [line.strip() for line in TEXT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines, current = [], ""
+    for paragraph in paragraphs:
+        current += " " + paragraph
+        if len(current) > 4000:
+            lines.append(current.strip())
+            current = ""
+        if len(lines) == count:
+            break
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run(batch: int, data: Path, run_dir: Path, checkpointing: bool) -> dict:
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "bgeprune_cli", "train", str(REPO / "recipes" / "50pct.toml"),
+               "--run-dir", str(run_dir), "--force", "--device", "cpu", "--json",
+               "--set", "base.model=builtin:bge-m3-random", "--set", f'data.train=["{data}"]',
+               "--set", "train.steps=1", "--set", "train.recovery_steps=0", "--set", f"train.batch_size={batch}",
+               "--set", "data.max_length=256", "--set", "train.checkpoint_every=1000"]
+    if checkpointing:
+        command.append("--gradient-checkpointing")
+    print("$", shlex.join(command), flush=True)
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
+    info = json.loads(result.stdout)
+    return {"gradient_checkpointing": checkpointing, "peak_rss_gib": peak_kb / 2**20,
+            "step_seconds": info["train_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "long.txt"
+        long_texts(data, 4 * args.batch_size)
+        rows = [run(args.batch_size, data, Path(tmp) / f"run{int(c)}", c) for c in (False, True)]
+    print(f"\nbge-m3 shape (568M, random weights), target 50pct, one training step of {args.batch_size} x 256 tokens, "
+          f"CPU fp32")
+    print(f"{'':28} {'peak RSS GiB':>13} {'step s':>8}")
+    for row in rows:
+        name = "--gradient-checkpointing" if row["gradient_checkpointing"] else "default"
+        print(f"{name:28} {row['peak_rss_gib']:13.2f} {row['step_seconds']:8.1f}")
+    print(f"checkpointing saves {rows[0]['peak_rss_gib'] - rows[1]['peak_rss_gib']:.2f} GiB "
+          f"at {rows[1]['step_seconds'] / rows[0]['step_seconds']:.2f}x the step time")
+
+
+if __name__ == "__main__":
+    main()
