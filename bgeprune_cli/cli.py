@@ -147,7 +147,7 @@ def train(recipe: Path = typer.Argument(..., help="TOML recipe."),
               "and later runs skip its forward pass (keyed by teacher files, max length and precision)."),
           gradient_checkpointing: bool = typer.Option(
               False, "--gradient-checkpointing", help="Recompute layer activations in the backward pass: "
-              "less memory for long sequences, about a third more compute; same results."),
+              "less activation memory for long sequences, one more student forward per step; same results."),
           as_json: bool = JSON_OPT) -> None:
     """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
 

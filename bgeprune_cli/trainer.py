@@ -145,11 +145,12 @@ class Trainer:
                     penalty, gaps = self.lagrangian(self.masks.keep_probs(), step)
                     total = loss + penalty
                 (total / n).backward()
-            for name, value in {"loss": loss, **terms}.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float().cpu() / n
+            for name, value in {"loss": loss, **terms}.items():  # kept on the device: no sync per micro-batch
+                sums[name] = sums.get(name, 0.0) + value.detach().float() / n
         # One collective for the logged numbers and the stop request; the mean is the same on every rank.
         names = list(sums)
-        reduced = self.dist.mean(torch.stack([sums[k] for k in names] + [torch.tensor(float(interrupt))]))
+        flag = torch.tensor(float(interrupt), device=sums["loss"].device)
+        reduced = self.dist.mean(torch.stack([sums[k] for k in names] + [flag])).cpu()
         means = dict(zip(names, reduced.tolist()))
         loss_value = means.pop("loss")
         result = StepResult(loss_value, means, float(penalty.detach()), gaps, interrupt=bool(reduced[-1] > 0))
