@@ -77,7 +77,7 @@ def main() -> None:
     def masked_step(step: int) -> None:
         masked_opt.zero_grad(set_to_none=True)
         lambda_opt.zero_grad(set_to_none=True)
-        hooks.z = gates.sample(generator)
+        hooks.z = gates.sample(gates.noise(generator))
         penalty, _ = lagrangian(gates.keep_probs(), step)
         (loss_of(masked) + penalty).backward()
         torch.nn.utils.clip_grad_norm_(masked.parameters(), 1.0)

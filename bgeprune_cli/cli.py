@@ -157,7 +157,7 @@ def train(recipe: Path = typer.Argument(..., help="TOML recipe."),
 
     [bold]Examples[/]:
       bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
-      torchrun --nproc_per_node 8 $(which bgeprune) train recipes/50pct.toml --teacher-cache /data/tcache
+      torchrun --nproc_per_node 8 -m bgeprune_cli train recipes/50pct-8gpu.toml --teacher-cache /data/tcache
     """
     def work() -> dict:
         from .stages import train as stage

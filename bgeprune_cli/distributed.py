@@ -18,14 +18,15 @@ Kept identical on every rank, and why:
 divergence is an error at once, not a silently wrong run.
 
 Example:
-    torchrun --nproc_per_node 8 $(which bgeprune) train recipes/50pct.toml
-    accelerate launch --num_processes 8 $(which bgeprune) train recipes/50pct.toml
+    torchrun --nproc_per_node 8 -m bgeprune_cli train recipes/50pct-8gpu.toml
+    accelerate launch --multi_gpu --num_processes 8 -m bgeprune_cli train recipes/50pct-8gpu.toml
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from typing import Callable
 
 import torch
 
@@ -94,27 +95,27 @@ class Dist:
         """Accumulate without all-reducing (every micro-batch but a rank's last)."""
         return self.accelerator.no_sync(module) if skip and self.accelerator is not None else nullcontext()
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
+    def reduce(self, values: torch.Tensor, reduction: str) -> torch.Tensor:
+        """`values` summed ("sum") or averaged ("mean") over ranks; the same result on every rank."""
         if self.accelerator is None:
             return values
-        return self.accelerator.reduce(values.to(self.device), reduction="mean").cpu()
-
-    def total(self, values: torch.Tensor) -> torch.Tensor:
-        if self.accelerator is None:
-            return values
-        return self.accelerator.reduce(values.to(self.device), reduction="sum").cpu()
+        return self.accelerator.reduce(values.to(self.device), reduction=reduction).cpu()
 
     def barrier(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
 
-    def check_in_sync(self, named: dict[str, torch.Tensor]) -> None:
-        """Raise if any rank's tensors differ from rank 0's (compared through float64 checksums)."""
+    def check_in_sync(self, tensors: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Raise if any rank's tensors differ from rank 0's (compared through float64 checksums).
+
+        `tensors` is only called with more than one rank: one process has nothing to compare.
+        """
         if self.accelerator is None:
             return
+        named = tensors()
         sums = torch.stack([t.detach().double().sum() + (t.detach().double() ** 2).sum() for t in named.values()])
         gathered = self.accelerator.gather(sums.to(self.device)).cpu().view(self.world, -1)
-        differ = [name for i, name in enumerate(named) if not torch.equal(gathered[:, i], gathered[0, i].expand(self.world))]
+        differ = [name for i, name in enumerate(named) if not (gathered[:, i] == gathered[0, i]).all()]
         if differ:
             raise RanksOutOfSync(f"ranks hold different {', '.join(differ)}; the run cannot continue as one model. "
                                  f"Resume from the last checkpoint (--resume); if it happens again, report it.")

@@ -40,9 +40,8 @@ class MaskSet(nn.Module):
         """One step's noise per type: every micro-batch (and every rank) of the step uses this draw."""
         return {t: gate_noise(a.shape, generator, a.device) for t, a in self.log_alpha.items()}
 
-    def sample(self, generator_or_noise: torch.Generator | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One gate sample per type, shared by the whole batch (differentiable in log_alpha)."""
-        noise = generator_or_noise if isinstance(generator_or_noise, dict) else self.noise(generator_or_noise)
+    def sample(self, noise: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One gate sample per type from `noise(generator)`, shared by the whole batch (differentiable in log_alpha)."""
         return {t: gates_from_noise(a, noise[t]) for t, a in self.log_alpha.items()}
 
     def keep_probs(self) -> dict[str, torch.Tensor]:

@@ -150,7 +150,7 @@ class Trainer:
         # One collective for the logged numbers and the stop request; the mean is the same on every rank.
         names = list(sums)
         flag = torch.tensor(float(interrupt), device=sums["loss"].device)
-        reduced = self.dist.mean(torch.stack([sums[k] for k in names] + [flag])).cpu()
+        reduced = self.dist.reduce(torch.stack([sums[k] for k in names] + [flag]), "mean").cpu()
         means = dict(zip(names, reduced.tolist()))
         loss_value = means.pop("loss")
         result = StepResult(loss_value, means, float(penalty.detach()), gaps, interrupt=bool(reduced[-1] > 0))
@@ -179,6 +179,11 @@ class Trainer:
                                                         self.dims).items()}
         sizes["encoder_fraction"] = sizes["encoder_params"] / self.base_params
         return sizes
+
+    def sync_tensors(self) -> dict[str, torch.Tensor]:
+        """What must be equal on every rank: gates, λ, and one sum per weight tensor (cheap to compare)."""
+        return {**self.masks.scores(), **{f"lagrangian.{k}": v for k, v in self.lagrangian.state_dict().items()},
+                "weights": torch.stack([p.detach().double().sum() for p in self.weights])}
 
     def lambdas(self) -> dict[str, float]:
         return {name: float(p.detach().mean()) for name, p in self.lagrangian.lambda_1.items()}

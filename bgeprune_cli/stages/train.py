@@ -15,7 +15,7 @@ every rank reads the checkpoint on --resume, whatever the world size that wrote 
 
 Example:
     bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
-    torchrun --nproc_per_node 8 $(which bgeprune) train recipes/50pct.toml --teacher-cache /data/teacher
+    torchrun --nproc_per_node 8 -m bgeprune_cli train recipes/50pct-8gpu.toml --teacher-cache /data/teacher
 """
 
 from __future__ import annotations
@@ -225,9 +225,7 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
 
     def save_checkpoint() -> Path:
         # Every rank must hold the same model; checked before rank 0 alone writes it for all of them.
-        dist.check_in_sync({**trainer.masks.scores(), "lambda": torch.cat(
-            [p.detach().flatten().cpu() for p in trainer.lagrangian.parameters()] + [torch.zeros(1)]),
-            "weights": torch.stack([p.detach().double().sum() for p in trainer.weights])})
+        dist.check_in_sync(trainer.sync_tensors)
         if cache is not None:
             cache.flush()
         path = checkpoints.checkpoint_dir(run_dir) / f"step-{step:08d}"
@@ -311,7 +309,8 @@ def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: 
         raise UsageError("--teacher-cache cannot hold the per-layer teacher states that distill.layerwise needs; "
                          "set distill.layerwise = 0 or drop --teacher-cache.")
     heads = ctx.base_heads is not None
-    fields = ["embedding"] + ["sparse"] * (heads and r.distill.sparse > 0) + ["colbert"] * (heads and r.distill.colbert > 0)
+    fields = ["embedding"] + ["sparse"] * (heads and r.distill.sparse > 0) \
+        + ["colbert"] * (heads and r.distill.colbert > 0)
     # Weights, config, tokenizer, heads and pooling files: any change to the teacher changes the key.
     files = sorted(p for p in ctx.base_dir.iterdir() if p.is_file() and p.suffix in _TEACHER_SUFFIXES)
     files += [p for p in [ctx.base_dir / "1_Pooling" / "config.json"] if p.is_file()]
@@ -331,11 +330,11 @@ def _local_share(batches, micro_size: int, local: range) -> list:
     Indexed files are read only for this rank's share; a stream is read whole by every rank (it has
     no random access) and each keeps its share.
     """
-    if not isinstance(batches, Batches):
-        texts = batches.next_texts()
-        return [texts[i * micro_size:(i + 1) * micro_size] for i in local]
-    entries = batches.take()
-    chunks = [entries[i * micro_size:(i + 1) * micro_size] for i in local]
+    indexed = isinstance(batches, Batches)
+    items = batches.take() if indexed else batches.next_texts()
+    chunks = [items[i * micro_size:(i + 1) * micro_size] for i in local]
+    if not indexed:
+        return chunks
     read = batches.texts_of if batches.index.kind == "text" else batches.pairs_of
     return [read(chunk) for chunk in chunks]
 
@@ -344,7 +343,7 @@ def _teacher_usage(trainer: Trainer, cache, dist: Dist) -> dict:
     """Teacher forward passes and cache hits, summed over ranks."""
     numbers = torch.tensor([trainer.teacher.forwards, cache.hits if cache else 0, cache.misses if cache else 0],
                            dtype=torch.float64)
-    forwards, hits, misses = (int(v) for v in dist.total(numbers).tolist())
+    forwards, hits, misses = (int(v) for v in dist.reduce(numbers, "sum").tolist())
     usage = {"teacher_forwards": forwards}
     if cache is not None:
         usage["teacher_cache"] = {"path": str(cache.path), "hits": hits, "misses": misses}
