@@ -1,8 +1,13 @@
-"""Artifact directories: `manifest.json`, atomic writes, and checked reads (DESIGN.md §6).
+"""Artifact directories: `manifest.json`, atomic writes, locks, and checked reads (docs/design.md, Artifacts).
 
 A stage writes into a temporary sibling directory, fsyncs every file, writes the manifest last and
 `os.replace`s the directory into place, so a crash never leaves a half-written artifact under the
-final name. Readers check the kind, the schema version and the sha256 of every file they load.
+final name. Readers check the kind, the schema version, that every listed path stays inside the
+artifact, and the sha256 of every file they load.
+
+A stage holds an exclusive lock on what it writes for its whole life (`claim_output`; `flock`, so
+the OS releases it when the process dies) and, holding it, clears what a dead writer left behind:
+temporary siblings, and a `.old` copy that a killed `--force` replace never replaced.
 
 Example:
     bgeprune prune runs/smoke/masks      # reads runs/smoke/masks/manifest.json, writes runs/smoke/pruned
@@ -10,21 +15,24 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from . import __version__
-from .errors import ArtifactError, UsageError
+from .errors import ArtifactError, Busy, BgepruneError, UsageError, environment_error, os_error_in
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -39,6 +47,7 @@ PRODUCERS = {
     "bench-report": "bgeprune bench",
     "checkpoint": "bgeprune train",
 }
+RUN_LOCK = ".lock"  # in a run directory, held by the stage that writes RUN/train (train, magnitude)
 # kind -> its conventional directory inside a run directory (runs/NAME/train, ...).
 RUN_SUBDIRS = {"train-run": "train", "masks": "masks", "pruned-model": "pruned"}
 
@@ -66,6 +75,54 @@ def library_versions() -> dict[str, str]:
                 continue
         versions[name] = getattr(module, "__version__", "unknown")
     return versions
+
+
+# ---------------------------------------------------------------- untrusted paths
+
+
+def unsafe_member_reason(root: Path, relative) -> str | None:
+    """Why `relative` (read from a file we did not write) is not a plain path inside `root`, or None.
+
+    Refused: non-strings, empty, absolute paths, `..` anywhere, backslashes and NUL bytes, and paths
+    whose real location (symlinks followed) is outside `root`.
+    """
+    if not isinstance(relative, str) or not relative or "\0" in relative or "\\" in relative:
+        return "is not a plain relative path"
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", relative):
+        return "is an absolute path"
+    if ".." in pure.parts:
+        return "climbs out with '..'"
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, relative))
+    if real != real_root and not real.startswith(real_root + os.sep):
+        return "leads outside the directory (through a symlink)"
+    return None
+
+
+def _check_manifest_entries(manifest_path: Path, root: Path, manifest: dict) -> None:
+    """Every `files` entry: a safe relative path, a sha256 and a size; every `inputs` entry well-formed."""
+    files = manifest["files"]
+    if not isinstance(files, list):
+        raise ArtifactError(f"{manifest_path} is corrupt: 'files' is not a list; re-run the stage that wrote it.")
+    for number, entry in enumerate(files):
+        where = f"{manifest_path}: files[{number}]"
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where} is not an object; the manifest is corrupt or tampered with.")
+        reason = unsafe_member_reason(root, entry.get("path"))
+        if reason:
+            raise ArtifactError(f"{where}: path {entry.get('path')!r} {reason}; an artifact only lists files "
+                                f"inside itself, so this manifest was tampered with. Nothing was read; re-run "
+                                f"the stage that wrote it.")
+        sha, size = entry.get("sha256"), entry.get("size")
+        if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)) or not isinstance(size, int) or size < 0:
+            raise ArtifactError(f"{where} ({entry['path']}) has no valid sha256 and size; the manifest is corrupt "
+                                f"or tampered with. Re-run the stage that wrote it.")
+    for number, entry in enumerate(manifest.get("inputs") or []):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in
+                                                ("path", "kind", "manifest_sha256"))):
+            raise ArtifactError(f"{manifest_path}: inputs[{number}] needs path, kind and manifest_sha256 strings; "
+                                f"the manifest is corrupt or tampered with.")
 
 
 # ---------------------------------------------------------------- reading
@@ -99,6 +156,8 @@ class Artifact:
         if entry is None:
             raise ArtifactError(f"{self.path}/{name} is not listed in {MANIFEST}; the artifact is incomplete. "
                                 f"Re-run '{producer}'.")
+        if unsafe_member_reason(self.path, name):  # entries were checked on read; `name` is the caller's
+            raise ArtifactError(f"{self.path}: {name!r} is not a file inside the artifact.")
         path = self.path / name
         if not path.is_file():
             raise ArtifactError(f"{path} is missing (listed in {MANIFEST}); re-run '{producer}' to recreate it.")
@@ -155,6 +214,7 @@ def read_artifact(path: str | Path, *kinds: str, needed_by: str | None = None) -
                             f"re-run the stage that wrote it.") from None
     if kinds and kind not in kinds:
         raise ArtifactError(f"{manifest_path} has kind '{kind}'; {who} {wanted}.")
+    _check_manifest_entries(manifest_path, path, manifest)
     if version > SCHEMA_VERSION:
         raise ArtifactError(f"{manifest_path} has schema_version {version}, newer than this bgeprune "
                             f"({__version__}) understands ({SCHEMA_VERSION}); upgrade bgeprune.")
@@ -171,11 +231,148 @@ def read_artifact(path: str | Path, *kinds: str, needed_by: str | None = None) -
 
 
 def ensure_writable(out: Path, force: bool) -> None:
-    """Refuse to replace a non-empty directory unless forced; call before any heavy work."""
+    """Refuse to replace a non-empty directory unless forced, and find out now (not after the work)
+    whether the location can be written at all. Call before any heavy work."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory; choose another output path.")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UsageError(f"{out} exists and is not empty; pass --force to replace it, or choose another directory.")
+    probe_writable(out.parent)
+
+
+def probe_writable(directory: Path) -> None:
+    """Create and remove a file in `directory` (or its nearest existing ancestor, which would hold the
+    directories we create); an OSError becomes an EnvironmentProblem naming the place (exit 4)."""
+    existing = Path(directory).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{existing} is a file, so {directory} cannot be created; choose another output path.")
+    probe = existing / f".bgeprune-write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise environment_error(exc, f"checking that {existing} is writable") from None
+
+
+@contextmanager
+def exclusive(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_path` (created, and removed on release) or raise Busy (exit 2).
+
+    The OS drops the lock when the process dies, so a kill -9 leaves at most a stale file that the
+    next holder takes over. The lock file names the holder (pid and command) for the Busy message.
+    Re-entrant within one process.
+    """
+    lock_path = Path(lock_path).absolute()
+    if lock_path in _HELD:
+        _HELD[lock_path] += 1
+        try:
+            yield
+        finally:
+            _HELD[lock_path] -= 1
+        return
+    created = []  # directories made only to hold the lock: removed again if they stay empty
+    for parent in reversed(lock_path.parents):
+        if not parent.exists():
+            created.append(parent)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise environment_error(exc, f"creating {lock_path.parent} for {what}") from None
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:  # a read-only or forbidden location: found before any work
+            raise environment_error(exc, f"creating the lock file for {what}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise Busy(f"{what} is being written by another bgeprune process ({_holder(lock_path)}); wait for it "
+                       f"to finish, or stop it, or write somewhere else. A process that died holds no lock, "
+                       f"so this is a live one.") from None
+        try:  # the file may have been removed by the previous holder between our open and our lock
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "argv": sys.argv, "since": int(time.time())}).encode())
+    _HELD[lock_path] = 1
+    try:
+        yield
+    finally:
+        del _HELD[lock_path]
+        try:
+            os.unlink(lock_path)  # while still locked, so nobody can take a lock on a file about to vanish
+        except OSError:
+            pass
+        os.close(fd)
+        for directory in reversed(created):  # a stage that failed early leaves no empty run directory
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+
+
+_HELD: dict[Path, int] = {}
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        holder = json.loads(lock_path.read_text())
+        command = " ".join(Path(holder["argv"][0]).name.split() + holder["argv"][1:])[:200]
+        return f"pid {holder['pid']}: {command}"
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return f"lock file {lock_path}"
+
+
+def lock_path_for(out: Path) -> Path:
+    """The lock of an output directory: a hidden sibling (the directory itself is replaced whole)."""
+    return out.parent / f".{out.name}.lock"
+
+
+@contextmanager
+def claim_output(out: Path) -> Iterator[None]:
+    """Hold `out`'s lock for the rest of the block and recover what a dead writer of `out` left."""
+    out = Path(out)
+    with exclusive(lock_path_for(out), str(out)):
+        recover_output(out)
+        yield
+
+
+def recover_output(out: Path) -> list[str]:
+    """Remove `.NAME.tmp-*` siblings of `out` and restore a `.NAME.old-*` that nothing replaced.
+
+    Only call while holding `out`'s lock: then no live process is writing them. Returns what it did.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    done = []
+    siblings = list(out.parent.iterdir())
+    for path in siblings:
+        if path.name.startswith(f".{out.name}.tmp-"):
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path.name}, left by an interrupted writer")
+    olds = sorted((p for p in siblings if p.name.startswith(f".{out.name}.old-")), key=lambda p: p.stat().st_mtime)
+    if olds and not out.exists():
+        os.replace(olds.pop(), out)
+        done.append(f"restored {out} from the copy an interrupted --force replace had set aside")
+    for path in olds:
+        shutil.rmtree(path, ignore_errors=True)
+    if done:
+        from .ui import err, esc
+
+        for line in done:
+            err.print(f"[yellow]recovered:[/] {esc(line)}", highlight=False)
+    return done
 
 
 def _fsync(path: Path) -> None:
@@ -208,7 +405,8 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
                    info: dict | None = None) -> Iterator[Path]:
     """Yield a temporary directory to fill; on success it becomes `out`, manifest written last.
 
-    On any exception the temporary directory is removed and `out` is left as it was.
+    On any exception (Ctrl-C and SIGTERM too) the temporary directory is removed and `out` is left
+    as it was; an OS error (full disk, read-only) becomes an EnvironmentProblem naming `out`.
     `info` may be updated by the caller inside the block (it is read at commit time).
     """
     out = Path(out)
@@ -217,6 +415,7 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     info = info if info is not None else {}
+    old = None
     try:
         yield tmp
         manifest = {
@@ -236,14 +435,18 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
         write_json(tmp / MANIFEST, manifest)
         _fsync(tmp / MANIFEST)
         _fsync(tmp)
-        old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
         os.replace(tmp, out)
         _fsync(out.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():  # stopped between the two renames: put the old one back
+            os.replace(old, out)
+        error = os_error_in(exc) if isinstance(exc, Exception) and not isinstance(exc, BgepruneError) else None
+        if error is not None:
+            raise environment_error(error, f"writing {out}") from exc
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

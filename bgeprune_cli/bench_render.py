@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from .ui import err, table
+from .ui import err, esc, table
 
 
 def _num(value, fmt: str = ",.0f") -> str:
@@ -70,8 +70,8 @@ def render_bench(r: dict) -> None:
     m, b = r["models"]["model"], r["models"].get("base")
     names = f"{m['label']} vs {b['label']}" if b else m["label"]
     env = r["environment"]
-    err.print(f"[bold]bench[/] {names} · {env['device']} {env.get('gpu', env['cpu'])} · {env['dtype']} · "
-              f"{env['torch_threads']} threads", highlight=False)
+    err.print(f"[bold]bench[/] " + esc(f"{names} · {env['device']} {env.get('gpu', env['cpu'])} · {env['dtype']} · "
+                                       f"{env['torch_threads']} threads"), highlight=False)
     err.print(table("Size", ["", m["label"], b["label"] if b else "base", "ratio"], _size_rows(r)))
     if r["speed"]:
         err.print(table(f"Speed: sentences/s (median of {r['speed'][0]['model']['samples']}), latency ms p50/p99 and "
@@ -88,7 +88,7 @@ def render_bench(r: dict) -> None:
             _num(value("base") and value("base") / 1e6, ",.0f"), _ratio(value("model"), value("base"))]]))
         for role in ("model", "base"):
             if "error" in mem.get(role, {}):
-                err.print(f"[yellow]memory of {role} not measured:[/] {mem[role]['error']}", highlight=False)
+                err.print(f"[yellow]memory of {role} not measured:[/] {esc(mem[role]['error'])}", highlight=False)
     rows = _quality_rows(r["quality"])
     if rows:
         err.print(table("Quality", ["metric", "mode", m["label"], b["label"] if b else "base", "ratio"], rows))
@@ -98,7 +98,7 @@ def render_bench(r: dict) -> None:
             [mode, k, f"{v:.4f}"] for mode, a in agreement["modes"].items() for k, v in a.items()
             if isinstance(v, float)]))
     if r["quality"].get("note"):
-        err.print(f"[yellow]{r['quality']['note']}[/]", highlight=False)
+        err.print(f"[yellow]{esc(r['quality']['note'])}[/]", highlight=False)
     h = r["headline"]
     if "speedup" in h:
         quality = (f"; {h['quality_metric']} {h['quality_ratio']:.1%} of the base"
@@ -106,5 +106,5 @@ def render_bench(r: dict) -> None:
         err.print(f"[bold]headline[/] batch {h['batch']} × {h['length']}: {h['speedup']:.2f}× faster, FLOPs "
                   f"predict {h['flops_speedup']:.2f}× → speedup efficiency {h['speedup_efficiency']:.2f}{quality}",
                   highlight=False)
-    err.print(f"→ {r['artifact']}" + (f" (picture: {r['report_png']})" if r.get("report_png") else ""),
+    err.print(esc(f"→ {r['artifact']}" + (f" (picture: {r['report_png']})" if r.get("report_png") else "")),
               highlight=False)

@@ -81,7 +81,8 @@ def save(run_dir: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], 
         for name in TENSOR_FILES:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors[name].items()},
                       str(tmp / f"{name}.safetensors"))
-        torch.save(state, tmp / "state.pt")
+        with open(tmp / "state.pt", "wb") as handle:  # a Python file, so a full disk surfaces as its OSError
+            torch.save(state, handle)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for leftover in root.glob(".step-*"):

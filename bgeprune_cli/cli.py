@@ -1,8 +1,9 @@
 """The `bgeprune` command line: thin commands over `stages/`, one place mapping errors to exit codes.
 
-Exit codes: 0 ok, 1 a check failed, 2 bad usage or recipe, 3 bad artifact, 4 environment,
-130 interrupted. Results go to stdout (`--json`: one JSON object), messages and progress to stderr.
-Set BGEPRUNE_DEBUG=1 for tracebacks.
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or recipe (or the output is locked by another
+bgeprune process), 3 bad artifact or model files, 4 environment (including I/O errors: a full disk,
+a read-only location), 130 interrupted (Ctrl-C or SIGTERM). Results go to stdout (`--json`: one JSON
+object), messages and progress to stderr. Set BGEPRUNE_DEBUG=1 for tracebacks.
 
 Example:
     bgeprune --help
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
 import typer
 
 from . import __version__
-from .errors import BgepruneError, CheckFailed
-from .ui import err, out, table
+from .errors import BgepruneError, CheckFailed, environment_error, os_error_in
+from .ui import err, esc, out, styled, table
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -46,25 +50,43 @@ def _quiet_libraries() -> None:
         pass
 
 
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (what `kill`, schedulers and launchers send) unwinds like Ctrl-C: every `finally` and
+    atomic write cleans up on the way out. `bgeprune train` installs its own handler on top, which
+    finishes the step and checkpoints first."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], None]) -> None:
     """Run a stage; print its result; map every failure to its exit code and a one-line message."""
     try:
-        _quiet_libraries()
-        result = work()
+        with _sigterm_as_interrupt():
+            _quiet_libraries()
+            result = work()
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; completed artifacts are intact, partial outputs were removed.")
         raise typer.Exit(130)
     except BgepruneError as exc:
-        if os.environ.get("BGEPRUNE_DEBUG"):
-            raise
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code)
-    except Exception as exc:  # a bug: say so plainly
-        if os.environ.get("BGEPRUNE_DEBUG"):
-            raise
-        err.print(f"[red]internal error:[/] {exc.__class__.__name__}: {exc}\n"
-                  "Re-run with BGEPRUNE_DEBUG=1 for the traceback, and please report it.", highlight=False)
-        raise typer.Exit(1)
+        _fail(exc)
+    except Exception as exc:
+        error = os_error_in(exc)
+        if error is None:  # a bug: say so plainly
+            if os.environ.get("BGEPRUNE_DEBUG"):
+                raise
+            err.print(f"[red]internal error:[/] {esc(exc.__class__.__name__)}: {esc(exc)}\n"
+                      "Re-run with BGEPRUNE_DEBUG=1 for the traceback, and please report it.", highlight=False)
+            raise typer.Exit(1)
+        _fail(environment_error(error, "reading or writing a file"), exc)
     from .distributed import is_secondary_process
 
     if is_secondary_process():  # ranks > 0 of torchrun / accelerate launch: rank 0 reports for all
@@ -73,6 +95,13 @@ def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], N
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     else:
         render(result)
+
+
+def _fail(exc: BgepruneError, cause: BaseException | None = None) -> None:
+    if os.environ.get("BGEPRUNE_DEBUG"):
+        raise cause or exc
+    err.print(f"[red]error:[/] {esc(exc)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
 
 
 def _version(value: bool) -> None:
@@ -108,8 +137,8 @@ def check(recipe: Path = typer.Argument(..., help="TOML recipe."), sets: Optiona
 
     def render(r: dict) -> None:
         target = {k: v for k, v in r["resolved"]["target"].items() if v is not None}
-        out.print(f"[green]✓[/] {r['recipe']} is valid: base {r['resolved']['base']['model']}, target {target}, "
-                  f"run dir {r['run_dir']}", highlight=False)
+        out.print("[green]✓[/] " + esc(f"{r['recipe']} is valid: base {r['resolved']['base']['model']}, target "
+                                      f"{target}, run dir {r['run_dir']}"), highlight=False)
 
     _execute(work, as_json, render)
 
@@ -129,8 +158,8 @@ def magnitude(recipe: Path = typer.Argument(..., help="TOML recipe (targeted mod
 
         return stage.run(_load(recipe, sets), run_dir, force)
 
-    _execute(work, as_json, lambda r: out.print(f"[green]✓[/] scored {', '.join(r['masks'])} → {r['artifact']}",
-                                                  highlight=False))
+    _execute(work, as_json, lambda r: out.print("[green]✓[/] " + esc(f"scored {', '.join(r['masks'])} → "
+                                                                       f"{r['artifact']}"), highlight=False))
 
 
 @app.command()
@@ -177,11 +206,11 @@ def _render_train(r: dict) -> None:
                     ["", "expected (end of pruning)", "finalized", "base"], rows))
     if r["bad_steps"]:
         out.print(f"[yellow]{r['bad_steps']} steps skipped for a non-finite loss[/]")
-    out.print(f"→ {r['artifact']}\n  next: bgeprune finalize-masks {r['artifact']}", highlight=False)
+    out.print(esc(f"→ {r['artifact']}\n  next: bgeprune finalize-masks {r['artifact']}"), highlight=False)
 
 
 def _render_masks(r: dict) -> None:
-    rows = [[e["index"], "kept" if e["kept"] else "[red]dropped[/]", ",".join(map(str, e.get("heads", []))) or "-",
+    rows = [[e["index"], "kept" if e["kept"] else styled("[red]dropped[/]"), ",".join(map(str, e.get("heads", []))) or "-",
              e.get("ffn_kept", "-")] for e in r["layers"]]
     out.print(table("Finalized masks", ["layer", "status", "kept heads", "FFN kept"], rows))
     sizes, base = r["sizes"], r["base_sizes"]
@@ -189,7 +218,7 @@ def _render_masks(r: dict) -> None:
                     [[k, base[k], sizes[k]] for k in ("layers", "heads", "ffn", "hidden")]
                     + [["encoder params", f"{r['base_encoder_params']:,}",
                         f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]))
-    out.print(f"→ {r['artifact']}" + ("" if r["stock_shape"] else
+    out.print(f"→ {esc(r['artifact'])}" + ("" if r["stock_shape"] else
               "  [yellow](not a stock shape: export with --format padded)[/]"), highlight=False)
 
 
@@ -251,8 +280,8 @@ def export_hf(source: Path = typer.Argument(..., help="A pruned-model artifact (
         return stage.run(source, output, fmt, force, name)
 
     _execute(work, as_json, lambda r: out.print(
-        f"[green]✓[/] exported {r['sizes']} ({r['format']}) → {r['artifact']}\n"
-        f"  next: bgeprune verify {r['artifact']}", highlight=False))
+        "[green]✓[/] " + esc(f"exported {r['sizes']} ({r['format']}) → {r['artifact']}\n"
+                             f"  next: bgeprune verify {r['artifact']}"), highlight=False))
 
 
 @app.command()
@@ -284,11 +313,12 @@ def verify(model: Path = typer.Argument(..., help="Exported model directory."),
 
 
 def _render_verify(r: dict) -> None:
-    style = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]", "info": "[cyan]info[/]"}
+    style = {"pass": styled("[green]pass[/]"), "fail": styled("[red]FAIL[/]"), "skip": styled("[dim]skip[/]"),
+             "info": styled("[cyan]info[/]")}
     err.print(table(f"verify {r['model']}", ["check", "status", "details"],
                     [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
     if r["ok"]:
-        out.print(f"[green]✓[/] {r['model']} verified", highlight=False)
+        out.print(f"[green]✓[/] {esc(r['model'])} verified", highlight=False)
 
 
 def _int_list(text: Optional[str], flag: str) -> Optional[list[int]]:

@@ -136,6 +136,7 @@ class LoadedRecipe:
     path: Path
     resolved: dict  # the validated recipe with defaults filled and local paths made absolute
     sha256: str
+    overrides: tuple[str, ...] = ()  # the --set values it was loaded with (to print a command that repeats it)
 
     @property
     def name(self) -> str:
@@ -362,7 +363,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
         problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe))]
         if problems:
             raise RecipeError(problems)
-    return LoadedRecipe(recipe, path, resolved, recipe_sha256(resolved))
+    return LoadedRecipe(recipe, path, resolved, recipe_sha256(resolved), tuple(sets or ()))
 
 
 def _line_from_message(message: str) -> int:

@@ -1,6 +1,8 @@
 """Terminal output: people-facing messages and progress on stderr, results on stdout.
 
-Progress uses rich (spinner and elapsed time on a TTY; one log line per step otherwise).
+Progress uses rich (spinner and elapsed time on a TTY; one log line per step otherwise). Rich reads
+`[...]` as markup, so text that comes from users or files (paths, recipe keys like `[data.stream]`,
+error messages) goes through `esc`; table cells are escaped unless they are `styled(...)`.
 
 Example:
     with step("slicing tensors"):
@@ -13,14 +15,28 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 err = Console(stderr=True)
 out = Console()
 
 
+def esc(value) -> str:
+    """`value` as text that rich prints literally (brackets in paths and keys survive)."""
+    return escape(str(value))
+
+
+def styled(markup: str) -> Text:
+    """A table cell that is meant as rich markup (every other cell is printed literally)."""
+    return Text.from_markup(markup)
+
+
 @contextmanager
 def step(message: str):
+    """`message` is plain text (escaped here); a spinner on a TTY, a line otherwise, then ✓ and the time."""
+    message = esc(message)
     start = time.perf_counter()
     if err.is_terminal:
         with err.status(f"{message}…"):
@@ -32,11 +48,12 @@ def step(message: str):
 
 
 def table(title: str, columns: list[str], rows: list[list]) -> Table:
-    result = Table(title=title, title_justify="left")
+    """A table whose title, headers and cells print literally (cells made with `styled` keep their markup)."""
+    result = Table(title=Text(title), title_justify="left")
     for column in columns:
-        result.add_column(column)
+        result.add_column(Text(column))
     for row in rows:
-        result.add_row(*[str(cell) for cell in row])
+        result.add_row(*[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row])
     return result
 
 
@@ -68,6 +85,6 @@ class Progress:
     def advance(self, description: str = "") -> None:
         self.done += 1
         if self._bar is not None:
-            self._bar.update(self._task, advance=1, description=description)
+            self._bar.update(self._task, advance=1, description=esc(description))
         elif self.done % self.log_every == 0 or self.done == self.total:
-            err.print(f"{self.label} {self.done}/{self.total} {description}".rstrip(), highlight=False)
+            err.print(esc(f"{self.label} {self.done}/{self.total} {description}".rstrip()), highlight=False)

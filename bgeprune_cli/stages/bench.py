@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..artifacts import ensure_writable, library_versions, read_artifact, write_artifact, write_json
+from ..artifacts import claim_output, ensure_writable, library_versions, read_artifact, write_artifact, write_json
 from ..bench_data import load_beir, load_bitext
 from ..bench_memory import measure_in_child
 from ..bench_models import label_of, load_bench_model
@@ -125,8 +125,16 @@ def run(model: str, compare: str | None, out: Path | None, force: bool, options:
                       seq_lengths=lengths)
     beir = [load_beir(path) for path in options.beir]
     bitext = [s for path in options.bitext for s in load_bitext(path)]
-    out = out or Path("runs") / "bench" / label_of(model)
+    out = Path(out or Path("runs") / "bench" / label_of(model))
+    with claim_output(out):
+        return _bench(model, compare, out, force, options, beir, bitext)
+
+
+def _bench(model: str, compare: str | None, out: Path, force: bool, options: BenchOptions, beir: list,
+           bitext: list) -> dict:
     ensure_writable(out, force)
+    device, dtype = options.device, getattr(torch, options.dtype)
+    batch_sizes, lengths = options.batch_sizes, options.seq_lengths
     specs = {"model": model, **({"base": compare} if compare else {})}
     models = {}
     for role, spec in specs.items():

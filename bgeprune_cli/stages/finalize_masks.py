@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
+from ..artifacts import claim_output, ensure_writable, read_artifact, write_artifact, write_json
 from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
 from ..masks import Layout, finalize, masks_summary
@@ -24,7 +24,12 @@ from ..sources import GATES_FILE, MASKS_FILE, RECOVERY_MASKS_FILE
 
 def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
     train = read_artifact(train_dir, "train-run", needed_by="finalize-masks")
-    out = out or train.path.parent / "masks"
+    out = Path(out or train.path.parent / "masks")
+    with claim_output(out):
+        return _finalize(train, out, force)
+
+
+def _finalize(train, out: Path, force: bool) -> dict:
     ensure_writable(out, force)
     recipe = recipe_from_resolved(train.recipe)
     dims = BaseDims(**train.info["base_dims"])

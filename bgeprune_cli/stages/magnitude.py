@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..artifacts import ensure_writable, write_artifact
+from ..artifacts import RUN_LOCK, ensure_writable, exclusive, recover_output, write_artifact
 from ..base import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
 from ..errors import UsageError
@@ -66,7 +66,13 @@ def magnitude_scores(model, ctx: RunContext, wanted: list[str], batches: list[di
 
 
 def run(recipe: LoadedRecipe, run_dir: Path | None = None, force: bool = False) -> dict:
-    out = (run_dir or recipe.run_dir()) / "train"
+    run_dir = Path(run_dir or recipe.run_dir())
+    with exclusive(run_dir / RUN_LOCK, str(run_dir)):  # the same lock as `train`: both write RUN/train
+        recover_output(run_dir / "train")
+        return _score(recipe, run_dir / "train", force)
+
+
+def _score(recipe: LoadedRecipe, out: Path, force: bool) -> dict:
     ensure_writable(out, force)
     if recipe.recipe.target.mode != "targeted":
         raise UsageError("magnitude scoring needs a targeted recipe (target.mode = \"targeted\"); sparsity mode "

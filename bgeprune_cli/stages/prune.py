@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from .. import m3
-from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
+from ..artifacts import claim_output, ensure_writable, read_artifact, write_artifact, write_json
 from ..base import load_tokenizer, weights_dtype
 from ..errors import CheckFailed
 from ..masking import MaskHooks, as_float_masks
@@ -30,7 +30,12 @@ from ..ui import step
 
 def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: float = 1e-4) -> dict:
     masks_art = read_artifact(masks_dir, "masks", needed_by="prune")
-    out = out or masks_art.path.parent / "pruned"
+    out = Path(out or masks_art.path.parent / "pruned")
+    with claim_output(out):
+        return _prune(masks_art, out, force, atol)
+
+
+def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
     ensure_writable(out, force)
     train = masks_art.input("train-run")
     ctx = RunContext.of(masks_art)

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import threading
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .. import checkpoints, m3
+from .. import checkpoints, m3, train_run_dir
 from ..artifacts import ensure_writable, write_artifact
 from ..base import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
@@ -44,7 +45,7 @@ from ..tiny import PROBE_TEXT
 from ..train_progress import TrainProgress
 from ..trainer import Trainer
 
-METRICS = "metrics.jsonl"
+METRICS = train_run_dir.METRICS
 LAGRANGIAN_FILE = "lagrangian.safetensors"
 
 
@@ -96,7 +97,8 @@ def _open_pairs(recipe) -> DataIndex | None:
 def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool, dist: Dist):
     """The checkpoint to resume from (or None), after refusing to clobber an earlier run by accident.
 
-    Every rank checks (they see the same files, so they refuse alike); rank 0 alone deletes.
+    Every rank checks (they see the same files, so they refuse alike). With --force, rank 0 sets the
+    old run aside (train_run_dir), to be deleted once the new run has committed a checkpoint.
     """
     existing = checkpoints.latest(run_dir)
     if resume:
@@ -112,10 +114,9 @@ def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool, dist: 
         raise UsageError(f"{run_dir} already has {what}; pass --resume to continue it, --force to start over, "
                          f"or --run-dir for a new directory.")
     ensure_writable(out, force)
-    dist.barrier()  # nobody may still be reading what rank 0 is about to delete
+    dist.barrier()  # nobody may still be reading what rank 0 is about to move
     if dist.is_main:
-        checkpoints.remove_all(run_dir)
-        (run_dir / METRICS).unlink(missing_ok=True)
+        train_run_dir.set_aside(run_dir)
     dist.barrier()
     return None
 
@@ -131,6 +132,12 @@ def _check_resume(ckpt, recipe: LoadedRecipe, fingerprints: dict, force: bool) -
         raise UsageError(f"cannot resume {ckpt.artifact.path}: {' and '.join(changed)} changed since it was "
                          f"written, so the run would not be the one it started as. Restore them, or pass "
                          f"--force to continue anyway.")
+
+
+def _warn(message: str) -> None:
+    from ..ui import err, esc
+
+    err.print(f"[yellow]warning:[/] {esc(message)}", highlight=False, soft_wrap=True)
 
 
 def _tokenize(tokenizer, texts: list[str], max_length: int, device) -> dict:
@@ -169,21 +176,45 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
     """Train; `fixed_masks` (Python API) skips the pruning phase and only recovers with those masks."""
     r = recipe.recipe
     run_dir = Path(run_dir or recipe.run_dir())
-    out = run_dir / "train"
+    out = run_dir / train_run_dir.TRAIN
     dist = Dist(_device(device))
+    resume_hint = resume_command(recipe, run_dir, device, teacher_cache, gradient_checkpointing, dist.world)
     try:
-        return _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cache, gradient_checkpointing)
+        with train_run_dir.locked(run_dir, dist):
+            try:
+                return _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cache,
+                            gradient_checkpointing, resume_hint)
+            except BaseException:
+                if dist.is_main:  # a --force run that never committed a checkpoint gives the old run back
+                    train_run_dir.restore(run_dir)
+                raise
     finally:
         dist.close()
 
 
-def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cache, gradient_checkpointing) -> dict:
+def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teacher_cache: Path | None,
+                   gradient_checkpointing: bool, world: int) -> str:
+    """The exact command that continues this run: same recipe, overrides and run directory, plus --resume."""
+    words = (["torchrun", "--nproc_per_node", str(world), "-m", "bgeprune_cli"] if world > 1 else ["bgeprune"])
+    words += ["train", str(recipe.path), *[w for item in recipe.overrides for w in ("--set", item)],
+              "--run-dir", str(run_dir), "--resume"]
+    words += ["--device", device] if device else []
+    words += ["--teacher-cache", str(teacher_cache)] if teacher_cache else []
+    words += ["--gradient-checkpointing"] if gradient_checkpointing else []
+    return shlex.join(words)
+
+
+def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cache, gradient_checkpointing,
+         resume_hint: str) -> dict:
     dev = dist.device
     ctx = RunContext(r)
     dims = ctx.dims
     types = targeted_masks(r.target, dims)
     batches = _open_train_data(r)
     pairs_data = _open_pairs(r)
+    for source in (batches, pairs_data):  # a 10 MB line would otherwise be tokenized whole every time
+        if source is not None:
+            source.cut_passages(r.data.max_length, _warn if dist.is_main else lambda message: None)
     fingerprints = {"train": batches.fingerprint, "pairs": pairs_data.fingerprint if pairs_data else None}
     micro_size = r.train.micro_batch_size or r.train.batch_size
     local = dist.local_block(r.train.batch_size // micro_size)
@@ -237,6 +268,7 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
             path = checkpoints.save(run_dir, step, trainer.tensors(), state,
                                     {"data": fingerprints, "world_size": dist.world},
                                     recipe.resolved, recipe.sha256, r.train.keep_checkpoints)
+            train_run_dir.drop_set_aside(run_dir)  # the new run has a checkpoint: the old one can go
         dist.barrier()  # a rank that stops next must not exit before the checkpoint is committed
         return path
 
@@ -281,10 +313,10 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
                     path = last_saved if saved else save_checkpoint()
                     progress.stop()
                     if dist.is_main:
-                        from ..ui import err
+                        from ..ui import err, esc
 
-                        err.print(f"[yellow]interrupted at step {step}[/]; checkpoint {path}. Continue with: "
-                                  f"bgeprune train {recipe.path} --resume", highlight=False)
+                        err.print(f"[yellow]interrupted at step {step}[/]; checkpoint {esc(path)}. Continue with:\n"
+                                  f"  {esc(resume_hint)}", highlight=False, soft_wrap=True)
                     raise KeyboardInterrupt
     finally:
         if metrics is not None:
@@ -303,7 +335,7 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
 def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: Dist):
     """The cache folder for exactly this teacher, tokenizer, max length, precision and set of outputs."""
     from ..teacher_cache import TeacherCache, file_fingerprint
-    from ..ui import err
+    from ..ui import err, esc
 
     if r.distill.layerwise > 0:
         raise UsageError("--teacher-cache cannot hold the per-layer teacher states that distill.layerwise needs; "
@@ -318,7 +350,7 @@ def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: 
            "fields": fields, "pooling": repr(ctx.pooling),
            "precision": "bf16-autocast" if dev.type == "cuda" else "fp32"}
     return TeacherCache(Path(root).expanduser(), key, writer=f"rank{dist.rank}",
-                        warn=lambda message: err.print(f"[yellow]teacher cache:[/] {message}", highlight=False))
+                        warn=lambda message: err.print(f"[yellow]teacher cache:[/] {esc(message)}", highlight=False))
 
 
 _TEACHER_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".model", ".txt")
