@@ -12,14 +12,14 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import tiny
 from .config import BaseDims, Recipe
-from .errors import EnvironmentProblem
+from .errors import BadModelFiles, BgepruneError, EnvironmentProblem, environment_error, os_error_in
+from .st_files import Pooling, read_pooling  # noqa: F401  (re-exported: callers import them from here)
 
 # Tokenizer files copied byte-for-byte into exports (whichever the base has).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -69,11 +69,73 @@ def resolve_base(model: str, revision: str | None = None) -> Path:
             f"base.model to the local directory.") from None
 
 
+# config.json keys every encoder bgeprune prunes must have (they define its architecture).
+ARCHITECTURE_KEYS = ("model_type", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_size")
+
+
 def read_config(directory: Path) -> dict:
+    """A model directory's config.json, checked to describe an encoder (BadModelFiles otherwise)."""
+    directory = Path(directory)
     path = directory / "config.json"
+    if not directory.exists():
+        raise EnvironmentProblem(f"model directory {directory} does not exist; check the path (base.model in a "
+                                 f"recipe, or the directory you passed).")
+    if not directory.is_dir():
+        raise EnvironmentProblem(f"{directory} is a file, not a model directory; pass the directory holding "
+                                 f"config.json and the weights.")
     if not path.is_file():
-        raise EnvironmentProblem(f"{directory} has no config.json; base.model must be a Hugging Face model.")
-    return json.loads(path.read_text())
+        raise BadModelFiles(f"{directory} has no config.json, so it is not a Hugging Face model directory; "
+                            f"point to the directory that holds config.json and the weights.")
+    try:
+        return validated_config(json.loads(path.read_text(encoding="utf-8")), path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadModelFiles(f"{path} is not valid JSON ({exc}); restore it from the model it came from.") from None
+    except OSError as exc:
+        raise environment_error(exc, f"reading {path}") from None
+
+
+def validated_config(config, where) -> dict:
+    if not isinstance(config, dict):
+        raise BadModelFiles(f"{where} must hold a JSON object; restore it from the model it came from.")
+    missing = [k for k in ARCHITECTURE_KEYS if k not in config]
+    wrong = [k for k in ARCHITECTURE_KEYS[1:] if k in config and not (isinstance(config[k], int) and config[k] > 0)]
+    if missing or wrong:
+        problems = ([f"lacks {', '.join(missing)}"] if missing else []) + \
+            [f"{k} = {config[k]!r} is not a positive integer" for k in wrong]
+        raise BadModelFiles(f"{where} {'; '.join(problems)}: it does not describe a BERT-family encoder "
+                            f"bgeprune can prune. Restore the model's own config.json.")
+    return config
+
+
+def check_weights(directory: Path) -> list[Path]:
+    """The weight files of a model directory, each safetensors header read and checked against the file
+    size (no tensor is loaded): a truncated or corrupt file fails here, naming it, before any work."""
+    from safetensors import SafetensorError, safe_open
+
+    directory = Path(directory)
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        files = sorted(directory.glob("pytorch_model*.bin"))
+        if not files:
+            raise BadModelFiles(f"{directory} has no weights (model.safetensors or pytorch_model.bin); restore them "
+                                f"from the model it came from.")
+    for path in files:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), "pt") as handle:
+                    handle.keys()
+            else:
+                with open(path, "rb") as handle:
+                    handle.read(1)
+        except SafetensorError as exc:
+            error = os_error_in(exc)
+            if error is not None:
+                raise environment_error(error, f"reading {path}") from None
+            raise BadModelFiles(f"{path} is truncated or corrupt ({str(exc).strip()}); download or copy it "
+                                f"again.") from None
+        except OSError as exc:
+            raise environment_error(exc, f"reading {path}") from None
+    return files
 
 
 def base_config(model: str, revision: str | None = None) -> dict:
@@ -87,61 +149,46 @@ def base_config(model: str, revision: str | None = None) -> dict:
     try:
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(model, "config.json", revision=revision)).read_text())
+        path = Path(hf_hub_download(model, "config.json", revision=revision))
+        config = json.loads(path.read_text())
     except Exception as exc:
         raise EnvironmentProblem(f"cannot read config.json of base model '{model}' from the hub "
                                  f"({exc.__class__.__name__}); set base.model to a local directory.") from None
+    return validated_config(config, f"config.json of {model}")
 
 
 def recipe_base_dims(recipe: Recipe) -> BaseDims:
-    """For `config.load_recipe(..., base_dims=...)`: sizes of the recipe's base model."""
-    return BaseDims.from_config(base_config(recipe.base.model, recipe.base.revision))
+    """For `config.load_recipe(..., base_dims=...)`: sizes of the recipe's base model.
 
-
-@dataclass(frozen=True)
-class Pooling:
-    """How the base turns token states into one embedding (read from its sentence-transformers files)."""
-
-    mode: str  # "cls" or "mean"
-    normalize: bool
-    max_seq_length: int
-
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.mode == "cls":
-            out = hidden[:, 0]
-        else:
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            out = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(out, dim=-1) if self.normalize else out
-
-
-def read_pooling(directory: Path) -> Pooling:
-    """CLS + normalise (bge-m3's choice) unless the base's sentence-transformers files say otherwise."""
-    modules_path = directory / "modules.json"
-    mode, normalize, max_len = "cls", True, 512
-    if modules_path.is_file():
-        modules = json.loads(modules_path.read_text())
-        normalize = any(m["type"].endswith("Normalize") for m in modules)
-        for module in modules:
-            if module["type"].endswith("Pooling"):
-                pooling = json.loads((directory / module["path"] / "config.json").read_text())
-                if pooling.get("pooling_mode_mean_tokens"):
-                    mode = "mean"
-                elif not pooling.get("pooling_mode_cls_token"):
-                    raise EnvironmentProblem(f"{directory}: only CLS and mean pooling are supported; "
-                                             f"its Pooling config is {pooling}.")
-    st_config = directory / "sentence_bert_config.json"
-    if st_config.is_file():
-        max_len = json.loads(st_config.read_text()).get("max_seq_length", max_len)
-    return Pooling(mode, normalize, max_len)
+    A local (or builtin) base also has its weight files' headers checked here, so `bgeprune check`
+    and every stage reject a truncated base before any work; a hub base is checked when fetched.
+    """
+    model = recipe.base.model
+    dims = BaseDims.from_config(base_config(model, recipe.base.revision))
+    path = Path(model).expanduser()
+    if model.startswith("builtin:") or path.is_dir():
+        check_weights(resolve_base(model) if model.startswith("builtin:") else path)
+    return dims
 
 
 def load_model(directory: Path, attn_implementation: str | None = None, dtype=torch.float32):
     """AutoModel with its loading info checked: no missing, mismatched or unexpected weights."""
     from transformers import AutoModel
 
+    read_config(directory)
+    check_weights(directory)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model, info = AutoModel.from_pretrained(str(directory), output_loading_info=True, dtype=dtype, **kwargs)
+    try:
+        model, info = AutoModel.from_pretrained(str(directory), output_loading_info=True, dtype=dtype, **kwargs)
+    except BgepruneError:
+        raise
+    except Exception as exc:
+        error = os_error_in(exc)
+        if error is not None:
+            raise environment_error(error, f"loading {directory}") from None
+        raise BadModelFiles(f"transformers cannot load {directory} ({exc.__class__.__name__}: "
+                            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); check that "
+                            f"its config.json and weights belong together.") from None
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "mismatched_keys", "error_msgs")}
     if bad:
         detail = "; ".join(f"{k}: {sorted(map(str, v))[:4]}" for k, v in bad.items())
@@ -154,6 +201,16 @@ def load_tokenizer(directory: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(directory))
+
+
+def max_tokens(config: dict, tokenizer) -> int:
+    """The longest tokenized input a model takes: its position embeddings' limit, and the tokenizer's own
+    `model_max_length` when it sets a real one. Truncate to this, whatever length a caller asks for."""
+    from .modeling import adapter_for
+
+    limit = adapter_for(config["model_type"]).max_tokens(config)
+    declared = getattr(tokenizer, "model_max_length", None)
+    return min(limit, declared) if isinstance(declared, int) and 0 < declared < 1_000_000 else limit
 
 
 def weights_dtype(directory: Path) -> torch.dtype:

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 from safetensors import safe_open
 
 from . import m3
-from .artifacts import MANIFEST, sha256_file
+from .artifacts import Artifact, sha256_file
 from .errors import ArtifactError
+from .st_files import pooling_config_path
 
 TOKENIZER_ANY = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
 
@@ -50,11 +51,9 @@ def check_files(out: Path, expected_tokenizer: list[str] | None) -> Check:
     missing += [f for f in tokenizer if not (out / f).is_file()]
     if not any((out / f).is_file() for f in TOKENIZER_ANY):
         missing.append("one of " + "/".join(TOKENIZER_ANY))
-    modules = out / "modules.json"
-    if modules.is_file():
-        for module in json.loads(modules.read_text()):
-            if module["type"].endswith("Pooling") and not (out / module["path"] / "config.json").is_file():
-                missing.append(f"{module['path']}/config.json")
+    pooling = pooling_config_path(out)
+    if pooling is not None and not pooling.is_file():
+        missing.append(pooling.relative_to(out).as_posix())
     if missing:
         tok = [m for m in missing if m in tokenizer or m.startswith("one of")]
         hint = " (tokenizer file: AutoTokenizer and SentenceTransformer cannot load it as the base did)" if tok else ""
@@ -62,17 +61,18 @@ def check_files(out: Path, expected_tokenizer: list[str] | None) -> Check:
     return Check("files", "pass", "config, weights, tokenizer and sentence-transformers files present")
 
 
-def check_manifest(out: Path) -> Check:
-    path = out / MANIFEST
-    if not path.is_file():
-        return Check("manifest", "skip", "no manifest.json: not written by bgeprune export-hf")
-    manifest = json.loads(path.read_text())
-    changed = [e["path"] for e in manifest.get("files", [])
-               if not (out / e["path"]).is_file() or sha256_file(out / e["path"]) != e["sha256"]]
+def check_manifest(out: Path, artifact: Artifact | None) -> Check:
+    """Every file the manifest lists (paths already checked to stay inside by `read_artifact`) is unchanged."""
+    if artifact is None:
+        return Check("manifest", "skip", "no manifest.json: verified as a foreign model (not written by bgeprune "
+                     "export-hf), so no file is checked against a recorded hash")
+    entries = artifact.manifest["files"]
+    changed = [e["path"] for e in entries if not (out / e["path"]).is_file()
+               or (out / e["path"]).stat().st_size != e["size"] or sha256_file(out / e["path"]) != e["sha256"]]
     if changed:
         return Check("manifest", "fail", f"file(s) differ from the sha256 in manifest.json (changed after export): "
                      f"{_examples(changed)}", {"changed": changed})
-    return Check("manifest", "pass", f"{len(manifest.get('files', []))} files match manifest.json")
+    return Check("manifest", "pass", f"{len(entries)} files match manifest.json")
 
 
 def read_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
@@ -147,8 +147,10 @@ def check_m3_heads(out: Path, expected: bool) -> Check:
         return Check("m3-heads", "skip", "not a bge-m3-style model (no sparse/ColBERT head files)")
     missing = [name for name in m3.HEAD_FILES if not (out / name).is_file()]
     if missing:
-        return Check("m3-heads", "fail", f"missing {', '.join(missing)}: {m3.RANDOM_HEADS_WARNING}. Export again "
-                     f"with 'bgeprune export-hf', which writes both.", {"missing": missing})
+        return Check("m3-heads", "fail", f"missing {', '.join(missing)}: {m3.RANDOM_HEADS_WARNING}. Its lineage "
+                     f"says the model has them; a copy made with SentenceTransformer.save_pretrained drops them, so "
+                     f"copy both files over from the original export (or export again with 'bgeprune export-hf').",
+                     {"missing": missing})
     hidden = json.loads((out / "config.json").read_text()).get("hidden_size") if (out / "config.json").is_file() else None
     try:
         heads = m3.load_heads(out, hidden)

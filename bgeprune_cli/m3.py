@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -111,9 +112,8 @@ def _read_state_dict(path: Path, out_features: int | None) -> dict[str, torch.Te
         # weights_only=True: a pickled module or any code-executing payload raises before it runs.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated, not a torch file: all mean "not a state dict"
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
         raise ArtifactError(f"{path} is not a plain state dict of tensors, so it was refused without running "
-                            f"anything in it ({first}). Re-save it with "
+                            f"anything in it ({_why_refused(exc)}). Re-save it from the model it belongs to with "
                             f"torch.save(linear.state_dict(), '{path.name}').") from None
     if not isinstance(state, dict) or set(state) != {"weight", "bias"} or \
             not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in state.values()):
@@ -127,6 +127,19 @@ def _read_state_dict(path: Path, out_features: int | None) -> dict[str, torch.Te
         raise ArtifactError(f"{path}: weight {list(weight.shape)} and bias {list(bias.shape)} are not the shapes "
                             f"of this head (weight {want}, bias [out]).")
     return state
+
+
+def _why_refused(exc: Exception) -> str:
+    """What torch.load(weights_only=True) objected to, in our words: torch's own message suggests
+    reloading with weights_only=False, which would run whatever the file contains, so it is never quoted."""
+    text = str(exc)
+    if match := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"it refers to {match.group(1)}, which a plain state dict never does"
+    if "Unsupported operand" in text or "WeightsUnpickler" in text or "Weights only load failed" in text:
+        return "it holds pickle instructions a plain state dict never has"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{exc.__class__.__name__}: {first[:200]}" if first and "weights_only" not in first else \
+        f"{exc.__class__.__name__}: not a readable torch file"
 
 
 def load_heads(directory: str | Path, hidden: int | None = None) -> M3Heads | None:
@@ -155,7 +168,8 @@ def save_heads(heads: M3Heads, directory: Path) -> None:
     tensors = heads.tensors()
     for name in ("colbert_linear", "sparse_linear"):
         state = {param: tensors[f"{name}.{param}"].clone() for param in ("weight", "bias")}
-        torch.save(state, directory / f"{name}.pt")
+        with open(directory / f"{name}.pt", "wb") as handle:  # a full disk surfaces as the OSError
+            torch.save(state, handle)
 
 
 # ---------------------------------------------------------------- outputs and scores

@@ -26,6 +26,7 @@ STUDENT_FILE = "student.safetensors"  # a train run's unpruned-shape student wei
 GATES_FILE = "gates.safetensors"
 MASKS_FILE = "masks.safetensors"
 RECOVERY_MASKS_FILE = "recovery_masks.safetensors"  # the fixed masks a train run's recovery phase used
+LINEAGE = "lineage.json"  # an export's record of the artifacts it came from
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from .errors import UsageError
+from .st_files import write_default_files
 
 PROBE_TEXT = Path(__file__).parent / "resources" / "probe.txt"
 
@@ -86,7 +87,7 @@ def materialize(name: str) -> Path:
         _write_weights(tmp, config)
         if m3_heads:
             _write_m3_heads(tmp, config["hidden_size"])
-        write_sentence_transformers_files(tmp, config["hidden_size"], pooling, max_seq_length=128)
+        write_default_files(tmp, config["hidden_size"], pooling, max_seq_length=128)
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race; its copy is identical
@@ -196,27 +197,3 @@ def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     (directory / "special_tokens_map.json").write_text(json.dumps(names, indent=2) + "\n")
     return tok.get_vocab_size()
-
-
-def write_sentence_transformers_files(directory: Path, dim: int, pooling: str, max_seq_length: int,
-                                      normalize: bool = True) -> None:
-    """modules.json, the Pooling config, Normalize and the two ST config files."""
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-        (directory / "2_Normalize").mkdir(exist_ok=True)
-    (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (directory / "1_Pooling").mkdir(exist_ok=True)
-    (directory / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": dim,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-    }, indent=2) + "\n")
-    (directory / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}, indent=2) + "\n")
-    (directory / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from .. import m3
 from ..agreement import compare_models
-from ..artifacts import Artifact, read_artifact, write_artifact, write_json
+from ..artifacts import MANIFEST, Artifact, claim_output, read_artifact, write_artifact, write_json
 from ..base import TOKENIZER_FILES, load_tokenizer
 from ..checks import (Check, check_config_shapes, check_files, check_finite, check_identity, check_m3_heads,
                       check_manifest, check_serving_config)
@@ -36,7 +36,8 @@ from ..masking import MaskHooks, as_float_masks
 from ..masks import Layout
 from ..probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
 from ..pruning import pad_to_stock, slice_state_dict
-from ..sources import RunContext, read_masks, source_heads, source_model
+from ..sources import LINEAGE, RunContext, read_masks, source_heads, source_model
+from ..st_files import read_modules
 from ..ui import step
 
 PROBE_MAX_LENGTH = 64
@@ -138,19 +139,49 @@ def _compare(out: Path, reference: str, probe: Path | None) -> Check:
 
 def run(out: Path, run: Path | None = None, compare: str | None = None, atol: float = 1e-5,
         probe: Path | None = None, report: Path | None = None, force: bool = False) -> dict:
+    out = Path(out)
+    if not out.exists():
+        raise ArtifactError(f"{out} does not exist; pass a model directory written by 'bgeprune export-hf'.")
     if not out.is_dir():
         raise ArtifactError(f"{out} is not a directory; pass a model directory written by 'bgeprune export-hf'.")
-    lineage = json.loads((out / "lineage.json").read_text()) if (out / "lineage.json").is_file() else None
-    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else None
-    listed = {e["path"] for e in (manifest or {}).get("files", [])}
-    checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out)]
+    # The same checked reader as every stage: wrong kind, a newer schema, a corrupt manifest or a path
+    # that leaves the directory stop here (exit 3). Without a manifest it is verified as a foreign model.
+    artifact = read_artifact(out, "hf-model", needed_by="verify") if (out / MANIFEST).is_file() else None
+    read_modules(out)  # a modules.json path outside the directory: refuse before any loader follows it
+    if report is not None:
+        with claim_output(report):
+            result = _verify(out, artifact, run, compare, atol, probe)
+            with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
+                write_json(tmp / "report.json", result)
+        return result
+    return _verify(out, artifact, run, compare, atol, probe)
+
+
+def _read_lineage(out: Path) -> dict | None:
+    path = out / LINEAGE
+    if not path.is_file():
+        return None
+    try:
+        lineage = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is corrupt ({exc}); export again with 'bgeprune export-hf'.") from None
+    if not isinstance(lineage, dict):
+        raise ArtifactError(f"{path} must hold a JSON object; export again with 'bgeprune export-hf'.")
+    return lineage
+
+
+def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: float, probe: Path | None) -> dict:
+    lineage = _read_lineage(out)
+    listed = {e["path"] for e in artifact.manifest["files"]} if artifact else set()
+    checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out, artifact)]
     exported_outputs: dict = {}
     exported: dict[str, torch.Tensor] = {}
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         exported = load_file(str(out / "model.safetensors"))  # read once; three checks use it
         checks += [check_finite(exported), check_config_shapes(out), check_identity(exported),
                    check_serving_config(out)]
-    checks.append(check_m3_heads(out, bool((lineage or {}).get("m3_heads"))))
+    expect_heads = bool((lineage or {}).get("m3_heads") or (artifact and artifact.info.get("m3_heads")))
+    checks.append(check_m3_heads(out, expect_heads))
     if exported:
         with step("loading the export in a fresh process"), tempfile.TemporaryDirectory() as workdir:
             load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir))
@@ -175,8 +206,4 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
                 checks.append(_compare(out, compare, probe))
             except BgepruneError as exc:
                 checks.append(Check("compare", "fail", f"cannot compare with {compare}: {exc}"))
-    result = {"model": str(out), "ok": all(c.status != "fail" for c in checks), "checks": [c.to_json() for c in checks]}
-    if report is not None:
-        with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
-            write_json(tmp / "report.json", result)
-    return result
+    return {"model": str(out), "ok": all(c.status != "fail" for c in checks), "checks": [c.to_json() for c in checks]}
