@@ -17,47 +17,21 @@ Example:
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from .. import m3
-from ..artifacts import Artifact, ensure_writable, read_artifact, write_artifact, write_json
+from ..artifacts import Artifact, claim_output, ensure_writable, read_artifact, write_artifact, write_json
 from ..base import TOKENIZER_FILES
 from ..errors import UsageError
-from ..masks import Layout, full_layout
+from ..masks import Layout
+from ..model_card import CardFacts, count_base_params, model_card
 from ..pruning import pad_to_stock, stock_config
-from ..sources import RunContext, source_weights_file
-from ..tiny import write_sentence_transformers_files
+from ..sources import LINEAGE, RunContext, source_weights_file
+from ..st_files import write_export_files
 from ..ui import step
-
-LINEAGE = "lineage.json"
-
-
-def _sentence_transformers_files(base_dir: Path, out: Path, dim: int, pooling) -> None:
-    """Copy the base's sentence-transformers setup with the new dimension; bge-m3 style if it has none."""
-    modules_path = base_dir / "modules.json"
-    if not modules_path.is_file():
-        write_sentence_transformers_files(out, dim, pooling.mode, pooling.max_seq_length, pooling.normalize)
-        return
-    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
-        if (base_dir / name).is_file():
-            shutil.copyfile(base_dir / name, out / name)
-    for module in json.loads(modules_path.read_text()):
-        kind = module["type"].rsplit(".", 1)[-1]
-        if kind == "Transformer":
-            continue
-        if kind not in ("Pooling", "Normalize"):
-            raise UsageError(f"{base_dir}: sentence-transformers module {kind} is not supported by export-hf "
-                             f"(its weights depend on the hidden size).")
-        (out / module["path"]).mkdir(parents=True, exist_ok=True)
-        if kind == "Pooling":
-            pooling_config = json.loads((base_dir / module["path"] / "config.json").read_text())
-            pooling_config["word_embedding_dimension"] = dim
-            write_json(out / module["path"] / "config.json", pooling_config)
-
 
 def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, has_heads: bool) -> dict:
     chain, artifact = [], pruned
@@ -70,56 +44,17 @@ def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, ha
             "source_weights": str(source.resolve()) if source else None}
 
 
-_M3_USAGE = """
-## bge-m3's three modes
-
-`colbert_linear.pt` and `sparse_linear.pt` are the pruned model's sparse and ColBERT heads
-(sliced to its hidden size and distilled with it), so dense, sparse and multi-vector retrieval work:
-
-```python
-from FlagEmbedding import BGEM3FlagModel   # FlagEmbedding 1.4 runs on transformers 4.x
-model = BGEM3FlagModel("{path}", use_fp16=True)
-out = model.encode(["query"], return_dense=True, return_sparse=True, return_colbert_vecs=True)
-
-from bgeprune_cli.m3_encoder import M3Encoder   # the same three outputs with bgeprune, transformers 5
-enc = M3Encoder.from_pretrained("{path}")
-scores = enc.compute_score(enc.encode(["query"]), enc.encode(["passage"]))
-```
-"""
-
-
-def _model_card(name: str, recipe, layout: Layout, sizes: dict, fmt: str, method: str, has_heads: bool) -> str:
-    base = full_layout(layout.base_dims)
-    ratio = layout.encoder_params() / base.encoder_params()
-    return f"""---
-library_name: sentence-transformers
-base_model: {recipe.base.model}
-tags: [bgeprune, pruned, sentence-transformers, feature-extraction]
----
-# {name}
-
-Structurally pruned from `{recipe.base.model}` with [bgeprune](https://pypi.org/project/bgeprune/).
-
-| | base | this model |
-|---|---|---|
-| layers | {layout.base['layers']} | {sizes['layers']} |
-| attention heads | {layout.base['heads']} | {sizes['heads']} |
-| FFN size | {layout.base['ffn']} | {sizes['ffn']} |
-| hidden size | {layout.base['hidden']} | {sizes['hidden']} |
-| encoder parameters | {base.encoder_params():,} | {layout.encoder_params():,} ({ratio:.1%}) |
-
-Target: `{recipe.target.model_dump(exclude_none=True)}`. Export format: `{fmt}`{' (zero-padded to a stock shape)' if fmt == 'padded' else ''}.
-Masks came from: `{method}`. Kept layer indices: {layout.layers}.
-
-Measured retention: run `bgeprune verify <this dir> --compare {recipe.base.model}` and
-`bgeprune bench`; `lineage.json` records the bgeprune artifacts this export came from.
-
-Loads as a stock model: `AutoModel.from_pretrained(dir)`, `SentenceTransformer(dir)`.
-""" + (_M3_USAGE.replace("{path}", name) if has_heads else "")
+def _count(tensors: dict) -> int:
+    return sum(t.numel() for t in tensors.values())
 
 
 def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, name: str | None = None) -> dict:
     pruned = read_artifact(source, "pruned-model", needed_by="export-hf")
+    with claim_output(out):
+        return _export(pruned, Path(out), fmt, force, name)
+
+
+def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None) -> dict:
     ensure_writable(out, force)
     ctx = RunContext.of(pruned)
     fmt = fmt or ctx.recipe.export.format
@@ -157,11 +92,17 @@ def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, na
         for file in TOKENIZER_FILES:
             if (ctx.base_dir / file).is_file():
                 shutil.copyfile(ctx.base_dir / file, tmp / file)
-        _sentence_transformers_files(ctx.base_dir, tmp, sizes["hidden"], ctx.pooling)
+        write_export_files(ctx.base_dir, tmp, sizes["hidden"], ctx.pooling)
         if heads is not None:
             m3.save_heads(heads, tmp)
         write_json(tmp / LINEAGE, _lineage(pruned, layout, fmt, source_weights_file(train, ctx), heads is not None))
-        title = name or ctx.recipe.export.name or f"{Path(ctx.recipe.base.model).name}-bgeprune"
-        (tmp / "README.md").write_text(_model_card(title, ctx.recipe, layout, sizes, fmt, method, heads is not None),
-                                       encoding="utf-8")
+        title = name or ctx.recipe.export.name or f"{Path(ctx.recipe.base.model.removeprefix('builtin:')).name}-bgeprune"
+        facts = CardFacts(
+            title=title, path=str(out), base_model=ctx.recipe.base.model, base_dir=ctx.base_dir,
+            base_config=ctx.base_config, target=ctx.recipe.target.model_dump(exclude_none=True), layout=layout,
+            sizes=sizes, fmt=fmt, params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
+            base_params=count_base_params(ctx.base_config) + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
+            max_seq_length=ctx.pooling.max_seq_length, train_info={**train.info, "method": method},
+            parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None)
+        (tmp / "README.md").write_text(model_card(facts), encoding="utf-8")
     return {"artifact": str(out), "kind": "hf-model", **info}
