@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import m3
-from .base import load_model, load_tokenizer, read_config, read_pooling, resolve_base
+from .base import load_model, load_tokenizer, max_tokens, read_config, read_pooling, resolve_base
 from .m3_encoder import M3Output, encode_batch
 from .probe import model_outputs, probe_batches
 
@@ -59,7 +59,8 @@ def m3_agreement(ref: M3Output, got: M3Output, k: int = 10) -> dict:
 @torch.no_grad()
 def _encode(directory: Path, texts: list[str], with_heads: bool) -> M3Output | torch.Tensor:
     model, tokenizer, pooling = load_model(directory), load_tokenizer(directory), read_pooling(directory)
-    batches = probe_batches(tokenizer, texts, max_length=256, single_first=False)
+    batches = probe_batches(tokenizer, texts, max_length=min(256, max_tokens(model.config.to_dict(), tokenizer)),
+                            single_first=False)
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"]) if with_heads else None
     if heads is None:
         return model_outputs(model, batches, pooling)["embedding"]

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from . import m3
 from .artifacts import MANIFEST, read_artifact
-from .base import Pooling, load_model, load_tokenizer, read_config, read_pooling, resolve_base
+from .base import Pooling, load_model, load_tokenizer, max_tokens, read_config, read_pooling, resolve_base
 from .errors import ArtifactError
 from .m3_encoder import M3Output, encode_batch
 from .masks import Layout
@@ -103,6 +103,7 @@ class BenchModel:
 
         Texts run longest first so batches hold similar lengths (less padding), as sentence-transformers does.
         """
+        max_length = min(max_length, max_tokens(self.model.config.to_dict(), self.tokenizer))
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         parts = []
         for start in range(0, len(order), batch_size):

@@ -21,13 +21,14 @@ import os
 import random
 from array import array
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
 from .errors import DataError
 
 SUFFIXES = (".txt", ".jsonl", ".json")
+CHARS_PER_TOKEN = 32  # passages are cut to this many characters per token of data.max_length (see cut_passage)
 JSONL_SUFFIXES = (".jsonl", ".json")
 MAX_LISTED = 20
 BOM = "\ufeff"
@@ -154,6 +155,55 @@ def expand_sources(patterns: list[str], key: str) -> list[Path]:
     return paths
 
 
+def passage_limit(max_length: int) -> int:
+    """Characters of a passage worth tokenizing for `max_length` tokens.
+
+    Tokenizers read a whole passage before truncating, so one 10 MB line costs minutes per step.
+    SentencePiece pieces are at most 16 characters and WordPiece words become one [UNK] past 100, so
+    32 characters per token keeps every token that truncation keeps, for any natural text.
+    """
+    return max(1024, CHARS_PER_TOKEN * max_length)
+
+
+def cut_passage(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, at a whitespace in its last quarter when there is one
+    (so no word is split)."""
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(c, limit * 3 // 4, limit) for c in " \t\n")
+    return text[:cut if cut > 0 else limit]
+
+
+class PassageCutter:
+    """Cuts passages for one data source and warns once, naming where the first long one was."""
+
+    def __init__(self, max_length: int, warn: Callable[[str], None]):
+        self.max_length, self.limit, self.warn, self.cut = max_length, passage_limit(max_length), warn, 0
+
+    def __call__(self, text: str, where: Callable[[], str]) -> str:
+        if len(text) <= self.limit:
+            return text
+        self.cut += 1
+        if self.cut == 1:
+            self.warn(f"{where()}: a passage of {len(text):,} characters was cut to {self.limit:,} before tokenizing "
+                      f"(enough for data.max_length = {self.max_length} tokens); later long passages are cut "
+                      f"without a message")
+        return cut_passage(text, self.limit)
+
+
+def _line_number(path: Path, offset: int) -> int:
+    """1-based number of the line that starts at byte `offset` (for messages only: reads up to it)."""
+    with open(path, "rb") as handle:
+        line, remaining = 1, offset
+        while remaining > 0:
+            chunk = handle.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            line += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return line
+
+
 class DataIndex:
     """Where every item lives on disk; items are read back by seeking, one line at a time."""
 
@@ -163,6 +213,7 @@ class DataIndex:
         self.files, self.file_sha256, self.file_bytes = files, file_sha256, file_bytes
         self._file_no, self._offsets, self._sub = file_no, offsets, sub
         self._handles: dict[int, object] = {}
+        self.cutter: PassageCutter | None = None  # set by `cut_passages`
         digest = hashlib.sha256(f"{kind}\n".encode())
         for path, sha in zip(files, file_sha256):
             digest.update(f"{path}\t{sha}\n".encode())
@@ -173,6 +224,23 @@ class DataIndex:
 
     def summary(self) -> dict:
         return {"files": len(self.files), "items": len(self), "bytes": sum(self.file_bytes)}
+
+    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None:
+        """From now on every text read back is cut for `max_length` tokens (see `passage_limit`)."""
+        self.cutter = PassageCutter(max_length, warn)
+
+    def _cut(self, item, number: int, offset: int):
+        if self.cutter is None:
+            return item
+        path = self.files[number]
+
+        def where() -> str:  # only called for the one warning: counting lines reads the file up to here
+            return f"{self.key}: {path}:{_line_number(path, offset)}"
+
+        if isinstance(item, str):
+            return self.cutter(item, where)
+        return {"query": self.cutter(item["query"], where), "pos": [self.cutter(t, where) for t in item["pos"]],
+                "neg": [self.cutter(t, where) for t in item["neg"]]}
 
     def _item(self, i: int, kind: str):
         if self.kind != kind:
@@ -186,10 +254,11 @@ class DataIndex:
                 self._handles[number] = open(path, "rb")
             handle = self._handles[number]
             handle.seek(offset)
-            return _parse(handle.readline(), offset == 0, path.suffix.lower() in JSONL_SUFFIXES, kind)[self._sub[i]]
+            item = _parse(handle.readline(), offset == 0, path.suffix.lower() in JSONL_SUFFIXES, kind)[self._sub[i]]
         except (_BadLine, IndexError, OSError) as e:
             raise DataError(f"{self.key}: {path}: changed or gone since it was indexed ({e}); keep data files "
                             "unchanged during a run and start again") from None
+        return self._cut(item, number, offset)
 
     def text(self, i: int) -> str:
         return self._item(i, "text")
@@ -306,6 +375,9 @@ class Batches:
 
     def next_texts(self) -> list[str]:
         return self.texts_of(self.take())
+
+    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None:
+        self.index.cut_passages(max_length, warn)
 
     def texts_of(self, entries: list[tuple[int, int, int]]) -> list[str]:
         return [self.index.text(item) for _, _, item in entries]

@@ -34,6 +34,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from .data import PassageCutter
 from .errors import DataError, EnvironmentProblem
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ class StreamBatches:
         self._version = datasets.__version__
         self._total = self._known_total()
         self.skipped = 0  # records without usable text, over the whole run
+        self.cutter: PassageCutter | None = None  # set by `cut_passages`
         self._start_epoch(0)
 
     def _known_total(self) -> int | None:
@@ -162,6 +164,10 @@ class StreamBatches:
             self._resume_state = None
             text = record.get(self.source.text_field) if isinstance(record, dict) else None
             if isinstance(text, str) and text.strip():
+                if self.cutter is not None:
+                    epoch, position = self.epoch, self.position
+                    text = self.cutter(text, lambda: f"{self.key}: {_describe(self.source)}, record {position} of "
+                                                     f"epoch {epoch}")
                 return text
             self.skipped += 1
 
@@ -193,6 +199,10 @@ class StreamBatches:
 
     def next_texts(self) -> list[str]:
         return [self._next_text() for _ in range(self.batch_size)]
+
+    def cut_passages(self, max_length: int, warn) -> None:
+        """From now on every text read is cut for `max_length` tokens (data.passage_limit)."""
+        self.cutter = PassageCutter(max_length, warn)
 
     @property
     def epoch_progress(self) -> float:

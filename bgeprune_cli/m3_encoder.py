@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import m3
-from .base import load_model, load_tokenizer, read_config, read_pooling
+from .base import load_model, load_tokenizer, max_tokens, read_config, read_pooling
 from .errors import ArtifactError
 
 
@@ -59,6 +59,7 @@ class M3Encoder:
         self.model, self.tokenizer, self.heads, self.pooling = model.to(device), tokenizer, heads.to(device), pooling
         self.device = device
         self.special = m3.special_token_ids(tokenizer)
+        self.max_tokens = max_tokens(model.config.to_dict(), tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "M3Encoder":
@@ -71,6 +72,8 @@ class M3Encoder:
 
     @torch.no_grad()
     def encode(self, texts: list[str], max_length: int = 512, batch_size: int = 16) -> M3Output:
+        """`max_length` is capped by what the model takes (`max_tokens`), as FlagEmbedding caps it."""
+        max_length = min(max_length, self.max_tokens)
         parts = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,

@@ -411,3 +411,37 @@ def test_batches_reject_wrong_use(text_index):
     empty = build_index([], "text", "data.train")
     with pytest.raises(DataError, match="no items"):
         Batches(empty, 2)
+
+
+# ---------------------------------------------------------------- passages too long to tokenize whole
+
+
+def test_a_huge_line_is_cut_before_tokenizing_with_one_warning_naming_file_and_line(tmp_path):
+    from bgeprune_cli.base import load_tokenizer, resolve_base
+    from bgeprune_cli.data import passage_limit
+
+    huge = " ".join(["pruning keeps the tokens that matter"] * 300_000)  # about 11 MB on one line
+    path = tmp_path / "corpus.txt"
+    path.write_text("a short first line\nanother\n" + huge + "\nlast line, also " + "long " * 300 + "\n")
+    warnings: list[str] = []
+    with open_data([str(path)], "text", "data.train") as index:
+        index.cut_passages(64, warnings.append)
+        texts = [index.text(i) for i in range(len(index))]
+    limit = passage_limit(64)
+    assert texts[:2] == ["a short first line", "another"] and len(texts[2]) <= limit
+    assert huge.startswith(texts[2]) and not texts[2].endswith(" pru")  # cut at a space, no word split
+    assert len(warnings) == 1 and f"{path}:3:" in warnings[0] and "was cut to" in warnings[0]
+    tokenizer = load_tokenizer(resolve_base("builtin:tiny-xlm-roberta"))
+    for full, cut in zip([huge[:200_000], "last line, also " + "long " * 300], texts[2:]):
+        assert tokenizer(full, truncation=True, max_length=64)["input_ids"] == \
+            tokenizer(cut, truncation=True, max_length=64)["input_ids"]  # the cut changes no kept token
+
+
+def test_pairs_are_cut_too(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"query": "q", "pos": ["x " * 50_000], "neg": ["n"]}) + "\n")
+    warnings: list[str] = []
+    with open_data([str(path)], "pairs", "data.pairs") as index:
+        index.cut_passages(32, warnings.append)
+        pair = index.pair(0)
+    assert pair["query"] == "q" and len(pair["pos"][0]) <= 1024 and pair["neg"] == ["n"] and len(warnings) == 1

@@ -214,3 +214,15 @@ def test_flagembedding_loads_the_export_with_all_three_outputs_equal_to_ours(tmp
     scores = encoder.compute_score(ours, ours)
     for mode, values in theirs["pair_scores"].items():
         assert (torch.tensor(values).view(3, 3) - scores[mode][:3, :3]).abs().max() <= ATOL, mode
+
+
+def test_texts_longer_than_the_model_takes_are_truncated_to_its_positions(m3_export):
+    encoder = M3Encoder.from_pretrained(m3_export)
+    limit = read_config(m3_export)["max_position_embeddings"] - 2  # XLM-R positions start after padding
+    long_text = " ".join(["pruning"] * 2000)
+    out = encoder.encode([long_text, "short"], max_length=512)
+    assert encoder.max_tokens == limit and out.colbert[0].shape[0] == limit - 1  # tokens after CLS
+    from bgeprune_cli.bench_models import load_bench_model
+
+    bench = load_bench_model(str(m3_export)).encode([long_text], max_length=512, batch_size=1, with_heads=True)
+    assert torch.allclose(bench.dense, out.dense[:1], atol=1e-5)

@@ -308,3 +308,32 @@ def test_fixed_masks_recover_only_and_finalize_reproduces_them(tmp_path):
     finalize_masks.run(tmp_path / "run" / "train")
     final = load_file(str(tmp_path / "run" / "masks" / "masks.safetensors"))
     assert torch.equal(final["layer"], layer)
+
+
+def test_interrupt_hint_is_the_exact_command_that_resumes_this_run(tmp_path, monkeypatch):
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from bgeprune_cli.cli import app
+
+    class InterruptAtOnce(train._InterruptFlag):  # as if Ctrl-C came during the first step
+        def __enter__(self):
+            super().__enter__()
+            self.requested = True
+            return self
+
+    run_dir = tmp_path / "elsewhere"
+    args = ["train", str(SMOKE), *[a for s in SHORT for a in ("--set", s)], "--run-dir", str(run_dir)]
+    monkeypatch.setattr(train, "_InterruptFlag", InterruptAtOnce)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    hint = result.stderr.split("Continue with:")[1].strip().splitlines()[0]
+    words = shlex.split(hint)
+    assert words[:2] == ["bgeprune", "train"] and "--resume" in words and ["--run-dir", str(run_dir)] == \
+        words[words.index("--run-dir"):words.index("--run-dir") + 2]
+    assert all(f"--set {s}" in hint for s in SHORT)
+    monkeypatch.undo()
+    resumed = CliRunner().invoke(app, words[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert metrics(run_dir)[-1]["step"] == 16 and (run_dir / "train" / "manifest.json").is_file()

@@ -29,6 +29,13 @@ class Adapter:
     norms: tuple[str, ...]  # LayerNorms outside the layers (hidden axis)
     linears: dict[str, tuple[str | None, str | None]]  # Linear modules outside the layers
     pooler: str | None  # module whose output is the pooled vector (masked on the hidden axis)
+    # RoBERTa-style position ids start after the padding id, so pad_token_id + 1 positions are never tokens.
+    positions_after_padding: bool = False
+
+    def max_tokens(self, config: dict) -> int:
+        """The longest input (special tokens included) the position embeddings can take."""
+        offset = config.get("pad_token_id", 1) + 1 if self.positions_after_padding else 0
+        return config["max_position_embeddings"] - offset
 
 
 _REGISTRY: dict[str, Adapter] = {}

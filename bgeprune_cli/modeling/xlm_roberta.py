@@ -3,4 +3,5 @@
 from . import Adapter, register
 from .bert import BERT_LAYER
 
-XLM_ROBERTA = register(Adapter(model_type="xlm-roberta", model_class="XLMRobertaModel", **BERT_LAYER))
+XLM_ROBERTA = register(Adapter(model_type="xlm-roberta", model_class="XLMRobertaModel", positions_after_padding=True,
+                               **BERT_LAYER))
