@@ -70,7 +70,7 @@ def render_bench(r: dict) -> None:
     m, b = r["models"]["model"], r["models"].get("base")
     names = f"{m['label']} vs {b['label']}" if b else m["label"]
     env = r["environment"]
-    err.print(f"[bold]bench[/] " + esc(f"{names} · {env['device']} {env.get('gpu', env['cpu'])} · {env['dtype']} · "
+    err.print("[bold]bench[/] " + esc(f"{names} · {env['device']} {env.get('gpu', env['cpu'])} · {env['dtype']} · "
                                        f"{env['torch_threads']} threads"), highlight=False)
     err.print(table("Size", ["", m["label"], b["label"] if b else "base", "ratio"], _size_rows(r)))
     if r["speed"]:

@@ -1,12 +1,11 @@
 """bge-m3 end to end: the three modes survive prune + export exactly, verify guards the head files,
-training distils the heads, and the export is what FlagEmbedding and serving engines expect."""
+training distils the heads, and the export is what serving engines expect. FlagEmbedding itself (which
+needs transformers 4) loads the export in tests/test_compat.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -185,35 +184,6 @@ def test_50pct_recipe_trains_all_three_heads_on_a_bge_m3_base(tmp_path, builtin_
     train.run(loaded, tmp_path / "run")
     terms = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["terms"]
     assert {"similarity_kl", "sparse", "colbert"} <= terms.keys()  # (no cosine: hidden is pruned)
-
-
-# ---------------------------------------------------------------- FlagEmbedding (second environment)
-
-FLAG_PYTHON = os.environ.get("BGEPRUNE_FLAGEMBEDDING_PYTHON")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not FLAG_PYTHON, reason="FlagEmbedding 1.4 needs transformers<5: set BGEPRUNE_FLAGEMBEDDING_PYTHON "
-                    "to a Python with `torch transformers<5 flagembedding` (README: Compatibility tests)")
-def test_flagembedding_loads_the_export_with_all_three_outputs_equal_to_ours(tmp_path, m3_export):
-    texts = TEXTS[:6]
-    (tmp_path / "texts.json").write_text(json.dumps(texts))
-    script = REPO / "tests" / "compat" / "flagembedding_outputs.py"
-    proc = subprocess.run([FLAG_PYTHON, str(script), str(m3_export), str(tmp_path / "texts.json"),
-                           str(tmp_path / "fe.json")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    theirs = json.loads((tmp_path / "fe.json").read_text())
-    assert any("loading existing colbert_linear and sparse_linear" in m for m in theirs["log"]), theirs["log"]
-    encoder = M3Encoder.from_pretrained(m3_export)
-    ours = encoder.encode(texts, max_length=64)
-    assert (torch.tensor(theirs["dense"]) - ours.dense).abs().max() <= ATOL
-    for mine, row in zip(ours.lexical, theirs["lexical"]):
-        assert sorted(mine) == sorted(map(int, row)) and all(abs(mine[t] - row[str(t)]) <= ATOL for t in mine)
-    for mine, vectors in zip(ours.colbert, theirs["colbert"]):
-        assert (torch.tensor(vectors) - mine).abs().max() <= ATOL
-    scores = encoder.compute_score(ours, ours)
-    for mode, values in theirs["pair_scores"].items():
-        assert (torch.tensor(values).view(3, 3) - scores[mode][:3, :3]).abs().max() <= ATOL, mode
 
 
 def test_texts_longer_than_the_model_takes_are_truncated_to_its_positions(m3_export):

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from bgeprune_cli.artifacts import read_artifact, unsafe_member_reason
