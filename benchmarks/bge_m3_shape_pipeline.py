@@ -60,7 +60,7 @@ def main() -> None:
     bgeprune = [sys.executable, "-m", "bgeprune_cli.cli"]
 
     start = time.perf_counter()
-    from bgeprune_cli.tiny import materialize
+    from bgeprune_cli.models.builtins import materialize
 
     base_dir = materialize(BASE.removeprefix("builtin:"))
     model_bytes = (base_dir / "model.safetensors").stat().st_size

@@ -51,7 +51,7 @@ def train_l0(out: Path, sets: list[str]) -> float:
 
 def train_naive(out: Path, sets: list[str], steps: int) -> float:
     """Every other layer kept (0, 2, 4): half the encoder; only the recovery phase, same step count."""
-    from bgeprune_cli.base import recipe_base_dims
+    from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.config import load_recipe
     from bgeprune_cli.stages import train
 

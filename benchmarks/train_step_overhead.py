@@ -21,12 +21,13 @@ from pathlib import Path
 
 import torch
 
-from bgeprune_cli.base import load_model, load_tokenizer, read_config, read_pooling, resolve_base
+from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, resolve_base
+from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.config import BaseDims, TargetSection
-from bgeprune_cli.gates import Lagrangian, MaskSet
-from bgeprune_cli.losses import cosine_loss, similarity_kl
-from bgeprune_cli.masking import MaskHooks
-from bgeprune_cli.modeling import adapter_for
+from bgeprune_cli.training.gates import Lagrangian, MaskSet
+from bgeprune_cli.training.losses import cosine_loss, similarity_kl
+from bgeprune_cli.pruning.hooks import MaskHooks
+from bgeprune_cli.models.families import adapter_for
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydocs_train.txt"
 

@@ -32,10 +32,10 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from . import __version__
+from .filenames import MANIFEST
 from .errors import ArtifactError, Busy, BgepruneError, UsageError, environment_error, os_error_in
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 # kind -> the command that produces it; used in error messages.
 PRODUCERS = {

@@ -87,7 +87,7 @@ def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], N
                       "Re-run with BGEPRUNE_DEBUG=1 for the traceback, and please report it.", highlight=False)
             raise typer.Exit(1)
         _fail(environment_error(error, "reading or writing a file"), exc)
-    from .distributed import is_secondary_process
+    from .training.distributed import is_secondary_process
 
     if is_secondary_process():  # ranks > 0 of torchrun / accelerate launch: rank 0 reports for all
         return
@@ -117,7 +117,7 @@ def main_options(version: bool = typer.Option(False, "--version", callback=_vers
 
 
 def _load(recipe: Path, sets: Optional[list[str]]):
-    from .base import recipe_base_dims
+    from .models.loading import recipe_base_dims
     from .config import load_recipe
 
     return load_recipe(recipe, sets or [], base_dims=recipe_base_dims)
@@ -377,7 +377,7 @@ def bench(model: str = typer.Argument(..., help="Export dir, run dir / RUN/prune
         return stage.run(model, compare, output, force, options)
 
     def render(r: dict) -> None:
-        from .bench_render import render_bench
+        from .bench.render import render_bench
 
         render_bench(r)
 

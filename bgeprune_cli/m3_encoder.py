@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from . import m3
-from .base import load_model, load_tokenizer, max_tokens, read_config, read_pooling
+from .models import m3
+from .models.loading import load_model, load_tokenizer, max_tokens, read_config
+from .models.st_files import read_pooling
 from .errors import ArtifactError
 
 

@@ -1,6 +1,6 @@
 """Shared fixtures: a per-session cache for builtin tiny models, and artifacts made directly.
 
-Tests never touch the hub: every model is a builtin made locally (bgeprune_cli.tiny) or the
+Tests never touch the hub: every model is a builtin made locally (bgeprune_cli.models.builtins) or the
 offline all-MiniLM-L6-v2 package (slow tests).
 """
 
@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from bgeprune_cli.artifacts import write_artifact, write_json
-from bgeprune_cli.base import read_config, resolve_base
+from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.config import BaseDims, Recipe, recipe_sha256
-from bgeprune_cli.masks import Layout, masks_summary
-from bgeprune_cli.sources import GATES_FILE, MASKS_FILE
+from bgeprune_cli.pruning.masks import Layout, masks_summary
+from bgeprune_cli.filenames import GATES as GATES_FILE, MASKS as MASKS_FILE
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -81,7 +81,7 @@ SHORT_TRAIN = ["train.steps=12", "train.recovery_steps=4", "train.checkpoint_eve
 
 def train_until_crash(monkeypatch, loaded, run_dir: Path, step: int = 8) -> None:
     """Train until the step-`step` checkpoint is committed, then crash (an exception out of the loop)."""
-    from bgeprune_cli import checkpoints
+    from bgeprune_cli.training import checkpoints
     from bgeprune_cli.stages import train
 
     real_save = checkpoints.save

@@ -11,13 +11,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bgeprune_cli import m3
+from bgeprune_cli.models import m3
 from bgeprune_cli.artifacts import read_artifact
-from bgeprune_cli.bench_data import load_beir, load_bitext
-from bgeprune_cli.bench_models import load_bench_model
-from bgeprune_cli.bench_quality import bitext_accuracy, ir_evaluator, ir_metrics
-from bgeprune_cli.bench_size import flops_per_token
-from bgeprune_cli.bench_speed import latency_stats, make_batch, measure_grid
+from bgeprune_cli.bench.eval_data import load_beir, load_bitext
+from bgeprune_cli.bench.models import load_bench_model
+from bgeprune_cli.bench.quality import bitext_accuracy, ir_evaluator, ir_metrics
+from bgeprune_cli.bench.size import flops_per_token
+from bgeprune_cli.bench.speed import latency_stats, make_batch, measure_grid
 from bgeprune_cli.cli import app
 from bgeprune_cli.errors import DataError
 from bgeprune_cli.stages import export_hf, prune

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bgeprune_cli import checkpoints
+from bgeprune_cli.training import checkpoints
 from bgeprune_cli.artifacts import exclusive, lock_path_for, recover_output
-from bgeprune_cli.base import recipe_base_dims
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.cli import app
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import BadModelFiles, Busy
@@ -88,7 +88,7 @@ def test_lock_is_exclusive_between_processes_and_reentrant_within_one(tmp_path):
 
 
 def _truncated_base(tmp_path: Path) -> Path:
-    from bgeprune_cli.base import resolve_base
+    from bgeprune_cli.models.loading import resolve_base
 
     base = tmp_path / "truncated-base"
     shutil.copytree(resolve_base("builtin:tiny-xlm-roberta"), base)

@@ -8,7 +8,7 @@ import pytest
 
 from bgeprune_cli.config import BaseDims, key_lines, load_recipe
 from bgeprune_cli.errors import RecipeError
-from bgeprune_cli.tiny import BGE_M3_CONFIG
+from bgeprune_cli.models.builtins import BGE_M3_CONFIG
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.toml"))
 BGE_M3 = BaseDims.from_config(BGE_M3_CONFIG)
@@ -29,7 +29,7 @@ def problems(path, dims=TINY, sets=None) -> list[str]:
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_is_valid(recipe):
-    from bgeprune_cli.base import recipe_base_dims
+    from bgeprune_cli.models.loading import recipe_base_dims
 
     # bge-m3 cannot be fetched offline; its config is kept as data (tiny.BGE_M3_CONFIG).
     def dims(r):
@@ -42,7 +42,7 @@ def test_every_shipped_recipe_is_valid(recipe):
 
 
 def test_50pct_is_about_half_of_bge_m3_encoder():
-    from bgeprune_cli.masks import Layout, full_layout
+    from bgeprune_cli.pruning.masks import Layout, full_layout
 
     recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "50pct.toml", base_dims=lambda r: BGE_M3).recipe
     t = recipe.target

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgeprune_cli.data import Batches, DataIndex, build_index, expand_sources, open_data
+from bgeprune_cli.training.data import Batches, DataIndex, build_index, expand_sources, open_data
 from bgeprune_cli.errors import DataError, UsageError
 
 
@@ -153,7 +153,7 @@ def test_unreadable_file_reported_even_as_root(tmp_path, monkeypatch):
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("bgeprune_cli.data.open", refuse, raising=False)
+    monkeypatch.setattr("bgeprune_cli.training.data.open", refuse, raising=False)
     with pytest.raises(DataError) as excinfo:
         open_data([str(path)], "text", "data.train")
     assert f"data.train: {path}: cannot read it (Permission denied); check the path and its permissions" \
@@ -417,8 +417,8 @@ def test_batches_reject_wrong_use(text_index):
 
 
 def test_a_huge_line_is_cut_before_tokenizing_with_one_warning_naming_file_and_line(tmp_path):
-    from bgeprune_cli.base import load_tokenizer, resolve_base
-    from bgeprune_cli.data import passage_limit
+    from bgeprune_cli.models.loading import load_tokenizer, resolve_base
+    from bgeprune_cli.training.data import passage_limit
 
     huge = " ".join(["pruning keeps the tokens that matter"] * 300_000)  # about 11 MB on one line
     path = tmp_path / "corpus.txt"

@@ -15,7 +15,7 @@ import torch
 
 datasets = pytest.importorskip("datasets")
 
-from bgeprune_cli.data_stream import StreamBatches, StreamSource, open_stream  # noqa: E402
+from bgeprune_cli.training.data_stream import StreamBatches, StreamSource, open_stream  # noqa: E402
 from bgeprune_cli.errors import DataError, EnvironmentProblem  # noqa: E402
 
 N_GOOD = 23
@@ -230,7 +230,7 @@ def test_no_usable_text_raises_instead_of_looping(tmp_path):
 
 
 def test_the_module_imports_without_datasets():
-    blocked = "import sys; sys.modules['datasets'] = None; import bgeprune_cli.data_stream"
+    blocked = "import sys; sys.modules['datasets'] = None; import bgeprune_cli.training.data_stream"
     root = Path(__file__).parents[1]
     subprocess.run([sys.executable, "-c", blocked], check=True, cwd=root,
                    env={**os.environ, "PYTHONPATH": str(root)})
@@ -264,7 +264,7 @@ target_warmup_steps = 4
 def test_training_on_a_stream_resumes_exactly(tmp_path, monkeypatch, builtin_cache):
     from safetensors.torch import load_file
 
-    from bgeprune_cli.base import recipe_base_dims
+    from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.config import load_recipe
     from bgeprune_cli.stages import train
     from conftest import train_until_crash

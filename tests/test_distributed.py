@@ -21,9 +21,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bgeprune_cli import checkpoints
+from bgeprune_cli.training import checkpoints
 from bgeprune_cli.config import load_recipe
-from bgeprune_cli.distributed import Dist
+from bgeprune_cli.training.distributed import Dist
 from bgeprune_cli.errors import RecipeError, UsageError
 from bgeprune_cli.stages import finalize_masks
 from conftest import SHORT_TRAIN

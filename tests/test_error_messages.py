@@ -18,8 +18,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bgeprune_cli import m3
-from bgeprune_cli.base import resolve_base
+from bgeprune_cli.models import m3
+from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.cli import app
 from bgeprune_cli.stages import export_hf, prune
 from conftest import SHORT_TRAIN, keep_only, make_run

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bgeprune_cli.config import BaseDims, TargetSection
-from bgeprune_cli.gates import Lagrangian, MaskSet, expected_sizes
-from bgeprune_cli.masks import BETA, LIMIT_L, LIMIT_R, Layout, finalize, full_layout, keep_prob, sample_gates
+from bgeprune_cli.training.gates import Lagrangian, MaskSet, expected_sizes
+from bgeprune_cli.pruning.masks import BETA, LIMIT_L, LIMIT_R, Layout, finalize, full_layout, keep_prob, sample_gates
 
 # hidden 4, 2 heads of 2, FFN 3, 2 layers: small enough to count by hand.
 TINY = BaseDims(layers=2, heads=2, ffn=3, hidden=4)

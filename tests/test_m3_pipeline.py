@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
-from bgeprune_cli import m3
-from bgeprune_cli.base import load_model, load_tokenizer, read_config, recipe_base_dims, resolve_base
-from bgeprune_cli.checks import check_serving_config
+from bgeprune_cli.models import m3
+from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, recipe_base_dims, resolve_base
+from bgeprune_cli.verification.static_checks import check_serving_config
 from bgeprune_cli.config import BaseDims, load_recipe
 from bgeprune_cli.m3_encoder import M3Encoder
-from bgeprune_cli.masking import MaskHooks, as_float_masks
-from bgeprune_cli.masks import Layout
-from bgeprune_cli.modeling import adapter_for
-from bgeprune_cli.probe import probe_texts
+from bgeprune_cli.pruning.hooks import MaskHooks, as_float_masks
+from bgeprune_cli.pruning.masks import Layout
+from bgeprune_cli.models.families import adapter_for
+from bgeprune_cli.models.probe import probe_texts
 from bgeprune_cli.stages import export_hf, prune, train, verify
 from conftest import SHORT_TRAIN, make_run, train_until_crash
 from test_parity import cases
@@ -157,7 +157,7 @@ def _recipe(*sets: str, path: Path = REPO / "recipes" / "smoke-m3.toml"):
 
 
 def test_training_distils_both_heads_and_resume_restores_them(tmp_path, builtin_cache, monkeypatch):
-    from bgeprune_cli import checkpoints
+    from bgeprune_cli.training import checkpoints
 
     straight = train.run(_recipe(*SHORT), tmp_path / "straight")
     assert straight["m3_heads"] is True
@@ -192,7 +192,7 @@ def test_texts_longer_than_the_model_takes_are_truncated_to_its_positions(m3_exp
     long_text = " ".join(["pruning"] * 2000)
     out = encoder.encode([long_text, "short"], max_length=512)
     assert encoder.max_tokens == limit and out.colbert[0].shape[0] == limit - 1  # tokens after CLS
-    from bgeprune_cli.bench_models import load_bench_model
+    from bgeprune_cli.bench.models import load_bench_model
 
     bench = load_bench_model(str(m3_export)).encode([long_text], max_length=512, batch_size=1, with_heads=True)
     assert torch.allclose(bench.dense, out.dense[:1], atol=1e-5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bgeprune_cli.base import recipe_base_dims
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.stages import export_hf, finalize_masks, magnitude, prune, train, verify
 

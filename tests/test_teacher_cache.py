@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bgeprune_cli import teacher_cache
-from bgeprune_cli.teacher_cache import TeacherCache, TeacherCacheError, file_fingerprint, text_key
+from bgeprune_cli.training import teacher_cache
+from bgeprune_cli.training.teacher_cache import TeacherCache, TeacherCacheError, file_fingerprint, text_key
 
 KEY = {"teacher": "abc", "tokenizer": "def", "max_length": 16, "fields": ["colbert", "embedding", "sparse"],
        "dtype": "bf16", "format": teacher_cache.FORMAT}

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bgeprune_cli import checkpoints
-from bgeprune_cli.base import recipe_base_dims
+from bgeprune_cli.training import checkpoints
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import DataError, UsageError
 from bgeprune_cli.stages import finalize_masks, train
@@ -179,7 +179,7 @@ def test_cli_exit_code_for_bad_data(tmp_path):
 
 
 def test_non_finite_losses_are_skipped_then_abort_with_last_good_checkpoint(tmp_path, monkeypatch):
-    from bgeprune_cli import distill_model as trainer
+    from bgeprune_cli.training import distill_model as trainer
 
     real = trainer.similarity_kl
     calls = {"n": 0}
@@ -202,7 +202,7 @@ def test_non_finite_losses_are_skipped_then_abort_with_last_good_checkpoint(tmp_
 
 
 def test_a_few_bad_steps_are_skipped_and_counted(tmp_path, monkeypatch):
-    from bgeprune_cli import distill_model as trainer
+    from bgeprune_cli.training import distill_model as trainer
 
     real = trainer.similarity_kl
     calls = {"n": 0}

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bgeprune_cli.base import recipe_base_dims
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import UsageError
 from bgeprune_cli.stages import train
@@ -81,8 +81,8 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path):
 
 
 def test_checkpointing_recomputes_layers_and_keeps_eval_outputs(xlmr_dir):
-    from bgeprune_cli.base import load_model
-    from bgeprune_cli.distill_model import enable_checkpointing
+    from bgeprune_cli.models.loading import load_model
+    from bgeprune_cli.training.distill_model import enable_checkpointing
 
     plain, checkpointed = load_model(xlmr_dir), load_model(xlmr_dir)
     enable_checkpointing(checkpointed)

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import torch
 
+from ..filenames import REPORT, REPORT_PNG
 from ..artifacts import claim_output, ensure_writable, library_versions, read_artifact, write_artifact, write_json
-from ..bench_data import load_beir, load_bitext
-from ..bench_memory import measure_in_child
-from ..bench_models import label_of, load_bench_model
-from ..bench_plot import write_report_png
-from ..bench_quality import AGREEMENT_TEXTS, evaluate
-from ..bench_size import ratios, size_summary
-from ..bench_speed import add_ratios, default_grid, measure_grid
+from ..bench.eval_data import load_beir, load_bitext
+from ..bench.memory import measure_in_child
+from ..bench.models import label_of, load_bench_model
+from ..bench.plot import write_report_png
+from ..bench.quality import AGREEMENT_TEXTS, evaluate
+from ..bench.size import ratios, size_summary
+from ..bench.speed import add_ratios, default_grid, measure_grid
 from ..errors import EnvironmentProblem, UsageError
-from ..probe import probe_texts
+from ..models.probe import probe_texts
 from ..ui import Progress, step
 
 HEADLINE = (32, 128)
@@ -181,7 +182,7 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
         label, metric, modes = headline
         result["headline"].update(quality_metric=label, quality_ratio=modes["dense"]["ratio"].get(metric))
     if options.mteb:
-        from ..bench_mteb import run_mteb
+        from ..bench.mteb import run_mteb
 
         with step(f"MTEB {', '.join(options.mteb)}"):
             result["mteb"] = run_mteb(models, options.mteb)
@@ -195,9 +196,9 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
         if plot_points or layout is not None:
             x_label = (f"sentences/s at batch {point['batch']} × {point['length']} tokens "
                        f"({result['environment']['device']}, {result['environment']['dtype']})") if point else ""
-            write_report_png(tmp / "report.png", plot_points, x_label, y_label, layout, result["command"])
-            result["report_png"] = str(out / "report.png")
-        write_json(tmp / "report.json", result)
+            write_report_png(tmp / REPORT_PNG, plot_points, x_label, y_label, layout, result["command"])
+            result["report_png"] = str(out / REPORT_PNG)
+        write_json(tmp / REPORT, result)
     return result
 
 

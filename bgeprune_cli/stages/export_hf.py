@@ -22,15 +22,15 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from .. import m3
+from ..filenames import CONFIG, LINEAGE, MODEL_CARD, TOKENIZER_FILES, WEIGHTS
+from ..models import m3
 from ..artifacts import Artifact, claim_output, ensure_writable, read_artifact, write_artifact, write_json
-from ..base import TOKENIZER_FILES
 from ..errors import UsageError
-from ..masks import Layout
-from ..model_card import CardFacts, count_base_params, model_card
-from ..pruning import pad_to_stock, stock_config
-from ..sources import LINEAGE, RunContext, source_weights_file
-from ..st_files import write_export_files
+from ..pruning.masks import Layout, full_layout
+from ..models.card import CardFacts, count_base_params, model_card
+from ..pruning.slicing import pad_to_stock, stock_config
+from ..pruning.sources import RunContext, source_weights_file
+from ..models.st_files import write_export_files
 from ..ui import step
 
 def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, has_heads: bool) -> dict:
@@ -66,7 +66,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
             f"{pruned.path} is not a stock shape ({per_layer}; hidden {len(layout.hidden)}, head size "
             f"{layout.head_dim}), so no stock config describes it. Use --format padded (exact, zero-padded to "
             f"a stock shape), or finalize with a targeted recipe.")
-    state = load_file(str(pruned.file("model.safetensors")))
+    state = load_file(str(pruned.file(WEIGHTS)))
     sizes = layout.sizes()
     if fmt == "padded":
         try:
@@ -86,8 +86,8 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     with step(f"writing {out}"), write_artifact(out, "hf-model", force=force, recipe=pruned.recipe,
                                                  recipe_sha256=pruned.manifest["recipe_sha256"], inputs=[pruned],
                                                  info=info) as tmp:
-        write_json(tmp / "config.json", config)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+        write_json(tmp / CONFIG, config)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
         for file in TOKENIZER_FILES:
             if (ctx.base_dir / file).is_file():
@@ -99,10 +99,11 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
         title = name or ctx.recipe.export.name or f"{Path(ctx.recipe.base.model.removeprefix('builtin:')).name}-bgeprune"
         facts = CardFacts(
             title=title, path=str(out), base_model=ctx.recipe.base.model, base_dir=ctx.base_dir,
-            base_config=ctx.base_config, target=ctx.recipe.target.model_dump(exclude_none=True), layout=layout,
-            sizes=sizes, fmt=fmt, params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
+            base_config=ctx.base_config, target=ctx.recipe.target.model_dump(exclude_none=True),
+            base_sizes=layout.base, sizes=sizes, kept_layers=layout.layers, encoder_params=layout.encoder_params(),
+            base_encoder_params=full_layout(layout.base_dims).encoder_params(), fmt=fmt, params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
             base_params=count_base_params(ctx.base_config) + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
             max_seq_length=ctx.pooling.max_seq_length, train_info={**train.info, "method": method},
             parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None)
-        (tmp / "README.md").write_text(model_card(facts), encoding="utf-8")
+        (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
     return {"artifact": str(out), "kind": "hf-model", **info}

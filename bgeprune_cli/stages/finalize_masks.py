@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS
 from ..artifacts import claim_output, ensure_writable, read_artifact, write_artifact, write_json
 from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
-from ..masks import Layout, finalize, masks_summary
-from ..sources import GATES_FILE, MASKS_FILE, RECOVERY_MASKS_FILE
+from ..pruning.masks import Layout, finalize, masks_summary
 
 
 def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
@@ -36,26 +36,26 @@ def _finalize(train, out: Path, force: bool) -> dict:
     if recipe.target.mode == "sparsity" and train.info.get("gate_kind") != "log_alpha":
         raise UsageError(f"{train.path} holds {train.info.get('gate_kind')} scores, not learned log_alpha; "
                          f"sparsity mode needs keep probabilities from 'bgeprune train'.")
-    scores = load_file(str(train.file(GATES_FILE)))
+    scores = load_file(str(train.file(GATES)))
     try:
         masks = finalize(scores, recipe.target, dims)
         layout = Layout.from_masks(masks, dims)
     except ValueError as exc:
-        raise ArtifactError(f"{train.path}/{GATES_FILE}: {exc}") from None
-    if train.has_file(RECOVERY_MASKS_FILE):
+        raise ArtifactError(f"{train.path}/{GATES}: {exc}") from None
+    if train.has_file(RECOVERY_MASKS):
         _check_recovery_masks(train, masks)
     summary = masks_summary(masks, layout)
     info = {"layout": layout.to_json(), "summary": summary, "target": recipe.target.model_dump()}
     with write_artifact(out, "masks", force=force, recipe=train.recipe, recipe_sha256=train.manifest["recipe_sha256"],
                         inputs=[train], info=info) as tmp:
-        save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS_FILE))
-        write_json(tmp / "masks.json", summary)
+        save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
+        write_json(tmp / MASKS_SUMMARY, summary)
     return {"artifact": str(out), "kind": "masks", **summary}
 
 
 def _check_recovery_masks(train, masks: dict[str, torch.Tensor]) -> None:
     """The run's recovery phase trained the weights for its masks; any other masks would waste that."""
-    used = load_file(str(train.file(RECOVERY_MASKS_FILE)))
+    used = load_file(str(train.file(RECOVERY_MASKS)))
     differ = sorted(k for k in set(used) | set(masks)
                     if k not in used or k not in masks or not torch.equal(used[k].to(torch.bool), masks[k]))
     if differ:

@@ -19,11 +19,12 @@ import torch
 from safetensors.torch import save_file
 
 from ..artifacts import RUN_LOCK, ensure_writable, exclusive, recover_output, write_artifact
-from ..base import load_model, load_tokenizer
+from ..models.loading import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
 from ..errors import UsageError
-from ..probe import probe_batches, probe_texts
-from ..sources import GATES_FILE, RunContext
+from ..models.probe import probe_batches, probe_texts
+from ..filenames import GATES
+from ..pruning.sources import RunContext
 from ..ui import step
 
 
@@ -88,5 +89,5 @@ def _score(recipe: LoadedRecipe, out: Path, force: bool) -> dict:
     info = {"method": "magnitude", "gate_kind": "score", "masks": wanted, "steps": 0, "base_dims": asdict(ctx.dims)}
     with write_artifact(out, "train-run", force=force, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
                         info=info) as tmp:
-        save_file(scores, str(tmp / GATES_FILE), metadata={"format": "pt"})
+        save_file(scores, str(tmp / GATES), metadata={"format": "pt"})
     return {"artifact": str(out), "kind": "train-run", **info}

@@ -16,15 +16,16 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from .. import m3
+from ..filenames import CONFIG, WEIGHTS
+from ..models import m3
 from ..artifacts import claim_output, ensure_writable, read_artifact, write_artifact, write_json
-from ..base import load_tokenizer, weights_dtype
+from ..models.loading import load_tokenizer, weights_dtype
 from ..errors import CheckFailed
-from ..masking import MaskHooks, as_float_masks
-from ..masks import Layout, full_layout
-from ..probe import max_abs_diff, model_outputs, probe_batches, probe_texts
-from ..pruning import build_model, slice_state_dict, stock_config
-from ..sources import RunContext, read_masks, source_heads, source_model
+from ..pruning.hooks import MaskHooks, as_float_masks
+from ..pruning.masks import Layout, full_layout
+from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
+from ..pruning.slicing import build_model, slice_state_dict, stock_config
+from ..pruning.sources import RunContext, read_masks, source_heads, source_model
 from ..ui import step
 
 
@@ -67,9 +68,9 @@ def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
     with step(f"writing {out}"), write_artifact(out, "pruned-model", force=force, recipe=masks_art.recipe,
                                                  recipe_sha256=masks_art.manifest["recipe_sha256"],
                                                  inputs=[masks_art], info=info) as tmp:
-        save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+        save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
-        write_json(tmp / "config.json", config)
+        write_json(tmp / CONFIG, config)
         write_json(tmp / "layout.json", layout.to_json())
         if pruned_heads is not None:  # in the dtype of the base's head files, which the export keeps
             save_file(pruned_heads.tensors(), str(tmp / m3.HEADS_FILE))

@@ -31,22 +31,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .. import checkpoints, m3, train_run_dir
+from ..filenames import CONFIG, GATES, LAGRANGIAN, MANIFEST, METRICS, RECOVERY_MASKS, STUDENT
+from ..training import checkpoints, run_dir as train_run_dir
+from ..models import m3
 from ..artifacts import ensure_writable, write_artifact
-from ..base import load_model, load_tokenizer
+from ..models.loading import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
-from ..data import Batches, DataIndex, open_data
-from ..distill_model import MicroBatch, enable_checkpointing
-from ..distributed import Dist
+from ..training.data import Batches, DataIndex, open_data
+from ..training.distill_model import MicroBatch, enable_checkpointing
+from ..training.distributed import Dist
 from ..errors import BgepruneError, DataError, EnvironmentProblem, UsageError
-from ..masks import Layout
-from ..sources import GATES_FILE, RECOVERY_MASKS_FILE, STUDENT_FILE, RunContext
-from ..tiny import PROBE_TEXT
-from ..train_progress import TrainProgress
-from ..trainer import Trainer
+from ..pruning.masks import Layout
+from ..pruning.sources import RunContext
+from ..models.probe import PROBE_TEXT
+from ..training.progress import TrainProgress
+from ..training.trainer import Trainer
 
-METRICS = train_run_dir.METRICS
-LAGRANGIAN_FILE = "lagrangian.safetensors"
 
 
 class TrainingDiverged(BgepruneError):
@@ -69,7 +69,7 @@ def _device(requested: str | None) -> torch.device:
 def _open_train_data(recipe):
     """The training text's batch stream: local files (indexed) or a streamed HF dataset."""
     if recipe.data.stream is not None:
-        from ..data_stream import StreamBatches, StreamSource
+        from ..training.data_stream import StreamBatches, StreamSource
 
         return StreamBatches(StreamSource(**recipe.data.stream.model_dump()), recipe.train.batch_size,
                              recipe.train.seed)
@@ -105,11 +105,11 @@ def _prepare_run_dir(run_dir: Path, out: Path, resume: bool, force: bool, dist: 
         if existing is None:
             raise UsageError(f"--resume: {run_dir} has no complete checkpoint to resume from; "
                              f"drop --resume to start a new run.")
-        if (out / "manifest.json").is_file() and not force:
+        if (out / MANIFEST).is_file() and not force:
             raise UsageError(f"--resume: {out} already holds the finished run; nothing to resume "
                              f"(--force retrains from the checkpoint).")
         return existing
-    if (existing is not None or (out / "manifest.json").is_file()) and not force:
+    if (existing is not None or (out / MANIFEST).is_file()) and not force:
         what = f"checkpoints up to step {existing.step}" if existing else "a finished train-run"
         raise UsageError(f"{run_dir} already has {what}; pass --resume to continue it, --force to start over, "
                          f"or --run-dir for a new directory.")
@@ -334,7 +334,7 @@ def _run(recipe, r, run_dir, out, dist, resume, force, fixed_masks, teacher_cach
 
 def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: Dist):
     """The cache folder for exactly this teacher, tokenizer, max length, precision and set of outputs."""
-    from ..teacher_cache import TeacherCache, file_fingerprint
+    from ..training.teacher_cache import TeacherCache, file_fingerprint
     from ..ui import err, esc
 
     if r.distill.layerwise > 0:
@@ -345,7 +345,7 @@ def open_teacher_cache(root: Path, ctx: RunContext, r, dev: torch.device, dist: 
         + ["colbert"] * (heads and r.distill.colbert > 0)
     # Weights, config, tokenizer, heads and pooling files: any change to the teacher changes the key.
     files = sorted(p for p in ctx.base_dir.iterdir() if p.is_file() and p.suffix in _TEACHER_SUFFIXES)
-    files += [p for p in [ctx.base_dir / "1_Pooling" / "config.json"] if p.is_file()]
+    files += [p for p in [ctx.base_dir / "1_Pooling" / CONFIG] if p.is_file()]
     key = {"format": 1, "teacher_files": file_fingerprint(files), "max_length": r.data.max_length,
            "fields": fields, "pooling": repr(ctx.pooling),
            "precision": "bf16-autocast" if dev.type == "cuda" else "fp32"}
@@ -422,14 +422,14 @@ def _write_run(out, recipe, trainer, types, dims, data_summary, pairs_data, fing
     lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
     with write_artifact(out, "train-run", force=True, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
                         info=info) as tmp:
-        for name, file in (("gates", GATES_FILE), ("student", STUDENT_FILE)):
+        for name, file in (("gates", GATES), ("student", STUDENT)):
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors[name].items()}, str(tmp / file))
-        save_file({k: v.detach().cpu().contiguous() for k, v in lagrangian.items()}, str(tmp / LAGRANGIAN_FILE))
+        save_file({k: v.detach().cpu().contiguous() for k, v in lagrangian.items()}, str(tmp / LAGRANGIAN))
         if trainer.student_heads is not None:  # in the dtype of the base's head files, as the export writes them
             save_file(trainer.student_heads.tensors(), str(tmp / m3.HEADS_FILE))
         if trainer.fixed is not None:  # finalize-masks checks that it reproduces these exactly
             save_file({k: v.to(torch.bool).cpu().contiguous() for k, v in trainer.fixed.items()},
-                      str(tmp / RECOVERY_MASKS_FILE))
+                      str(tmp / RECOVERY_MASKS))
         if (run_dir / METRICS).is_file():
             (tmp / METRICS).write_bytes((run_dir / METRICS).read_bytes())
     return {"artifact": str(out), "kind": "train-run", **info}

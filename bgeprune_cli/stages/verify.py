@@ -25,26 +25,27 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .. import m3
-from ..agreement import compare_models
+from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, WEIGHTS
+from ..models import m3
+from ..bench.agreement import compare_models
 from ..artifacts import MANIFEST, Artifact, claim_output, read_artifact, write_artifact, write_json
-from ..base import TOKENIZER_FILES, load_tokenizer
-from ..checks import (Check, check_config_shapes, check_files, check_finite, check_identity, check_m3_heads,
-                      check_manifest, check_serving_config)
+from ..models.loading import load_tokenizer
+from ..verification.static_checks import (Check, check_config_shapes, check_files, check_finite, check_identity,
+                                          check_m3_heads, check_manifest, check_serving_config)
 from ..errors import ArtifactError, BgepruneError
-from ..masking import MaskHooks, as_float_masks
-from ..masks import Layout
-from ..probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
-from ..pruning import pad_to_stock, slice_state_dict
-from ..sources import LINEAGE, RunContext, read_masks, source_heads, source_model
-from ..st_files import read_modules
+from ..pruning.hooks import MaskHooks, as_float_masks
+from ..pruning.masks import Layout
+from ..models.probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
+from ..pruning.slicing import pad_to_stock, slice_state_dict
+from ..pruning.sources import RunContext, read_masks, source_heads, source_model
+from ..models.st_files import read_modules
 from ..ui import step
 
 PROBE_MAX_LENGTH = 64
 
 
 def _load_in_fresh_process(out: Path, workdir: Path) -> tuple[Check, dict[str, torch.Tensor]]:
-    command = [sys.executable, "-m", "bgeprune_cli.stages.verify_load", str(out), str(workdir), str(PROBE_MAX_LENGTH)]
+    command = [sys.executable, "-m", "bgeprune_cli.verification.fresh_load", str(out), str(workdir), str(PROBE_MAX_LENGTH)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     report_path = workdir / "loading.json"
     if proc.returncode != 0 or not report_path.is_file():
@@ -152,7 +153,7 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
         with claim_output(report):
             result = _verify(out, artifact, run, compare, atol, probe)
             with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
-                write_json(tmp / "report.json", result)
+                write_json(tmp / REPORT, result)
         return result
     return _verify(out, artifact, run, compare, atol, probe)
 
@@ -176,8 +177,8 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
     checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out, artifact)]
     exported_outputs: dict = {}
     exported: dict[str, torch.Tensor] = {}
-    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
-        exported = load_file(str(out / "model.safetensors"))  # read once; three checks use it
+    if (out / CONFIG).is_file() and (out / WEIGHTS).is_file():
+        exported = load_file(str(out / WEIGHTS))  # read once; three checks use it
         checks += [check_finite(exported), check_config_shapes(out), check_identity(exported),
                    check_serving_config(out)]
     expect_heads = bool((lineage or {}).get("m3_heads") or (artifact and artifact.info.get("m3_heads")))

@@ -1,0 +1,135 @@
+"""Quality of the compared models, per retrieval mode, on the same data in the same run.
+
+  - BEIR sets: nDCG@10, MRR@10 and Recall@100, computed by sentence-transformers'
+    `InformationRetrievalEvaluator.compute_metrics` from each mode's score matrix (so sparse and
+    ColBERT rankings use the same metric code as dense ones).
+  - Bitext: nearest-neighbour matching accuracy in both directions (the definition of
+    sentence-transformers' `TranslationEvaluator`: a match is right when the text found equals
+    the true translation).
+  - Agreement with the base: score-matrix Spearman and top-10 neighbour overlap per mode, plus dense
+    cosine when the dimensions match (`agreement.py`).
+Modes: dense always; sparse, ColBERT and their combination (`m3`, FlagEmbedding's
+colbert+sparse+dense) when every compared model has bge-m3 head files.
+
+Example:
+    bgeprune bench out/bge-m3-50pct --compare BAAI/bge-m3 --beir data/scifact --bitext ../shared/data/bitext_dev
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import m3
+from .agreement import agreement, score_agreement
+from .eval_data import BeirSet, BitextSet
+from ..m3_encoder import M3Output
+from ..ui import Progress
+
+IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}
+M3_MODES = ("sparse", "colbert", "m3")
+AGREEMENT_TEXTS = 500
+
+
+def mode_scores(modes: list[str], queries: M3Output, docs: M3Output) -> dict[str, torch.Tensor]:
+    """[queries, docs] relevance scores per mode; `m3` combines the other three, each computed once."""
+    scores = {"dense": m3.dense_scores(queries.dense, docs.dense)}
+    if set(modes) & set(M3_MODES):
+        scores["sparse"] = m3.sparse_scores(queries.lexical, docs.lexical)
+        scores["colbert"] = m3.colbert_scores(queries.colbert, docs.colbert)
+        scores["m3"] = m3.combined_scores(scores["dense"], scores["sparse"], scores["colbert"])
+    return {mode: scores[mode] for mode in modes}
+
+
+def ir_evaluator(data: BeirSet):
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    return InformationRetrievalEvaluator(data.queries, data.corpus, data.relevant, ndcg_at_k=[10], mrr_at_k=[10],
+                                         precision_recall_at_k=[100], accuracy_at_k=[1], map_at_k=[10],
+                                         name=data.name, write_csv=False)
+
+
+def ir_metrics(evaluator, scores: torch.Tensor) -> dict[str, float]:
+    """nDCG@10, MRR@10, Recall@100 of a [evaluator.queries, evaluator.corpus] score matrix.
+
+    Each query passes every document scoring at least its 100th best (ties included), so the
+    evaluator's own (-score, corpus id) ordering decides ties exactly as it does for dense models.
+    """
+    k = min(100, scores.shape[1])
+    floor = scores.topk(k, dim=1).values[:, -1:]
+    hits = []
+    for row, keep in zip(scores.tolist(), (scores >= floor).tolist()):
+        hits.append([{"corpus_id": evaluator.corpus_ids[j], "score": s} for j, (s, k_) in enumerate(zip(row, keep))
+                     if k_])
+    computed = evaluator.compute_metrics(hits)
+    return {name: float(computed[group][at]) for name, (group, at) in IR_METRICS.items()}
+
+
+def bitext_accuracy(scores: torch.Tensor, english: list[str], other: list[str]) -> dict[str, float]:
+    """Accuracy of matching each English text to its translation and back ([en, other] scores)."""
+    forward = sum(other[j] == other[i] for i, j in enumerate(scores.argmax(1).tolist())) / len(english)
+    backward = sum(english[j] == english[i] for i, j in enumerate(scores.argmax(0).tolist())) / len(other)
+    return {"en_to_xx": forward, "xx_to_en": backward, "accuracy": (forward + backward) / 2}
+
+
+def modes_agreement(modes: list[str], base: M3Output, model: M3Output) -> dict:
+    base_scores, model_scores = mode_scores(modes, base, base), mode_scores(modes, model, model)
+    return {mode: agreement(base.dense, model.dense) if mode == "dense" else
+            {**score_agreement(base_scores[mode], model_scores[mode]), "texts": len(base)} for mode in modes}
+
+
+def _ratio(model: dict, base: dict) -> dict:
+    return {k: model[k] / base[k] for k, v in model.items() if isinstance(v, float) and base.get(k)}
+
+
+def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreement_texts: list[str],
+             max_length: int, batch_size: int) -> dict:
+    """Every metric for every model (`models`: name -> BenchModel, "model" first, "base" optional)."""
+    modes = ["dense"] + (list(M3_MODES) if all(m.heads is not None for m in models.values()) else [])
+    with_heads = len(modes) > 1
+    evaluators = [ir_evaluator(data) for data in beir]
+    sizes = ([len(e.queries) + len(e.corpus) for e in evaluators] + [2 * len(b.english) for b in bitext]
+             + ([len(agreement_texts)] if "base" in models else []))
+    total = sum(-(-size // batch_size) for size in sizes) * len(models)
+    result: dict = {"modes": modes, "max_length": max_length, "beir": {}, "bitext": {}}
+    if not with_heads and any(m.heads is not None for m in models.values()):
+        result["note"] = "sparse and ColBERT not evaluated: not every compared model has bge-m3 head files"
+
+    with Progress("quality", total) as progress:
+        def encode(texts: list[str]) -> dict[str, M3Output]:
+            return {name: m.encode(texts, min(max_length, m.pooling.max_seq_length), batch_size, with_heads, progress)
+                    for name, m in models.items()}
+
+        for data, evaluator in zip(beir, evaluators):
+            query_texts, doc_texts = list(evaluator.queries), list(evaluator.corpus)
+            n = len(query_texts)
+            scores = {name: mode_scores(modes, _rows(e, 0, n), _rows(e, n, None))
+                      for name, e in encode(query_texts + doc_texts).items()}
+            result["beir"][data.name] = {"queries": n, "corpus": len(doc_texts), "modes": {
+                mode: _with_ratio({name: ir_metrics(evaluator, s[mode]) for name, s in scores.items()})
+                for mode in modes}}
+        for data in bitext:
+            n = len(data.english)
+            scores = {name: mode_scores(modes, _rows(e, 0, n), _rows(e, n, None))
+                      for name, e in encode(data.english + data.other).items()}
+            result["bitext"][data.name] = {"language": data.language, "pairs": n, "modes": {
+                mode: _with_ratio({name: bitext_accuracy(s[mode], data.english, data.other)
+                                   for name, s in scores.items()}) for mode in modes}}
+        if "base" in models:
+            encoded = encode(agreement_texts)
+            result["agreement"] = {"texts": len(agreement_texts),
+                                   "modes": modes_agreement(modes, encoded["base"], encoded["model"])}
+    if bitext:
+        result["bitext_mean"] = {mode: _with_ratio({name: {"accuracy": sum(
+            b["modes"][mode][name]["accuracy"] for b in result["bitext"].values()) / len(bitext)} for name in models})
+            for mode in modes}
+    return result
+
+
+def _rows(output: M3Output, start: int, stop: int | None) -> M3Output:
+    return M3Output(output.dense[start:stop], output.lexical[start:stop], output.colbert[start:stop])
+
+
+def _with_ratio(per_model: dict[str, dict]) -> dict:
+    if "base" in per_model:
+        per_model["ratio"] = _ratio(per_model["model"], per_model["base"])
+    return per_model

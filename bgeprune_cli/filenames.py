@@ -1,0 +1,45 @@
+"""Every file name that artifacts and model directories hold, in one place (docs/design.md, Artifacts).
+
+A model directory (a base, an export) follows Hugging Face, sentence-transformers and FlagEmbedding:
+`config.json`, `model.safetensors`, the tokenizer files, `modules.json` and its folders, and for
+bge-m3 `colbert_linear.pt` and `sparse_linear.pt`. bgeprune's own artifacts add the files below.
+
+Example:
+    python -c "from bgeprune_cli import filenames; print(filenames.WEIGHTS)"
+"""
+
+MANIFEST = "manifest.json"  # every artifact
+
+# ---- model directories (bases, exports, and the pruned-model artifact)
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TORCH_WEIGHTS = "pytorch_model.bin"
+COLBERT_HEAD = "colbert_linear.pt"  # bge-m3's heads, as FlagEmbedding reads them
+SPARSE_HEAD = "sparse_linear.pt"
+HEAD_FILES = (COLBERT_HEAD, SPARSE_HEAD)
+# Tokenizer files copied byte-for-byte into exports (whichever the base has).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
+                   "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json")
+FAST_TOKENIZER = "tokenizer.json"
+MODULES = "modules.json"  # sentence-transformers
+ST_CONFIG = "sentence_bert_config.json"
+ST_MODEL_CONFIG = "config_sentence_transformers.json"
+MODEL_CARD = "README.md"
+LINEAGE = "lineage.json"  # an export's record of the artifacts it came from and the layout it kept
+
+# ---- train-run (RUN/train) and checkpoints (RUN/checkpoints/step-N)
+GATES = "gates.safetensors"  # log_alpha (or magnitude scores) per mask type
+STUDENT = "student.safetensors"  # the unpruned-shape student weights
+LAGRANGIAN = "lagrangian.safetensors"
+RECOVERY_MASKS = "recovery_masks.safetensors"  # the fixed masks the recovery phase used
+M3_HEADS = "m3_heads.safetensors"  # bge-m3 heads inside bgeprune artifacts (train-run, pruned-model)
+METRICS = "metrics.jsonl"
+CHECKPOINT_STATE = "state.pt"  # optimizer, scheduler, RNG and data position (read with weights_only=True)
+
+# ---- masks (RUN/masks)
+MASKS = "masks.safetensors"
+MASKS_SUMMARY = "masks.json"
+
+# ---- reports
+REPORT = "report.json"
+REPORT_PNG = "report.png"

@@ -1,0 +1,90 @@
+"""Where a run's models come from: its base, its student weights, its masks, its pruned model.
+
+Stages share these so that "the masked model" and "the pruned model" mean one thing everywhere.
+
+Example:
+    python -c "from bgeprune_cli.artifacts import read_artifact; from bgeprune_cli.pruning.sources import RunContext; \
+print(RunContext.of(read_artifact('runs/smoke/masks', 'masks')).dims)"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..filenames import MASKS, STUDENT, WEIGHTS
+from ..models import m3
+from ..artifacts import Artifact
+from ..models.loading import load_model, read_config, resolve_base
+from ..models.st_files import read_pooling
+from ..config import BaseDims, Recipe, recipe_from_resolved
+from ..models.families import Adapter, adapter_for
+
+LINEAGE = "lineage.json"  # an export's record of the artifacts it came from
+
+
+@dataclass
+class RunContext:
+    """The recipe and base model behind an artifact."""
+
+    recipe: Recipe
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> "RunContext":
+        return cls(recipe_from_resolved(artifact.recipe))
+
+    @cached_property
+    def base_dir(self) -> Path:
+        return resolve_base(self.recipe.base.model, self.recipe.base.revision)
+
+    @cached_property
+    def base_config(self) -> dict:
+        return read_config(self.base_dir)
+
+    @property
+    def adapter(self) -> Adapter:
+        return adapter_for(self.base_config["model_type"])
+
+    @property
+    def dims(self) -> BaseDims:
+        return BaseDims.from_config(self.base_config)
+
+    @cached_property
+    def pooling(self):
+        return read_pooling(self.base_dir)
+
+    @cached_property
+    def base_heads(self) -> m3.M3Heads | None:
+        """bge-m3's sparse and ColBERT heads when the base has them (validated; None otherwise)."""
+        return m3.load_heads(self.base_dir, self.dims.hidden)
+
+
+def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str | None = None):
+    """The unpruned-shape model that masks apply to: the run's student weights, else the base."""
+    model = load_model(ctx.base_dir, attn_implementation)
+    if train_run.has_file(STUDENT):
+        model.load_state_dict(load_file(str(train_run.file(STUDENT))), strict=True)
+    return model
+
+
+def source_heads(train_run: Artifact, ctx: RunContext) -> m3.M3Heads | None:
+    """The unpruned-shape bge-m3 heads: the run's trained heads, else the base's (None: not bge-m3 style)."""
+    if train_run.has_file(m3.HEADS_FILE):
+        return m3.M3Heads.from_tensors(load_file(str(train_run.file(m3.HEADS_FILE))))
+    return ctx.base_heads
+
+
+def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:
+    """The file the pruned tensors were sliced from, recorded in an export's lineage.json (None if not one file)."""
+    if train_run.has_file(STUDENT):
+        return train_run.path / STUDENT
+    candidate = ctx.base_dir / WEIGHTS
+    return candidate if candidate.is_file() else None
+
+
+def read_masks(masks: Artifact) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.bool) for k, v in load_file(str(masks.file(MASKS))).items()}

@@ -1,0 +1,264 @@
+"""Training text streamed from a Hugging Face `datasets` dataset, with the interface of `data.Batches`.
+
+For corpora too big to download and index (FineWeb-Edu and the like), `StreamBatches` reads the
+dataset in streaming mode: records arrive in stream order and are never loaded whole. We shuffle
+with our own seeded buffer rather than `IterableDataset.shuffle`, because the latter's buffer is
+lost on resume. Up to `shuffle_buffer` texts are held; each emitted text is drawn from a slot
+chosen by `random.Random(f"{seed}:{epoch}")` and the slot is refilled from the stream. When the
+stream ends the buffer drains, the epoch ends and the stream restarts; a batch crossing the end
+continues into the next epoch, so every batch is full.
+
+Resume is exact: `state_dict()` holds the epoch, the records consumed from the stream this epoch,
+the buffer's texts, the generator state (as plain lists, so `torch.load(weights_only=True)` reads
+it) and the stream's own `IterableDataset.state_dict()`, which `datasets` restores to the exact
+record without re-reading what came before. Without it (another `datasets` version, or a stream
+that has none) the stream is repositioned with `.skip(position)`, which re-reads those records.
+A checkpoint therefore also holds up to `shuffle_buffer` texts.
+
+Example:
+    [data.stream]
+    dataset = "HuggingFaceFW/fineweb-edu"
+    name = "sample-10BT"
+    text_field = "text"
+
+    then `bgeprune train recipes/my.toml`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from .data import PassageCutter
+from ..errors import DataError, EnvironmentProblem
+
+if TYPE_CHECKING:
+    from datasets import IterableDataset
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    dataset: str  # hub id ("HuggingFaceFW/fineweb-edu") or a builder name ("json", "text", "parquet")
+    name: str | None = None  # the dataset config
+    split: str = "train"
+    text_field: str = "text"
+    data_files: list[str] | None = None
+    revision: str | None = None
+    shuffle_buffer: int = 10_000
+
+    def fingerprint(self) -> str:
+        """sha256 over the fields; for a builder (a name without "/") also each local file's size and mtime.
+
+        A hub id's data_files are paths inside the repository, so they are not looked up on disk;
+        its `revision` is what pins the content there.
+        """
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        if "/" not in self.dataset:
+            for entry in self.data_files or []:
+                for path in sorted(glob.glob(entry, recursive=True)) or [entry]:
+                    if os.path.isfile(path):
+                        stat = os.stat(path)
+                        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+
+def _describe(source: StreamSource) -> str:
+    return f"dataset '{source.dataset}' (name {source.name!r}, split {source.split!r})"
+
+
+def open_stream(source: StreamSource, key: str = "data.stream") -> IterableDataset:
+    """The streaming IterableDataset, checked by reading its first record."""
+    try:
+        import datasets
+    except ImportError:
+        raise EnvironmentProblem(f"{key}: streaming data needs the `datasets` package, which is not installed; "
+                                 "run `pip install datasets`") from None
+    options: dict[str, Any] = {"name": source.name, "split": source.split, "revision": source.revision,
+                               "streaming": True}
+    if source.data_files is not None:
+        options["data_files"] = list(source.data_files)
+    what = _describe(source)
+    try:
+        ds = datasets.load_dataset(source.dataset, **options)
+        first = next(iter(ds), None)  # many problems (missing files, bad formats) only show when reading
+    except ImportError as e:  # an optional dependency of one format (zstandard, ...)
+        raise EnvironmentProblem(f"{key}: reading {what} needs a package that is missing ({e}); install it") from e
+    except ConnectionError as e:  # not a wrong id: the hub was unreachable and nothing is cached
+        raise EnvironmentProblem(f"{key}: cannot reach the Hugging Face hub for {what} ({e}); check the network, "
+                                 "or use a cached copy with HF_HUB_OFFLINE=1") from e
+    except Exception as e:
+        raise DataError(f"{key}: cannot open {what}: {e}; check the dataset id, name (config), split "
+                        "and data_files") from e
+    if first is None:
+        raise DataError(f"{key}: {what} has no records; check the split and data_files")
+    if not isinstance(first, dict) or source.text_field not in first:
+        fields = ", ".join(first) if isinstance(first, dict) else "none"
+        raise DataError(f"{key}: {what} has no field '{source.text_field}' in its first record (its fields: "
+                        f"{fields}); set text_field to one of them")
+    return ds
+
+
+def _plain(value: Any) -> bool:
+    """True for what `torch.load(weights_only=True)` reads back as-is."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+class StreamBatches:
+    """A deterministic, exactly resumable shuffled stream of text batches from a streaming dataset."""
+
+    def __init__(self, source: StreamSource, batch_size: int, seed: int = 0, key: str = "data.stream"):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if source.shuffle_buffer < 1:
+            raise ValueError(f"{key}.shuffle_buffer must be at least 1, got {source.shuffle_buffer}")
+        self.source, self.batch_size, self.seed, self.key = source, batch_size, seed, key
+        self.fingerprint = source.fingerprint()
+        self._base = open_stream(source, key)
+        import datasets  # open_stream succeeded, so it imports
+
+        self._version = datasets.__version__
+        self._total = self._known_total()
+        self.skipped = 0  # records without usable text, over the whole run
+        self.cutter: PassageCutter | None = None  # set by `cut_passages`
+        self._start_epoch(0)
+
+    def _known_total(self) -> int | None:
+        # The hub's split sizes describe the whole split, not a data_files subset of it.
+        splits = None if self.source.data_files else getattr(self._base.info, "splits", None)
+        info = splits.get(self.source.split) if splits else None
+        return getattr(info, "num_examples", None) or None
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+        self._rng = random.Random(f"{self.seed}:{epoch}")  # str seeds hash the same in every process
+        self._buffer: list[str] = []
+        self._exhausted = False  # the stream has ended this epoch; the buffer is draining
+        self._stream = self._base  # never has a resume state loaded, so every epoch starts at record 0
+        self._iter = None
+        self._exact = True  # False after a .skip() resume: its stream state has another shape
+        self._resume_state: dict | None = None  # loaded, and still current until the next record is read
+
+    def _pull(self) -> str | None:
+        """The next usable text from the stream, or None at its end; counts every record consumed."""
+        while True:
+            if self._iter is None:
+                self._iter = iter(self._stream)
+            try:
+                record = next(self._iter)
+            except StopIteration:
+                self._exhausted, self._iter = True, None
+                return None
+            except Exception as e:
+                raise DataError(f"{self.key}: reading {_describe(self.source)} failed after record {self.position} "
+                                f"of epoch {self.epoch}: {e}; check the connection and data, then resume") from e
+            self.position += 1
+            self._resume_state = None
+            text = record.get(self.source.text_field) if isinstance(record, dict) else None
+            if isinstance(text, str) and text.strip():
+                if self.cutter is not None:
+                    epoch, position = self.epoch, self.position
+                    text = self.cutter(text, lambda: f"{self.key}: {_describe(self.source)}, record {position} of "
+                                                     f"epoch {epoch}")
+                return text
+            self.skipped += 1
+
+    def _next_text(self) -> str:
+        # A pass that starts at record 0 with an empty buffer and yields nothing proves there is no text.
+        full_pass = self.position == 0 and not self._buffer and not self._exhausted
+        while True:
+            while not self._exhausted and len(self._buffer) < self.source.shuffle_buffer:
+                text = self._pull()
+                if text is not None:
+                    self._buffer.append(text)
+            if self._buffer:
+                slot = self._rng.randrange(len(self._buffer))
+                text = self._buffer[slot]
+                refill = None if self._exhausted else self._pull()
+                if refill is not None:
+                    self._buffer[slot] = refill
+                else:  # draining: move the last text into the slot, so the buffer stays a dense list
+                    self._buffer[slot] = self._buffer[-1]
+                    self._buffer.pop()
+                    if not self._buffer:  # the epoch's last text: count the epoch done now, as Batches does
+                        self._start_epoch(self.epoch + 1)
+                return text
+            if full_pass:
+                raise DataError(f"{self.key}: {_describe(self.source)} has no usable text: none of its {self.position} "
+                                f"records has a non-empty string in '{self.source.text_field}'; check text_field")
+            self._start_epoch(self.epoch + 1)
+            full_pass = True
+
+    def next_texts(self) -> list[str]:
+        return [self._next_text() for _ in range(self.batch_size)]
+
+    def cut_passages(self, max_length: int, warn) -> None:
+        """From now on every text read is cut for `max_length` tokens (data.passage_limit)."""
+        self.cutter = PassageCutter(max_length, warn)
+
+    @property
+    def epoch_progress(self) -> float:
+        """epoch + the fraction read, when the split's size is known; just the epoch when it is not."""
+        return self.epoch + (min(self.position / self._total, 1.0) if self._total else 0.0)
+
+    def summary(self) -> dict:
+        return {"dataset": self.source.dataset, "name": self.source.name, "split": self.source.split,
+                "streaming": True}
+
+    def _stream_state(self) -> dict | None:
+        if self._exhausted or self.position == 0:
+            return None  # nothing to reposition: the stream is finished or not started
+        if self._resume_state is not None:
+            return self._resume_state
+        state = self._stream.state_dict() if self._exact and hasattr(self._stream, "state_dict") else None
+        return state if _plain(state) else None
+
+    def state_dict(self) -> dict:
+        version, internal, gauss = self._rng.getstate()
+        return {"epoch": self.epoch, "position": self.position, "buffer": list(self._buffer),
+                "exhausted": self._exhausted, "skipped": self.skipped,
+                "rng": [version, list(internal), gauss], "seed": self.seed, "batch_size": self.batch_size,
+                "fingerprint": self.fingerprint, "stream_state": self._stream_state(),
+                "datasets_version": self._version}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state` left off, under its seed; the batch size stays the caller's (as in Batches)."""
+        if state.get("fingerprint") != self.fingerprint:
+            raise DataError(f"{self.key}: the stream source changed since the checkpoint (dataset, config, split, "
+                            "field, files or shuffle_buffer); restore the original data or start a new run")
+        buffer = state.get("buffer")
+        try:
+            epoch, position, skipped = int(state["epoch"]), int(state["position"]), int(state["skipped"])
+            seed, exhausted = int(state["seed"]), bool(state["exhausted"])
+            version, internal, gauss = state["rng"]
+            rng = random.Random()
+            rng.setstate((int(version), tuple(int(x) for x in internal), gauss))
+            valid = (epoch >= 0 and position >= 0 and isinstance(buffer, list)
+                     and all(isinstance(t, str) for t in buffer) and len(buffer) <= self.source.shuffle_buffer)
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise DataError(f"{self.key}: the checkpoint's data position is invalid or incomplete; start a new run")
+        self.seed = seed
+        self._start_epoch(epoch)
+        self.position, self.skipped, self._rng = position, skipped, rng
+        self._buffer, self._exhausted = list(buffer), exhausted
+        if self._exhausted or position == 0:
+            return
+        stream_state = state.get("stream_state")
+        if stream_state and state.get("datasets_version") == self._version and hasattr(self._base, "load_state_dict"):
+            # A fresh copy takes the resume state: `datasets` reapplies it on every new iteration,
+            # so the base stream must stay clean for the following epochs.
+            self._stream = open_stream(self.source, self.key)
+            self._stream.load_state_dict(stream_state)
+            self._resume_state = stream_state
+        else:  # exact too, but re-reads `position` records
+            self._stream, self._exact = self._base.skip(position), False
