@@ -5,9 +5,8 @@ A stage writes into a temporary sibling directory, fsyncs every file, writes the
 final name. Readers check the kind, the schema version, that every listed path stays inside the
 artifact, and the sha256 of every file they load.
 
-A stage holds an exclusive lock on what it writes for its whole life (`claim_output`; `flock`, so
-the OS releases it when the process dies) and, holding it, clears what a dead writer left behind:
-temporary siblings, and a `.old` copy that a killed `--force` replace never replaced.
+Locks on outputs and the recovery of what a killed writer left are in `locks.py`; the atomic
+rename itself in `atomic.py`.
 
 Example:
     bgeprune prune runs/smoke/masks      # reads runs/smoke/masks/manifest.json, writes runs/smoke/pruned
@@ -15,17 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import os
 import platform
 import re
-import shutil
 import sys
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -33,7 +28,8 @@ from typing import Callable, Iterator
 
 from . import __version__
 from .filenames import MANIFEST
-from .errors import ArtifactError, Busy, BgepruneError, UsageError, environment_error, os_error_in
+from .atomic import atomic_dir, fsync_path, probe_writable
+from .errors import ArtifactError, BgepruneError, UsageError, environment_error, os_error_in
 
 SCHEMA_VERSION = 1
 
@@ -47,7 +43,6 @@ PRODUCERS = {
     "bench-report": "bgeprune bench",
     "checkpoint": "bgeprune train",
 }
-RUN_LOCK = ".lock"  # in a run directory, held by the stage that writes RUN/train (train, magnitude)
 # kind -> its conventional directory inside a run directory (runs/NAME/train, ...).
 RUN_SUBDIRS = {"train-run": "train", "masks": "masks", "pruned-model": "pruned"}
 
@@ -56,11 +51,16 @@ RUN_SUBDIRS = {"train-run": "train", "masks": "masks", "pruned-model": "pruned"}
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def hash_file_into(digest, path: Path) -> None:
+    """Feed a file's bytes to `digest` in 1 MiB chunks (never the whole file in memory)."""
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    hash_file_into(digest, path)
     return digest.hexdigest()
 
 
@@ -241,148 +241,6 @@ def ensure_writable(out: Path, force: bool) -> None:
     probe_writable(out.parent)
 
 
-def probe_writable(directory: Path) -> None:
-    """Create and remove a file in `directory` (or its nearest existing ancestor, which would hold the
-    directories we create); an OSError becomes an EnvironmentProblem naming the place (exit 4)."""
-    existing = Path(directory).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{existing} is a file, so {directory} cannot be created; choose another output path.")
-    probe = existing / f".bgeprune-write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.unlink(probe)
-    except OSError as exc:
-        raise environment_error(exc, f"checking that {existing} is writable") from None
-
-
-@contextmanager
-def exclusive(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive `flock` on `lock_path` (created, and removed on release) or raise Busy (exit 2).
-
-    The OS drops the lock when the process dies, so a kill -9 leaves at most a stale file that the
-    next holder takes over. The lock file names the holder (pid and command) for the Busy message.
-    Re-entrant within one process.
-    """
-    lock_path = Path(lock_path).absolute()
-    if lock_path in _HELD:
-        _HELD[lock_path] += 1
-        try:
-            yield
-        finally:
-            _HELD[lock_path] -= 1
-        return
-    created = []  # directories made only to hold the lock: removed again if they stay empty
-    for parent in reversed(lock_path.parents):
-        if not parent.exists():
-            created.append(parent)
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise environment_error(exc, f"creating {lock_path.parent} for {what}") from None
-    while True:
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as exc:  # a read-only or forbidden location: found before any work
-            raise environment_error(exc, f"creating the lock file for {what}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise Busy(f"{what} is being written by another bgeprune process ({_holder(lock_path)}); wait for it "
-                       f"to finish, or stop it, or write somewhere else. A process that died holds no lock, "
-                       f"so this is a live one.") from None
-        try:  # the file may have been removed by the previous holder between our open and our lock
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "argv": sys.argv, "since": int(time.time())}).encode())
-    _HELD[lock_path] = 1
-    try:
-        yield
-    finally:
-        del _HELD[lock_path]
-        try:
-            os.unlink(lock_path)  # while still locked, so nobody can take a lock on a file about to vanish
-        except OSError:
-            pass
-        os.close(fd)
-        for directory in reversed(created):  # a stage that failed early leaves no empty run directory
-            try:
-                directory.rmdir()
-            except OSError:
-                break
-
-
-_HELD: dict[Path, int] = {}
-
-
-def _holder(lock_path: Path) -> str:
-    try:
-        holder = json.loads(lock_path.read_text())
-        command = " ".join(Path(holder["argv"][0]).name.split() + holder["argv"][1:])[:200]
-        return f"pid {holder['pid']}: {command}"
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return f"lock file {lock_path}"
-
-
-def lock_path_for(out: Path) -> Path:
-    """The lock of an output directory: a hidden sibling (the directory itself is replaced whole)."""
-    return out.parent / f".{out.name}.lock"
-
-
-@contextmanager
-def claim_output(out: Path) -> Iterator[None]:
-    """Hold `out`'s lock for the rest of the block and recover what a dead writer of `out` left."""
-    out = Path(out)
-    with exclusive(lock_path_for(out), str(out)):
-        recover_output(out)
-        yield
-
-
-def recover_output(out: Path) -> list[str]:
-    """Remove `.NAME.tmp-*` siblings of `out` and restore a `.NAME.old-*` that nothing replaced.
-
-    Only call while holding `out`'s lock: then no live process is writing them. Returns what it did.
-    """
-    out = Path(out)
-    if not out.parent.is_dir():
-        return []
-    done = []
-    siblings = list(out.parent.iterdir())
-    for path in siblings:
-        if path.name.startswith(f".{out.name}.tmp-"):
-            shutil.rmtree(path, ignore_errors=True)
-            done.append(f"removed {path.name}, left by an interrupted writer")
-    olds = sorted((p for p in siblings if p.name.startswith(f".{out.name}.old-")), key=lambda p: p.stat().st_mtime)
-    if olds and not out.exists():
-        os.replace(olds.pop(), out)
-        done.append(f"restored {out} from the copy an interrupted --force replace had set aside")
-    for path in olds:
-        shutil.rmtree(path, ignore_errors=True)
-    if done:
-        from .ui import err, esc
-
-        for line in done:
-            err.print(f"[yellow]recovered:[/] {esc(line)}", highlight=False)
-    return done
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def file_entries(root: Path) -> list[dict]:
     """sha256 and size of every file under `root` (the manifest excluded), sorted by path."""
     entries = []
@@ -390,7 +248,7 @@ def file_entries(root: Path) -> list[dict]:
         rel = path.relative_to(root).as_posix()
         if rel == MANIFEST:
             continue
-        _fsync(path)
+        fsync_path(path)
         entries.append({"path": rel, "sha256": sha256_file(path), "size": path.stat().st_size})
     return entries
 
@@ -406,47 +264,33 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
     """Yield a temporary directory to fill; on success it becomes `out`, manifest written last.
 
     On any exception (Ctrl-C and SIGTERM too) the temporary directory is removed and `out` is left
-    as it was; an OS error (full disk, read-only) becomes an EnvironmentProblem naming `out`.
-    `info` may be updated by the caller inside the block (it is read at commit time).
+    as it was (atomic.atomic_dir); an OS error (full disk, read-only) becomes an EnvironmentProblem
+    naming `out`. `info` may be updated by the caller inside the block (it is read at commit time).
     """
     out = Path(out)
     ensure_writable(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     info = info if info is not None else {}
-    old = None
     try:
-        yield tmp
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "kind": kind,
-            "bgeprune_version": __version__,
-            "created_unix": int(time.time()),
-            "versions": library_versions(),
-            "argv": list(sys.argv),
-            "recipe": recipe,
-            "recipe_sha256": recipe_sha256,
-            "inputs": [{"path": str(a.path.resolve()), "kind": a.kind, "manifest_sha256": a.manifest_sha256}
-                       for a in inputs],
-            "files": file_entries(tmp),
-            "info": info,
-        }
-        write_json(tmp / MANIFEST, manifest)
-        _fsync(tmp / MANIFEST)
-        _fsync(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        _fsync(out.parent)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():  # stopped between the two renames: put the old one back
-            os.replace(old, out)
-        error = os_error_in(exc) if isinstance(exc, Exception) and not isinstance(exc, BgepruneError) else None
+        with atomic_dir(out) as tmp:
+            yield tmp
+            manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "kind": kind,
+                "bgeprune_version": __version__,
+                "created_unix": int(time.time()),
+                "versions": library_versions(),
+                "argv": list(sys.argv),
+                "recipe": recipe,
+                "recipe_sha256": recipe_sha256,
+                "inputs": [{"path": str(a.path.resolve()), "kind": a.kind, "manifest_sha256": a.manifest_sha256}
+                           for a in inputs],
+                "files": file_entries(tmp),
+                "info": info,
+            }
+            write_json(tmp / MANIFEST, manifest)
+            fsync_path(tmp / MANIFEST)
+    except Exception as exc:
+        error = os_error_in(exc) if not isinstance(exc, BgepruneError) else None
         if error is not None:
             raise environment_error(error, f"writing {out}") from exc
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -9,8 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -49,8 +51,11 @@ class RunSection(_Section):
     dir: str | None = Field(None, description="run directory; default runs/<recipe file stem>")
 
 
-class StreamSection(_Section):
-    """A Hugging Face `datasets` dataset read in streaming mode (needs `pip install datasets`)."""
+class StreamSource(_Section):
+    """A Hugging Face `datasets` dataset read in streaming mode (`[data.stream]`; needs `pip install datasets`).
+
+    `StreamSource("json", data_files=[...])` also works in code (the dataset is the one positional field).
+    """
 
     dataset: str = Field(description='hub id ("HuggingFaceFW/fineweb-edu") or a builder ("json", "parquet")')
     name: str | None = Field(None, description="the dataset's config")
@@ -60,10 +65,28 @@ class StreamSection(_Section):
     revision: str | None = None
     shuffle_buffer: int = Field(10_000, ge=1, description="texts held for shuffling (also kept in checkpoints)")
 
+    def __init__(self, dataset: str | None = None, /, **data):
+        super().__init__(**({"dataset": dataset} if dataset is not None else {}), **data)
+
+    def fingerprint(self) -> str:
+        """sha256 over the fields; for a builder (a name without "/") also each local file's size and mtime.
+
+        A hub id's data_files are paths inside the repository, so they are not looked up on disk;
+        its `revision` is what pins the content there.
+        """
+        digest = hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode())
+        if "/" not in self.dataset:
+            for entry in self.data_files or []:
+                for path in sorted(glob.glob(entry, recursive=True)) or [entry]:
+                    if os.path.isfile(path):
+                        stat = os.stat(path)
+                        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
 
 class DataSection(_Section):
     train: list[str] = Field(default_factory=list, description="text/JSONL files, directories or globs")
-    stream: StreamSection | None = Field(None, description="stream from HF datasets instead of data.train")
+    stream: StreamSource | None = Field(None, description="stream from HF datasets instead of data.train")
     pairs: list[str] = Field(default_factory=list, description='{"query","pos","neg"} JSONL files')
     max_length: int = Field(128, ge=8)
 

@@ -58,20 +58,29 @@ def table(title: str, columns: list[str], rows: list[list]) -> Table:
 
 
 class Progress:
-    """A bar with ETA on a terminal, else a log line every `log_every` advances (and at the end)."""
+    """A bar with ETA on a terminal, else a log line every `log_every` steps and at the end; nothing if disabled.
 
-    def __init__(self, label: str, total: int, log_every: int = 10):
+    One class for every long loop (training steps, the speed grid, quality encoding). Log lines read
+    `{log_label} {done}/{total} · {description}`. Descriptions are plain text unless `markup=True`
+    (bgeprune's own formatting, never user text).
+    """
+
+    def __init__(self, label: str, total: int, log_every: int = 10, *, start: int = 0, enabled: bool = True,
+                 transient: bool = True, log_label: str | None = None):
         from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
         from rich.progress import Progress as RichProgress
 
-        self.label, self.total, self.log_every, self.done = label, total, max(1, log_every), 0
+        self.label, self.total, self.log_every, self.done = label, total, max(1, log_every), start
+        self.log_label, self.enabled = log_label or label, enabled
         self._bar = None
-        if err.is_terminal:
-            self._bar = RichProgress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+        if enabled and err.is_terminal:
+            self._bar = RichProgress(TextColumn(f"[bold]{esc(label)}"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"), console=err, transient=True)
-            self._task = self._bar.add_task("", total=total)
+                                     TextColumn("{task.description}"), console=err, transient=transient)
+            self._task = self._bar.add_task("", total=total, completed=start)
+        elif enabled and start:
+            err.print(f"resuming at {esc(self.log_label)} {start} of {total}", highlight=False)
 
     def __enter__(self) -> "Progress":
         if self._bar is not None:
@@ -79,12 +88,21 @@ class Progress:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         if self._bar is not None:
             self._bar.stop()
 
-    def advance(self, description: str = "") -> None:
-        self.done += 1
+    def advance(self, description: str = "", markup: bool = False) -> None:
+        self.update(self.done + 1, description, markup)
+
+    def update(self, done: int, description: str = "", markup: bool = False) -> None:
+        if not self.enabled:
+            return
+        self.done = done
+        text = description if markup else esc(description)
         if self._bar is not None:
-            self._bar.update(self._task, advance=1, description=esc(description))
-        elif self.done % self.log_every == 0 or self.done == self.total:
-            err.print(esc(f"{self.label} {self.done}/{self.total} {description}".rstrip()), highlight=False)
+            self._bar.update(self._task, completed=done, description=text)
+        elif done % self.log_every == 0 or done == self.total:
+            err.print(f"{esc(self.log_label)} {done}/{self.total}" + (f" · {text}" if text else ""), highlight=False)

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bgeprune_cli.training import checkpoints
-from bgeprune_cli.artifacts import exclusive, lock_path_for, recover_output
+from bgeprune_cli.locks import exclusive, lock_path_for, recover_output
 from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.cli import app
 from bgeprune_cli.config import load_recipe
@@ -74,7 +74,7 @@ def test_lock_is_exclusive_between_processes_and_reentrant_within_one(tmp_path):
     with exclusive(lock, "out"):
         with exclusive(lock, "out"):  # the same process may nest (a stage inside a stage's claim)
             pass
-        probe = subprocess.run([sys.executable, "-c", "import sys; from bgeprune_cli.artifacts import exclusive\n"
+        probe = subprocess.run([sys.executable, "-c", "import sys; from bgeprune_cli.locks import exclusive\n"
                                 f"try:\n with exclusive({str(lock)!r}, 'out'): sys.exit(0)\n"
                                 "except Exception as e: print(e); sys.exit(3)"], capture_output=True, text=True)
         assert probe.returncode == 3 and f"pid {os.getpid()}" in probe.stdout

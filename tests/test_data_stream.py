@@ -15,7 +15,8 @@ import torch
 
 datasets = pytest.importorskip("datasets")
 
-from bgeprune_cli.training.data_stream import StreamBatches, StreamSource, open_stream  # noqa: E402
+from bgeprune_cli.config import StreamSource  # noqa: E402
+from bgeprune_cli.training.data_stream import StreamBatches, open_stream  # noqa: E402
 from bgeprune_cli.errors import DataError, EnvironmentProblem  # noqa: E402
 
 N_GOOD = 23

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import torch
 
 from ..filenames import CONFIG, FAST_TOKENIZER, WEIGHTS
+from ..atomic import atomic_dir
 from ..errors import UsageError
 from .probe import PROBE_TEXT
 from .st_files import write_default_files
@@ -77,10 +76,7 @@ def materialize(name: str) -> Path:
     target = cache_root() / "builtin" / f"{name}-{_REVISION}"
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(target, replace=False) as tmp:  # a process that made it first wins; the copies are identical
         lines = [ln for ln in PROBE_TEXT.read_text(encoding="utf-8").splitlines() if ln.strip()]
         vocab_size = _write_tokenizer(tmp, family, lines)
         config = {**config, "vocab_size": max(config["vocab_size"], vocab_size)} if name == "bge-m3-random" \
@@ -89,13 +85,6 @@ def materialize(name: str) -> Path:
         if m3_heads:
             _write_m3_heads(tmp, config["hidden_size"])
         write_default_files(tmp, config["hidden_size"], pooling, max_seq_length=128)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race; its copy is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

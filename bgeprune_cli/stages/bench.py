@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from ..filenames import REPORT, REPORT_PNG
-from ..artifacts import claim_output, ensure_writable, library_versions, read_artifact, write_artifact, write_json
+from ..artifacts import ensure_writable, library_versions, read_artifact, write_artifact, write_json
+from ..locks import claim_output
 from ..bench.eval_data import load_beir, load_bitext
 from ..bench.memory import measure_in_child
 from ..bench.models import label_of, load_bench_model

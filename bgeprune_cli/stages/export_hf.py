@@ -24,7 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from ..filenames import CONFIG, LINEAGE, MODEL_CARD, TOKENIZER_FILES, WEIGHTS
 from ..models import m3
-from ..artifacts import Artifact, claim_output, ensure_writable, read_artifact, write_artifact, write_json
+from ..artifacts import Artifact, ensure_writable, read_artifact, write_artifact, write_json
+from ..locks import claim_output
 from ..errors import UsageError
 from ..pruning.masks import Layout, full_layout
 from ..models.card import CardFacts, count_base_params, model_card

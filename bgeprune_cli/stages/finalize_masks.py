@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS
-from ..artifacts import claim_output, ensure_writable, read_artifact, write_artifact, write_json
+from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
+from ..locks import claim_output
 from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
 from ..pruning.masks import Layout, finalize, masks_summary

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..artifacts import RUN_LOCK, ensure_writable, exclusive, recover_output, write_artifact
+from ..artifacts import ensure_writable, write_artifact
+from ..locks import RUN_LOCK, exclusive, recover_output
 from ..models.loading import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
 from ..errors import UsageError

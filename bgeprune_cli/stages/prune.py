@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 
 from ..filenames import CONFIG, WEIGHTS
 from ..models import m3
-from ..artifacts import claim_output, ensure_writable, read_artifact, write_artifact, write_json
+from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
+from ..locks import claim_output
 from ..models.loading import load_tokenizer, weights_dtype
 from ..errors import CheckFailed
 from ..pruning.hooks import MaskHooks, as_float_masks

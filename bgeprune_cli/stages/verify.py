@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, WEIGHTS
 from ..models import m3
 from ..bench.agreement import compare_models
-from ..artifacts import MANIFEST, Artifact, claim_output, read_artifact, write_artifact, write_json
+from ..artifacts import MANIFEST, Artifact, read_artifact, write_artifact, write_json
+from ..locks import claim_output
 from ..models.loading import load_tokenizer
 from ..verification.static_checks import (Check, check_config_shapes, check_files, check_finite, check_identity,
                                           check_m3_heads, check_manifest, check_serving_config)

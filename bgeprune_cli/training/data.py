@@ -21,7 +21,7 @@ import os
 import random
 from array import array
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol
 
 import torch
 
@@ -336,6 +336,23 @@ def open_data(patterns: list[str], kind: Literal["text", "pairs"], key: str) -> 
     return index
 
 
+class TextSource(Protocol):
+    """What training needs of its text stream; `Batches` (indexed files) and `StreamBatches` (a streamed
+    dataset) are both one, so the trainer never asks which it has."""
+
+    fingerprint: str
+
+    def local_share(self, micro_size: int, local: range) -> list: ...
+
+    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None: ...
+
+    def summary(self) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
 class Batches:
     """A deterministic, resumable shuffled stream of batches over a `DataIndex`.
 
@@ -378,6 +395,15 @@ class Batches:
 
     def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None:
         self.index.cut_passages(max_length, warn)
+
+    def local_share(self, micro_size: int, local: range) -> list:
+        """This rank's micro-batches of the next global batch: texts, or (queries, positives, negatives).
+
+        Every rank takes the same batch and reads only its own share from disk.
+        """
+        entries = self.take()
+        read = self.texts_of if self.index.kind == "text" else self.pairs_of
+        return [read(entries[i * micro_size:(i + 1) * micro_size]) for i in local]
 
     def texts_of(self, entries: list[tuple[int, int, int]]) -> list[str]:
         return [self.index.text(item) for _, _, item in entries]

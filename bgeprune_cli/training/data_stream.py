@@ -26,45 +26,15 @@ Example:
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
-import os
 import random
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from .data import PassageCutter
+from ..config import StreamSource
 from ..errors import DataError, EnvironmentProblem
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
-
-
-@dataclass(frozen=True)
-class StreamSource:
-    dataset: str  # hub id ("HuggingFaceFW/fineweb-edu") or a builder name ("json", "text", "parquet")
-    name: str | None = None  # the dataset config
-    split: str = "train"
-    text_field: str = "text"
-    data_files: list[str] | None = None
-    revision: str | None = None
-    shuffle_buffer: int = 10_000
-
-    def fingerprint(self) -> str:
-        """sha256 over the fields; for a builder (a name without "/") also each local file's size and mtime.
-
-        A hub id's data_files are paths inside the repository, so they are not looked up on disk;
-        its `revision` is what pins the content there.
-        """
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        if "/" not in self.dataset:
-            for entry in self.data_files or []:
-                for path in sorted(glob.glob(entry, recursive=True)) or [entry]:
-                    if os.path.isfile(path):
-                        stat = os.stat(path)
-                        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()
 
 
 def _describe(source: StreamSource) -> str:
@@ -199,6 +169,12 @@ class StreamBatches:
 
     def next_texts(self) -> list[str]:
         return [self._next_text() for _ in range(self.batch_size)]
+
+    def local_share(self, micro_size: int, local: range) -> list[list[str]]:
+        """This rank's micro-batches of the next global batch. A stream has no random access, so every
+        rank reads the whole batch and keeps its share."""
+        texts = self.next_texts()
+        return [texts[i * micro_size:(i + 1) * micro_size] for i in local]
 
     def cut_passages(self, max_length: int, warn) -> None:
         """From now on every text read is cut for `max_length` tokens (data.passage_limit)."""

@@ -1,17 +1,14 @@
-"""What `bgeprune train` shows while it runs: a rich progress bar with ETA on a terminal, else log lines.
+"""What `bgeprune train` logs and shows per step: the metrics.jsonl record and its one-line description.
 
-The bar's text carries the loss, the expected architecture against the target, and λ, so a user
-sees at a glance whether the constraint is being met.
+The description (the text of the progress bar, or of a log line every `train.log_every` steps when
+not on a terminal) carries the loss, the expected architecture against the target, and λ, so a
+user sees at a glance whether the constraint is being met.
 
 Example:
     bgeprune train recipes/smoke.toml          # progress on stderr; result table on stdout
 """
 
 from __future__ import annotations
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from ..ui import err
 
 _SHORT = {"layers": "L", "heads": "H", "ffn": "F", "hidden": "d"}
 _TERMS = {"cosine": "cos", "similarity_kl": "kl", "layerwise": "layer", "contrastive": "con"}
@@ -32,38 +29,16 @@ def describe(record: dict, targets: dict) -> str:
             + bad)
 
 
-class TrainProgress:
-    def __init__(self, total: int, start: int, targets: dict, log_every: int, enabled: bool = True):
-        """`enabled=False` (every rank but 0 of a distributed run) shows nothing."""
-        self.total, self.targets, self.log_every, self.enabled = total, targets, log_every, enabled
-        self._bar = None
-        if not enabled:
-            return
-        if err.is_terminal:
-            self._bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
-                                 console=err, transient=False)
-            self._task = self._bar.add_task("", total=total, completed=start)
-        elif start:
-            err.print(f"resuming at step {start} of {total}", highlight=False)
+def targets(target, dims) -> dict:
+    """The architecture the recipe aims at (or its sparsity), for the description's `expected/target`."""
+    if target.mode == "sparsity":
+        return {"sparsity": target.sparsity}
+    return {k: getattr(target, k) or getattr(dims, k) for k in ("layers", "heads", "ffn", "hidden")}
 
-    def __enter__(self):
-        if self._bar is not None:
-            self._bar.start()
-        return self
 
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def update(self, step: int, record: dict) -> None:
-        if not self.enabled:
-            return
-        text = describe(record, self.targets)
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step, description=text)
-        elif step % self.log_every == 0 or step == self.total:
-            err.print(f"step {step}/{self.total} · {text}", highlight=False)
+def record(step: int, result, trainer, bad_steps: int, elapsed: float) -> dict:
+    """One metrics.jsonl line: losses, the Lagrangian's state, the expected architecture, learning rates."""
+    return {"step": step, "phase": "prune" if trainer.fixed is None else "recover",
+            "loss": result.loss, "terms": result.terms, "penalty": result.penalty, "gaps": result.gaps,
+            "finite": result.finite, "expected": trainer.expected(), "lambda_1": trainer.lambdas(),
+            "lr": trainer.scheduler.get_last_lr(), "bad_steps": bad_steps, "elapsed_s": round(elapsed, 3)}

@@ -1,10 +1,13 @@
-"""The run directory of `bgeprune train`: one writer at a time, and a `--force` that never loses a good run.
+"""The run directory of `bgeprune train`: one writer at a time, what it may resume, and a `--force` that
+never loses a good run.
 
 - **One writer.** `locked` holds `RUN/.lock` (an OS `flock`, gone when the process dies) for the
   whole run; a second `train` (or `magnitude`) on the same directory exits 2 naming the holder.
   Under torchrun only rank 0 takes it, and every rank learns the outcome in one collective.
 - **What a dead writer left** is cleared under the lock: temporary siblings of `RUN/train` and of
   checkpoints, and a `.old` copy that a killed replace never replaced.
+- **Resume or refuse.** `prepare` finds the checkpoint to resume from, or refuses to clobber an
+  earlier run without --resume / --force; `check_resume` refuses a changed recipe or data.
 - **`--force` starts over without destroying.** The old run's checkpoints, `metrics.jsonl` and
   `RUN/train` move into `RUN/.replaced/` and are deleted only once the new run has committed its
   first checkpoint. If the new run fails or is killed before that, the old run is put back (at once,
@@ -16,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import ExitStack, contextmanager
@@ -25,9 +29,11 @@ from typing import Iterator
 import torch
 
 from . import checkpoints
-from ..artifacts import RUN_LOCK, exclusive, recover_output
+from ..locks import RUN_LOCK, exclusive, recover_output
 from ..filenames import METRICS
-from ..errors import Busy
+from ..errors import Busy, UsageError
+from ..artifacts import ensure_writable
+from ..filenames import MANIFEST
 
 TRAIN = "train"  # RUN/train, the train-run artifact
 SET_ASIDE = ".replaced"
@@ -106,3 +112,55 @@ def restore(run_dir: Path) -> None:
 def drop_set_aside(run_dir: Path) -> None:
     """The new run has proved itself (a committed checkpoint): the old one can go."""
     shutil.rmtree(run_dir / SET_ASIDE, ignore_errors=True)
+
+
+def prepare(run_dir: Path, resume: bool, force: bool, dist) -> checkpoints.Checkpoint | None:
+    """The checkpoint to resume from (or None), after refusing to clobber an earlier run by accident.
+
+    Every rank checks (they see the same files, so they refuse alike). With --force, rank 0 sets the
+    old run aside, to be deleted once the new run has committed a checkpoint.
+    """
+    out = run_dir / TRAIN
+    existing = checkpoints.latest(run_dir)
+    if resume:
+        if existing is None:
+            raise UsageError(f"--resume: {run_dir} has no complete checkpoint to resume from; "
+                             f"drop --resume to start a new run.")
+        if (out / MANIFEST).is_file() and not force:
+            raise UsageError(f"--resume: {out} already holds the finished run; nothing to resume "
+                             f"(--force retrains from the checkpoint).")
+        return existing
+    if (existing is not None or (out / MANIFEST).is_file()) and not force:
+        what = f"checkpoints up to step {existing.step}" if existing else "a finished train-run"
+        raise UsageError(f"{run_dir} already has {what}; pass --resume to continue it, --force to start over, "
+                         f"or --run-dir for a new directory.")
+    ensure_writable(out, force)
+    dist.barrier()  # nobody may still be reading what rank 0 is about to move
+    if dist.is_main:
+        set_aside(run_dir)
+    dist.barrier()
+    return None
+
+
+def check_resume(checkpoint: checkpoints.Checkpoint, recipe_sha256: str, data_fingerprints: dict,
+                 force: bool) -> None:
+    """Refuse to resume a run whose recipe or data changed since the checkpoint (unless forced)."""
+    changed = []
+    if checkpoint.artifact.manifest["recipe_sha256"] != recipe_sha256:
+        changed.append("the recipe (or a --set override)")
+    if checkpoint.artifact.info.get("data") != data_fingerprints:
+        changed.append("the training data")
+    if changed and not force:
+        raise UsageError(f"cannot resume {checkpoint.artifact.path}: {' and '.join(changed)} changed since it was "
+                         f"written, so the run would not be the one it started as. Restore them, or pass "
+                         f"--force to continue anyway.")
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so metrics.jsonl reads as one run."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(kept), encoding="utf-8")

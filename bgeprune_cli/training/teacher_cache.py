@@ -36,12 +36,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..artifacts import _fsync, write_json
+from ..artifacts import hash_file_into, write_json
+from ..atomic import atomic_file
 from ..errors import ArtifactError
 
 FORMAT = "bgeprune-teacher-cache-1"
 KEY_FILE = "key.json"
-_TMP = ".tmp-"  # other writers' files in progress; never indexed
+_TMP = ".tmp-"  # in the names of other writers' files in progress (atomic.tmp_name); never indexed
 _STALE_TMP_S = 3600  # a temp file this old belongs to a crashed writer
 _MAX_HANDLES = 64  # each open shard is an mmap; bounded so a big cache cannot run out of file handles
 
@@ -62,10 +63,21 @@ def file_fingerprint(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in map(Path, paths):
         digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        hash_file_into(digest, path)
     return digest.hexdigest()
+
+
+# The files that make a teacher what it is: weights, config, tokenizer, heads (pooling: passed separately).
+TEACHER_SUFFIXES = (".safetensors", ".bin", ".pt", ".json", ".model", ".txt")
+
+
+def teacher_key(model_dir: Path, pooling_config: Path | None, max_length: int, fields: list[str], pooling: str,
+                precision: str) -> dict:
+    """The cache key of one teacher and setting: any change to its files or to these values is another folder."""
+    files = sorted(p for p in Path(model_dir).iterdir() if p.is_file() and p.suffix in TEACHER_SUFFIXES)
+    files += [pooling_config] if pooling_config is not None and pooling_config.is_file() else []
+    return {"format": 1, "teacher_files": file_fingerprint(files), "max_length": max_length, "fields": fields,
+            "pooling": pooling, "precision": precision}
 
 
 def text_key(text: str) -> str:
@@ -168,7 +180,7 @@ class TeacherCache:
         for name in names:
             path = self.path / name
             try:
-                if name.startswith(_TMP) and now - path.stat().st_mtime > _STALE_TMP_S:
+                if _TMP in name and now - path.stat().st_mtime > _STALE_TMP_S:
                     path.unlink()
                 elif name.startswith("shard-") and name.endswith(".safetensors") and name not in self._seen:
                     new.append((path.stat().st_mtime_ns, name))
@@ -196,15 +208,8 @@ class TeacherCache:
         return k in self._buffer or k in self._index
 
     def _atomic(self, final: Path, write: Callable[[Path], None]) -> None:
-        tmp = self.path / f"{_TMP}{uuid.uuid4().hex}{final.suffix}"
-        try:
+        with atomic_file(final) as tmp:
             write(tmp)
-            _fsync(tmp)
-            os.replace(tmp, final)
-            _fsync(self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def _check_key(self) -> None:
         key_file = self.path / KEY_FILE

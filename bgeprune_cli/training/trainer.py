@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import BaseDims, Recipe
+from ..config import BaseDims, DistillSection, TargetSection, TrainSection
 from .distill_model import DistillModel, MicroBatch, Teacher
 from .distributed import Dist
 from .gates import Lagrangian, MaskSet, expected_sizes
@@ -34,6 +34,19 @@ from ..pruning.masks import LOG_ALPHA_CLAMP, full_layout
 
 GRAD_CLIP = 1.0
 GATES_LR_FLOOR = 0.1  # the gates' learning rate at the end of the pruning phase, relative to lr_gates
+
+
+@dataclass
+class TrainModels:
+    """What one run trains with: the student (the base's weights, trained), the frozen teacher, the base's
+    bge-m3 heads (None otherwise), and the facts about the base the masks need."""
+
+    student: torch.nn.Module
+    teacher: torch.nn.Module
+    heads: object | None  # models.m3.M3Heads
+    adapter: object  # models.families.Adapter
+    dims: BaseDims
+    pooling: object  # models.st_files.Pooling
 
 
 @dataclass
@@ -47,16 +60,16 @@ class StepResult:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, student, teacher, adapter, dims: BaseDims, pooling, types: list[str],
-                 prune_steps: int, total_steps: int, device: torch.device, heads=None, dist: Dist | None = None,
-                 cache=None):
-        self.recipe, self.student, self.pooling = recipe, student, pooling
-        self.dims, self.device, self.prune_steps, self.total_steps = dims, device, prune_steps, total_steps
-        self.dist = dist or Dist(None)
+    def __init__(self, models: TrainModels, train: TrainSection, distill: DistillSection, target: TargetSection,
+                 types: list[str], prune_steps: int, total_steps: int, dist: Dist, cache=None):
+        student, teacher, heads, adapter, dims, pooling = (models.student, models.teacher, models.heads,
+                                                           models.adapter, models.dims, models.pooling)
+        self.target, self.student, self.pooling, self.dist, self.types = target, student, pooling, dist, types
+        self.dims, self.device, self.prune_steps, self.total_steps = dims, dist.device, prune_steps, total_steps
+        device = self.device
         self.base_params = full_layout(dims).encoder_params()
-        train, distill = recipe.train, recipe.distill
         self.masks = MaskSet(dims, types, train.gate_init).to(device)
-        self.lagrangian = Lagrangian(recipe.target, dims, types, train.target_warmup_steps).to(device)
+        self.lagrangian = Lagrangian(target, dims, types, train.target_warmup_steps).to(device)
         self.layer_maps = (LayerMaps(dims.hidden, LayerMaps.choose_teacher_layers(dims.layers)).to(device)
                            if distill.layerwise > 0 else None)
         # Cosine needs the same output space; hidden pruning changes it, the similarity KL does not care.
@@ -110,7 +123,7 @@ class Trainer:
     def start_recovery(self) -> None:
         """Fix the masks by the finalize rule; from here on only weights train."""
         self.pruned_expected = self.expected()
-        self.fixed = self.masks.finalized(self.recipe.target)
+        self.fixed = self.masks.finalized(self.target)
 
     def fix_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Recovery-only training from given masks: gates set to ±clamp so finalize reproduces them."""
