@@ -14,52 +14,22 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .models import m3
+from .models.encoding import encode
+from .models.m3 import M3Output  # noqa: F401  (the type encode returns; imported from here by users)
 from .models.loading import load_model, load_tokenizer, max_tokens, read_config
 from .models.st_files import read_pooling
 from .errors import ArtifactError
-
-
-@dataclass
-class M3Output:
-    dense: torch.Tensor  # [n, d], normalised
-    lexical: list[dict[int, float]]  # per text: token id -> weight
-    colbert: list[torch.Tensor]  # per text: [tokens after CLS, D], normalised
-
-    def __len__(self) -> int:
-        return len(self.lexical)
-
-    @classmethod
-    def concat(cls, parts: list["M3Output"]) -> "M3Output":
-        """One output from the outputs of consecutive batches."""
-        return cls(torch.cat([p.dense for p in parts]), [w for p in parts for w in p.lexical],
-                   [v for p in parts for v in p.colbert])
-
-
-def encode_batch(model, heads: m3.M3Heads, batch: dict, pooling, special: set[int],
-                 hidden_z: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> M3Output:
-    """All three outputs of one tokenised batch. `keep` restricts states to kept hidden dims (masked
-    models: the heads must then be the sliced ones); `hidden_z` is for masks applied by hooks."""
-    states = model(**batch).last_hidden_state.float()
-    if keep is not None:
-        states = states.index_select(-1, keep)
-    dense = pooling.pool(states, batch["attention_mask"])
-    weights = heads.token_weights(states)
-    vectors = heads.colbert_vectors(states, batch["attention_mask"], hidden_z)
-    return M3Output(dense, m3.lexical_weights(weights, batch["input_ids"], batch["attention_mask"], special),
-                    m3.colbert_per_text(vectors, batch["attention_mask"]))
 
 
 class M3Encoder:
     def __init__(self, model, tokenizer, heads: m3.M3Heads, pooling, device: str = "cpu"):
         self.model, self.tokenizer, self.heads, self.pooling = model.to(device), tokenizer, heads.to(device), pooling
         self.device = device
-        self.special = m3.special_token_ids(tokenizer)
         self.max_tokens = max_tokens(model.config.to_dict(), tokenizer)
 
     @classmethod
@@ -71,20 +41,10 @@ class M3Encoder:
                                 f"bge-m3-style model, so only dense embeddings exist (use SentenceTransformer).")
         return cls(load_model(directory), load_tokenizer(directory), heads, read_pooling(directory), device)
 
-    @torch.no_grad()
     def encode(self, texts: list[str], max_length: int = 512, batch_size: int = 16) -> M3Output:
-        """`max_length` is capped by what the model takes (`max_tokens`), as FlagEmbedding caps it."""
-        max_length = min(max_length, self.max_tokens)
-        parts = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                   max_length=max_length, return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out = encode_batch(self.model, self.heads, batch, self.pooling, self.special)
-            parts.append(M3Output(out.dense.cpu(), out.lexical, [v.cpu() for v in out.colbert]))
-        if not parts:
-            return M3Output(torch.zeros(0, self.heads.hidden), [], [])
-        return M3Output.concat(parts)
+        """All three outputs of `texts`; `max_length` is capped by what the model takes (`max_tokens`)."""
+        return encode(self.model, self.tokenizer, self.pooling, texts, heads=self.heads, max_length=max_length,
+                      batch_size=batch_size, device=self.device)
 
     @staticmethod
     def compute_score(queries: M3Output, passages: M3Output,

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from ..models import m3
-from ..models.loading import load_model, load_tokenizer, max_tokens, read_config, resolve_base
+from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
 from ..models.st_files import read_pooling
-from ..m3_encoder import M3Output, encode_batch
-from ..models.probe import model_outputs, probe_batches
+from ..models.encoding import encode
+from ..models.m3 import M3Output
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -57,16 +57,11 @@ def m3_agreement(ref: M3Output, got: M3Output, k: int = 10) -> dict:
                                        m3.colbert_scores(got.colbert, got.colbert), k)}
 
 
-@torch.no_grad()
 def _encode(directory: Path, texts: list[str], with_heads: bool) -> M3Output | torch.Tensor:
     model, tokenizer, pooling = load_model(directory), load_tokenizer(directory), read_pooling(directory)
-    batches = probe_batches(tokenizer, texts, max_length=min(256, max_tokens(model.config.to_dict(), tokenizer)),
-                            single_first=False)
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"]) if with_heads else None
-    if heads is None:
-        return model_outputs(model, batches, pooling)["embedding"]
-    special = m3.special_token_ids(tokenizer)
-    return M3Output.concat([encode_batch(model, heads, batch, pooling, special) for batch in batches])
+    out = encode(model, tokenizer, pooling, texts, heads=heads, max_length=256, batch_size=8)
+    return out if heads is not None else out.dense
 
 
 def compare_models(out: Path, reference: str, texts: list[str]) -> dict:

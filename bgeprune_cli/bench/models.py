@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,15 +22,16 @@ from safetensors.torch import load_file
 
 from ..filenames import CONFIG, LINEAGE, TORCH_WEIGHTS, WEIGHTS
 from ..models import m3
-from ..artifacts import MANIFEST, read_artifact
-from ..models.loading import load_model, load_tokenizer, max_tokens, read_config, resolve_base
+from ..artifacts import MANIFEST, Artifact, read_artifact
+from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
 from ..models.st_files import Pooling, read_pooling
 from ..errors import ArtifactError
-from ..m3_encoder import M3Output, encode_batch
+from ..models.encoding import encode
+from ..models.m3 import M3Output
 from ..pruning.masks import Layout
 from ..models.families import adapter_for
 from ..pruning.slicing import build_model
-from ..pruning.sources import RunContext
+from ..pruning.sources import RunContext, read_layout
 
 WEIGHT_FILES = (WEIGHTS, TORCH_WEIGHTS, m3.COLBERT_FILE, m3.SPARSE_FILE, m3.HEADS_FILE)
 WHAT_IS_A_MODEL = ("pass an exported model directory (bgeprune export-hf), a run's pruned model (RUN or "
@@ -55,7 +56,7 @@ class BenchModel:
     weight_files: list[Path]
     layout: Layout | None = None  # what was kept of the base (bgeprune models only)
     device: str = "cpu"
-    special: set[int] = field(default_factory=set)
+    artifact: Artifact | None = None  # the bgeprune artifact it was read from (exports, pruned models)
 
     @property
     def label(self) -> str:
@@ -98,52 +99,27 @@ class BenchModel:
     def file_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.weight_files)
 
-    @torch.inference_mode()
     def encode(self, texts: list[str], max_length: int, batch_size: int, with_heads: bool,
                progress=None) -> M3Output:
-        """Dense embeddings (and with bge-m3 heads lexical weights and ColBERT vectors) in input order.
-
-        Texts run longest first so batches hold similar lengths (less padding), as sentence-transformers does.
-        """
-        max_length = min(max_length, max_tokens(self.model.config.to_dict(), self.tokenizer))
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        parts = []
-        for start in range(0, len(order), batch_size):
-            chunk = [texts[i] for i in order[start:start + batch_size]]
-            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            if with_heads and self.heads is not None:
-                out = encode_batch(self.model, self.heads, batch, self.pooling, self.special)
-                parts.append(M3Output(out.dense.cpu(), out.lexical, [v.cpu() for v in out.colbert]))
-            else:
-                states = self.model(**batch).last_hidden_state.float()
-                parts.append(M3Output(self.pooling.pool(states, batch["attention_mask"]).cpu(),
-                                      [{} for _ in chunk], []))
-            if progress is not None:
-                progress.advance()
-        joined = M3Output.concat(parts)
-        inverse = sorted(range(len(order)), key=lambda k: order[k])
-        return M3Output(joined.dense[inverse], [joined.lexical[k] for k in inverse],
-                        [joined.colbert[k] for k in inverse] if joined.colbert else [])
+        """Dense embeddings (and with bge-m3 heads lexical weights and ColBERT vectors) in input order,
+        longest texts first in the batches (less padding), as sentence-transformers does."""
+        return encode(self.model, self.tokenizer, self.pooling, texts, heads=self.heads if with_heads else None,
+                      max_length=max_length, batch_size=batch_size, device=self.device, longest_first=True,
+                      progress=progress)
 
 
-def _pruned_model_dir(path: Path) -> Path | None:
-    """The pruned-model artifact behind `path` (itself or RUN/pruned), if that is what it is."""
+def _artifact_at(path: Path) -> Artifact | None:
+    """The bgeprune artifact at `path` (itself, or RUN/pruned), read and checked once; None for a plain
+    model directory."""
     for candidate in (path, path / "pruned"):
-        manifest = candidate / MANIFEST
-        if manifest.is_file():
-            try:
-                if json.loads(manifest.read_text()).get("kind") == "pruned-model":
-                    return candidate
-            except ValueError:
-                return None  # read_artifact below reports the corrupt manifest
+        if (candidate / MANIFEST).is_file():
+            return read_artifact(candidate)
     return None
 
 
-def _load_pruned(path: Path, spec: str, dtype, attn: str | None) -> BenchModel:
-    artifact = read_artifact(path, "pruned-model", needed_by="bench")
+def _load_pruned(artifact: Artifact, spec: str, dtype, attn: str | None) -> BenchModel:
     ctx = RunContext.of(artifact)
-    layout = Layout.from_json(artifact.read_json("layout.json"))
+    layout = read_layout(artifact.input("masks"))
     state = load_file(str(artifact.file(WEIGHTS)))
     model = build_model(artifact.read_json(CONFIG), {k: v.float() for k, v in state.items()}, ctx.adapter,
                         layout.head_dim, attn).to(dtype)
@@ -152,19 +128,18 @@ def _load_pruned(path: Path, spec: str, dtype, attn: str | None) -> BenchModel:
         heads = m3.M3Heads.from_tensors(load_file(str(artifact.file(m3.HEADS_FILE))))
         files.append(artifact.path / m3.HEADS_FILE)
     tokenizer = load_tokenizer(ctx.base_dir)
-    return BenchModel(spec, "pruned-model", artifact.path, model, tokenizer, ctx.pooling, heads, files, layout)
+    return BenchModel(spec, "pruned-model", artifact.path, model, tokenizer, ctx.pooling, heads, files, layout,
+                      artifact=artifact)
 
 
-def _load_directory(directory: Path, spec: str, dtype, attn: str | None) -> BenchModel:
+def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifact: Artifact | None) -> BenchModel:
     if not (directory / CONFIG).is_file():
         raise ArtifactError(f"{directory} is not a model: it has no config.json; {WHAT_IS_A_MODEL}.")
-    kind, layout = "model", None
-    if (directory / MANIFEST).is_file():  # a bgeprune export: check the weights are the ones it wrote
-        artifact = read_artifact(directory, "hf-model", needed_by="bench")
+    layout = None
+    if artifact is not None:  # a bgeprune export: check the weights are the ones it wrote
         for name in WEIGHT_FILES:
             if artifact.has_file(name):
                 artifact.file(name)
-        kind = "hf-model"
     if (directory / LINEAGE).is_file():
         layout = Layout.from_json(json.loads((directory / LINEAGE).read_text())["layout"])
     files = [directory / n for n in WEIGHT_FILES if (directory / n).is_file()]
@@ -175,25 +150,24 @@ def _load_directory(directory: Path, spec: str, dtype, attn: str | None) -> Benc
     files += sorted(directory.glob("model-*.safetensors"))
     model = load_model(directory, attn, dtype)
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"])
-    return BenchModel(spec, kind, directory, model, load_tokenizer(directory), read_pooling(directory), heads,
-                      files, layout)
+    return BenchModel(spec, "hf-model" if artifact is not None else "model", directory, model,
+                      load_tokenizer(directory), read_pooling(directory), heads, files, layout, artifact=artifact)
 
 
 def load_bench_model(spec: str, dtype: torch.dtype = torch.float32, attn: str | None = None,
                      device: str = "cpu") -> BenchModel:
     path = Path(spec).expanduser()
-    pruned = _pruned_model_dir(path) if path.is_dir() else None
-    if pruned is not None:
-        loaded = _load_pruned(pruned, spec, dtype, attn)
+    artifact = _artifact_at(path) if path.is_dir() else None
+    if artifact is not None and artifact.kind == "pruned-model":
+        loaded = _load_pruned(artifact, spec, dtype, attn)
     else:
-        directory = resolve_base(spec)  # local dir, hub id or builtin; a missing one is an environment error
-        if (directory / MANIFEST).is_file() and not (directory / CONFIG).is_file():
-            kind = json.loads((directory / MANIFEST).read_text()).get("kind", "?")
-            raise ArtifactError(f"{directory} is a bgeprune '{kind}' artifact, not a model; {WHAT_IS_A_MODEL}.")
-        loaded = _load_directory(directory, spec, dtype, attn)
+        directory = artifact.path if artifact is not None else resolve_base(spec)  # dir, hub id or builtin
+        if artifact is not None and artifact.kind != "hf-model":
+            raise ArtifactError(f"{directory} is a bgeprune '{artifact.kind}' artifact, not a model; "
+                                f"{WHAT_IS_A_MODEL}.")
+        loaded = _load_directory(directory, spec, dtype, attn, artifact)
     loaded.model.to(device)
     if loaded.heads is not None:
         loaded.heads = loaded.heads.to(device)
-        loaded.special = m3.special_token_ids(loaded.tokenizer)
     loaded.device = device
     return loaded

@@ -22,7 +22,7 @@ import torch
 from ..models import m3
 from .agreement import agreement, score_agreement
 from .eval_data import BeirSet, BitextSet
-from ..m3_encoder import M3Output
+from ..models.m3 import M3Output
 from ..ui import Progress
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -239,3 +240,36 @@ def combined_scores(dense: torch.Tensor, sparse: torch.Tensor, colbert: torch.Te
     """FlagEmbedding's `colbert+sparse+dense`: the weighted mean of the three scores."""
     w_dense, w_sparse, w_colbert = weights
     return (dense * w_dense + sparse * w_sparse + colbert * w_colbert) / (w_dense + w_sparse + w_colbert)
+
+
+# ---------------------------------------------------------------- one batch, three outputs
+
+
+@dataclass
+class M3Output:
+    dense: torch.Tensor  # [n, d], normalised
+    lexical: list[dict[int, float]]  # per text: token id -> weight
+    colbert: list[torch.Tensor]  # per text: [tokens after CLS, D], normalised
+
+    def __len__(self) -> int:
+        return len(self.lexical)
+
+    @classmethod
+    def concat(cls, parts: list["M3Output"]) -> "M3Output":
+        """One output from the outputs of consecutive batches."""
+        return cls(torch.cat([p.dense for p in parts]), [w for p in parts for w in p.lexical],
+                   [v for p in parts for v in p.colbert])
+
+
+def encode_batch(model, heads: M3Heads, batch: dict, pooling, special: set[int],
+                 hidden_z: torch.Tensor | None = None, keep: torch.Tensor | None = None) -> M3Output:
+    """All three outputs of one tokenised batch. `keep` restricts states to kept hidden dims (masked
+    models: the heads must then be the sliced ones); `hidden_z` is for masks applied by hooks."""
+    states = model(**batch).last_hidden_state.float()
+    if keep is not None:
+        states = states.index_select(-1, keep)
+    dense = pooling.pool(states, batch["attention_mask"])
+    weights = heads.token_weights(states)
+    vectors = heads.colbert_vectors(states, batch["attention_mask"], hidden_z)
+    return M3Output(dense, lexical_weights(weights, batch["input_ids"], batch["attention_mask"], special),
+                    colbert_per_text(vectors, batch["attention_mask"]))

@@ -19,9 +19,11 @@ from safetensors.torch import load_file
 from ..filenames import MASKS, STUDENT, WEIGHTS
 from ..models import m3
 from ..artifacts import Artifact
+from ..errors import ArtifactError
 from ..models.loading import load_model, read_config, resolve_base
 from ..models.st_files import read_pooling
 from ..config import BaseDims, Recipe, recipe_from_resolved
+from .masks import Layout
 from ..models.families import Adapter, adapter_for
 
 LINEAGE = "lineage.json"  # an export's record of the artifacts it came from
@@ -88,3 +90,12 @@ def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:
 
 def read_masks(masks: Artifact) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.bool) for k, v in load_file(str(masks.file(MASKS))).items()}
+
+
+def read_layout(masks: Artifact) -> Layout:
+    """The kept units, as finalize-masks recorded them in the masks artifact's manifest (their one home:
+    later stages read it from there, never recompute it)."""
+    layout = masks.info.get("layout")
+    if not isinstance(layout, dict):
+        raise ArtifactError(f"{masks.path}/manifest.json records no layout; re-run 'bgeprune finalize-masks'.")
+    return Layout.from_json(layout)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..filenames import REPORT, REPORT_PNG
-from ..artifacts import ensure_writable, library_versions, read_artifact, write_artifact, write_json
+from ..artifacts import ensure_writable, library_versions, write_artifact, write_json
 from ..locks import claim_output
 from ..bench.eval_data import load_beir, load_bitext
 from ..bench.memory import measure_in_child
@@ -32,7 +32,8 @@ from ..bench.plot import write_report_png
 from ..bench.quality import AGREEMENT_TEXTS, evaluate
 from ..bench.size import ratios, size_summary
 from ..bench.speed import add_ratios, default_grid, measure_grid
-from ..errors import EnvironmentProblem, UsageError
+from ..device import resolve_device
+from ..errors import UsageError
 from ..models.probe import probe_texts
 from ..ui import Progress, step
 
@@ -58,11 +59,7 @@ class BenchOptions:
 
 
 def _resolve(options: BenchOptions) -> tuple[str, torch.dtype, list[int], list[int]]:
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EnvironmentProblem(f"--device {device} was asked for, but torch sees no CUDA GPU here; use --device cpu.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {device!r}")
+    device = str(resolve_device(options.device))
     dtype_name = options.dtype or ("float16" if device.startswith("cuda") else "float32")
     if dtype_name not in ("float32", "float16", "bfloat16"):
         raise UsageError(f"--dtype must be float32, float16 or bfloat16, not {dtype_name!r}")
@@ -188,7 +185,7 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
         with step(f"MTEB {', '.join(options.mteb)}"):
             result["mteb"] = run_mteb(models, options.mteb)
 
-    inputs = [read_artifact(m.directory, m.kind) for m in models.values() if m.kind in ("hf-model", "pruned-model")]
+    inputs = [m.artifact for m in models.values() if m.artifact is not None]
     plot_points, y_label = _plot_points(models, point, result["quality"])
     layout = models["model"].layout
     with step(f"writing {out}"), write_artifact(out, "bench-report", force=force, inputs=inputs,

@@ -30,7 +30,7 @@ from ..errors import UsageError
 from ..pruning.masks import Layout, full_layout
 from ..models.card import CardFacts, count_base_params, model_card
 from ..pruning.slicing import pad_to_stock, stock_config
-from ..pruning.sources import RunContext, source_weights_file
+from ..pruning.sources import RunContext, read_layout, source_weights_file
 from ..models.st_files import write_export_files
 from ..ui import step
 
@@ -59,7 +59,8 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     ensure_writable(out, force)
     ctx = RunContext.of(pruned)
     fmt = fmt or ctx.recipe.export.format
-    layout = Layout.from_json(pruned.read_json("layout.json"))
+    masks = pruned.input("masks")
+    layout = read_layout(masks)
     if fmt == "stock" and not layout.stock:
         per_layer = ", ".join(f"layer {i}: {len(h)} heads/{len(f)} FFN" for i, h, f in
                               zip(layout.layers, layout.heads, layout.ffn))
@@ -75,7 +76,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
         except ValueError as exc:
             raise UsageError(f"cannot export {pruned.path} as --format padded: {exc}.") from None
     config = stock_config(ctx.base_config, ctx.adapter, sizes)
-    train = pruned.input("masks").input("train-run")
+    train = masks.input("train-run")
     method = train.info.get("method", "train")
     heads = (m3.M3Heads.from_tensors(load_file(str(pruned.file(m3.HEADS_FILE))))
              if pruned.has_file(m3.HEADS_FILE) else None)

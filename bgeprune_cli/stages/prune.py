@@ -23,10 +23,10 @@ from ..locks import claim_output
 from ..models.loading import load_tokenizer, weights_dtype
 from ..errors import CheckFailed
 from ..pruning.hooks import MaskHooks, as_float_masks
-from ..pruning.masks import Layout, full_layout
+from ..pruning.masks import full_layout
 from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
 from ..pruning.slicing import build_model, slice_state_dict, stock_config
-from ..pruning.sources import RunContext, read_masks, source_heads, source_model
+from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
 from ..ui import step
 
 
@@ -42,7 +42,7 @@ def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
     train = masks_art.input("train-run")
     ctx = RunContext.of(masks_art)
     masks = read_masks(masks_art)
-    layout = Layout.from_masks(masks, ctx.dims)
+    layout = read_layout(masks_art)
     with step("loading the unpruned model"):
         model = source_model(train, ctx)
         heads = source_heads(train, ctx)
@@ -72,7 +72,6 @@ def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
         save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
         write_json(tmp / CONFIG, config)
-        write_json(tmp / "layout.json", layout.to_json())
         if pruned_heads is not None:  # in the dtype of the base's head files, which the export keeps
             save_file(pruned_heads.tensors(), str(tmp / m3.HEADS_FILE))
     return {"artifact": str(out), "kind": "pruned-model", **info}

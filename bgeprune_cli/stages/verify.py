@@ -38,7 +38,7 @@ from ..pruning.hooks import MaskHooks, as_float_masks
 from ..pruning.masks import Layout
 from ..models.probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
 from ..pruning.slicing import pad_to_stock, slice_state_dict
-from ..pruning.sources import RunContext, read_masks, source_heads, source_model
+from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
 from ..models.st_files import read_modules
 from ..ui import step
 
@@ -196,7 +196,7 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
         with step("comparing with the masked model"):
             ctx = RunContext.of(masks_art)
             masks = read_masks(masks_art)
-            layout = Layout.from_masks(masks, ctx.dims)
+            layout = read_layout(masks_art)
             train = masks_art.input("train-run")
             model, heads = source_model(train, ctx), source_heads(train, ctx)
             padded = (lineage or {}).get("format") == "padded"
