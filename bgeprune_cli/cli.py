@@ -1,9 +1,14 @@
 """The `bgeprune` command line: thin commands over `stages/`, one place mapping errors to exit codes.
 
-Exit codes: 0 ok, 1 a check failed, 2 bad usage or recipe (or the output is locked by another
-bgeprune process), 3 bad artifact or model files, 4 environment (including I/O errors: a full disk,
-a read-only location), 130 interrupted (Ctrl-C or SIGTERM). Results go to stdout (`--json`: one JSON
-object), messages and progress to stderr. Set BGEPRUNE_DEBUG=1 for tracebacks.
+Each command parses its options (defined once below as typed aliases, choices validated by Typer),
+calls `stages.X.run(...)` and renders the result (render.py): the result on stdout (`--json`: one
+JSON object), tables, progress and messages on stderr. Exit codes: 0 ok, 1 a check failed, 2 bad
+usage or recipe (or the output is locked by another bgeprune process), 3 bad artifact or model
+files, 4 environment (including I/O errors: a full disk, a read-only location), 130 interrupted
+(Ctrl-C or SIGTERM). Set BGEPRUNE_DEBUG=1 for tracebacks.
+
+A file of commands: each is its options, its help with an example, and three lines of body, so it
+runs past 300 lines; splitting it would only scatter the command line.
 
 Example:
     bgeprune --help
@@ -13,18 +18,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
-from . import __version__
-from .errors import BgepruneError, CheckFailed, environment_error, os_error_in
-from .ui import err, esc, out, styled, table
+from . import __version__, render
+from .errors import BgepruneError, CheckFailed, UsageError, environment_error, os_error_in
+from .ui import err, esc
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -34,9 +40,33 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptio
                        "Exit codes: 0 ok, 1 check failed, 2 bad usage/recipe, 3 bad artifact, 4 environment, "
                        "130 interrupted.")
 
-JSON_OPT = typer.Option(False, "--json", help="Print one JSON object to stdout instead of tables.")
-FORCE_OPT = typer.Option(False, "--force", help="Replace a non-empty output directory.")
-SET_OPT = typer.Option(None, "--set", help="Override a recipe value: dotted.key=value (repeatable).")
+
+def _choice(flag: str, choices: tuple[str, ...], pattern: str | None = None):
+    """A callback that Typer runs on the option's value: one of `choices` (or matching `pattern`), else exit 2."""
+    def check(value):
+        if value is None or value in choices or (pattern and re.fullmatch(pattern, value)):
+            return value
+        allowed = " or ".join(f"'{c}'" for c in choices) + (" (or cuda:N)" if pattern else "")
+        raise typer.BadParameter(f"{flag} must be {allowed}, not {value!r}")
+    return check
+
+
+# Options shared by several commands, defined once.
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout instead of tables.")]
+Force = Annotated[bool, typer.Option("--force", help="Replace a non-empty output directory.")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value: dotted.key=value "
+                                                                 "(repeatable).")]
+RunDir = Annotated[Optional[Path], typer.Option("--run-dir", help="Default: recipe's run.dir or runs/<recipe>.")]
+Recipe = Annotated[Path, typer.Argument(help="TOML recipe.")]
+Device = Annotated[Optional[str], typer.Option(
+    "--device", metavar="[cpu|cuda|cuda:N]", callback=_choice("--device", ("cpu", "cuda"), r"cuda:\d+"),
+    help="Default: cuda if torch sees a GPU, else cpu.")]
+Compare = Annotated[Optional[str], typer.Option("--compare", help="Reference model (HF id, path, builtin:NAME).")]
+
+
+MasksOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN/masks.")]
+PrunedOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="Default: RUN/pruned.")]
+ReportOut = Annotated[Optional[Path], typer.Option("--out", "-o", help="bench-report dir; default runs/bench/NAME.")]
 
 
 def _quiet_libraries() -> None:
@@ -111,21 +141,20 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                              help="Print the version and exit.")) -> None:
+def main_options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                       help="Print the version and exit.")] = False) -> None:
     """Global options."""
 
 
 def _load(recipe: Path, sets: Optional[list[str]]):
-    from .models.loading import recipe_base_dims
     from .config import load_recipe
+    from .models.loading import recipe_base_dims
 
     return load_recipe(recipe, sets or [], base_dims=recipe_base_dims)
 
 
 @app.command()
-def check(recipe: Path = typer.Argument(..., help="TOML recipe."), sets: Optional[list[str]] = SET_OPT,
-          as_json: bool = JSON_OPT) -> None:
+def check(recipe: Recipe, sets: Sets = None, as_json: Json = False) -> None:
     """Validate a recipe (schema and feasibility against the base's config.json) without loading weights.
 
     [bold]Example[/]: bgeprune check recipes/50pct.toml --set target.layers=20
@@ -135,18 +164,12 @@ def check(recipe: Path = typer.Argument(..., help="TOML recipe."), sets: Optiona
         return {"recipe": str(recipe), "sha256": loaded.sha256, "run_dir": str(loaded.run_dir()),
                 "resolved": loaded.resolved}
 
-    def render(r: dict) -> None:
-        target = {k: v for k, v in r["resolved"]["target"].items() if v is not None}
-        out.print("[green]✓[/] " + esc(f"{r['recipe']} is valid: base {r['resolved']['base']['model']}, target "
-                                      f"{target}, run dir {r['run_dir']}"), highlight=False)
-
-    _execute(work, as_json, render)
+    _execute(work, as_json, render.check)
 
 
 @app.command()
-def magnitude(recipe: Path = typer.Argument(..., help="TOML recipe (targeted mode)."),
-              run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Default: recipe's run.dir or runs/<recipe>."),
-              sets: Optional[list[str]] = SET_OPT, force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+def magnitude(recipe: Annotated[Path, typer.Argument(help="TOML recipe (targeted mode).")], run_dir: RunDir = None,
+              sets: Sets = None, force: Force = False, as_json: Json = False) -> None:
     """Score units by weight magnitude (no training) into RUN/train, for finalize-masks.
 
     A training-free baseline; `bgeprune train` learns better masks.
@@ -158,31 +181,28 @@ def magnitude(recipe: Path = typer.Argument(..., help="TOML recipe (targeted mod
 
         return stage.run(_load(recipe, sets), run_dir, force)
 
-    _execute(work, as_json, lambda r: out.print("[green]✓[/] " + esc(f"scored {', '.join(r['masks'])} → "
-                                                                       f"{r['artifact']}"), highlight=False))
+    _execute(work, as_json, render.magnitude)
 
 
 @app.command()
-def train(recipe: Path = typer.Argument(..., help="TOML recipe."),
-          run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Default: recipe's run.dir or runs/<recipe>."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
-          device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if "
-                                               "available; bf16 autocast on CUDA)."),
-          sets: Optional[list[str]] = SET_OPT,
-          force: bool = typer.Option(False, "--force", help="Start over in a run dir that has checkpoints, or "
-                                     "resume although the recipe or data changed."),
-          teacher_cache: Optional[Path] = typer.Option(
-              None, "--teacher-cache", help="Folder that keeps the teacher's outputs per text, so later epochs "
-              "and later runs skip its forward pass (keyed by teacher files, max length and precision)."),
-          gradient_checkpointing: bool = typer.Option(
-              False, "--gradient-checkpointing", help="Recompute layer activations in the backward pass: "
-              "less activation memory for long sequences, one more student forward per step; same results."),
-          as_json: bool = JSON_OPT) -> None:
+def train(recipe: Recipe, run_dir: RunDir = None,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")] = False,
+          device: Device = None, sets: Sets = None,
+          force: Annotated[bool, typer.Option("--force", help="Start over in a run dir that has checkpoints (the old "
+                                              "run is kept until the new one has a checkpoint), or resume although "
+                                              "the recipe or data changed.")] = False,
+          teacher_cache: Annotated[Optional[Path], typer.Option(
+              "--teacher-cache", help="Folder that keeps the teacher's outputs per text, so later epochs and later "
+              "runs skip its forward pass (keyed by teacher files, max length and precision).")] = None,
+          gradient_checkpointing: Annotated[bool, typer.Option(
+              "--gradient-checkpointing", help="Recompute layer activations in the backward pass: less activation "
+              "memory for long sequences, one more student forward per step; same results.")] = False,
+          as_json: Json = False) -> None:
     """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
 
     Checkpoints every train.checkpoint_every steps; Ctrl-C (or SIGTERM) saves one and exits 130;
     --resume continues exactly where it stopped. Under torchrun or accelerate launch it trains with
-    one process per GPU, and a checkpoint resumes under any number of processes.
+    one process per GPU (bf16 autocast on CUDA), and a checkpoint resumes under any number of processes.
 
     [bold]Examples[/]:
       bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
@@ -194,38 +214,12 @@ def train(recipe: Path = typer.Argument(..., help="TOML recipe."),
         return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device,
                          teacher_cache=teacher_cache, gradient_checkpointing=gradient_checkpointing)
 
-    _execute(work, as_json, _render_train)
-
-
-def _render_train(r: dict) -> None:
-    expected, final = r["expected"], r["final_sizes"]
-    rows = [[k, f"{expected[k]:.2f}", final[k], r["base_dims"][k]] for k in ("layers", "heads", "ffn", "hidden")]
-    rows.append(["encoder params", f"{expected['encoder_params']:,.0f}", f"{r['encoder_params']:,}", ""])
-    out.print(table(f"Trained {r['steps']} steps ({r['prune_steps']} pruning, {r['recovery_steps']} recovery) "
-                    f"in {r['train_seconds']:.0f}s on {r['device']}",
-                    ["", "expected (end of pruning)", "finalized", "base"], rows))
-    if r["bad_steps"]:
-        out.print(f"[yellow]{r['bad_steps']} steps skipped for a non-finite loss[/]")
-    out.print(esc(f"→ {r['artifact']}\n  next: bgeprune finalize-masks {r['artifact']}"), highlight=False)
-
-
-def _render_masks(r: dict) -> None:
-    rows = [[e["index"], "kept" if e["kept"] else styled("[red]dropped[/]"), ",".join(map(str, e.get("heads", []))) or "-",
-             e.get("ffn_kept", "-")] for e in r["layers"]]
-    out.print(table("Finalized masks", ["layer", "status", "kept heads", "FFN kept"], rows))
-    sizes, base = r["sizes"], r["base_sizes"]
-    out.print(table("Architecture", ["", "base", "kept"],
-                    [[k, base[k], sizes[k]] for k in ("layers", "heads", "ffn", "hidden")]
-                    + [["encoder params", f"{r['base_encoder_params']:,}",
-                        f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]))
-    out.print(f"→ {esc(r['artifact'])}" + ("" if r["stock_shape"] else
-              "  [yellow](not a stock shape: export with --format padded)[/]"), highlight=False)
+    _execute(work, as_json, render.train)
 
 
 @app.command("finalize-masks")
-def finalize_masks(train_run: Path = typer.Argument(..., help="A train-run artifact (RUN/train) or its run dir."),
-                   output: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: RUN/masks."),
-                   force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+def finalize_masks(train_run: Annotated[Path, typer.Argument(help="A train-run artifact (RUN/train) or its run dir.")],
+                   output: MasksOut = None, force: Force = False, as_json: Json = False) -> None:
     """Turn gate scores into binary keep-masks that hit the recipe's target exactly.
 
     [bold]Example[/]: bgeprune finalize-masks runs/smoke/train
@@ -235,14 +229,14 @@ def finalize_masks(train_run: Path = typer.Argument(..., help="A train-run artif
 
         return stage.run(train_run, output, force)
 
-    _execute(work, as_json, _render_masks)
+    _execute(work, as_json, render.masks)
 
 
 @app.command()
-def prune(masks: Path = typer.Argument(..., help="A masks artifact (RUN/masks) or its run dir."),
-          output: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: RUN/pruned."),
-          atol: float = typer.Option(1e-4, help="Largest allowed |pruned - masked| on the probe batch."),
-          force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+def prune(masks: Annotated[Path, typer.Argument(help="A masks artifact (RUN/masks) or its run dir.")],
+          output: PrunedOut = None,
+          atol: Annotated[float, typer.Option(help="Largest allowed |pruned - masked| on the probe batch.")] = 1e-4,
+          force: Force = False, as_json: Json = False) -> None:
     """Physically remove the pruned parameters (HF tensor names; checked against the masked model).
 
     [bold]Example[/]: bgeprune prune runs/smoke/masks
@@ -252,47 +246,38 @@ def prune(masks: Path = typer.Argument(..., help="A masks artifact (RUN/masks) o
 
         return stage.run(masks, output, force, atol)
 
-    def render(r: dict) -> None:
-        out.print(table("Pruned model", ["", "value"], [
-            ["sizes", r["layout_sizes"]], ["stock shape", r["stock_shape"]],
-            ["encoder params", f"{r['encoder_params']:,} of {r['base_encoder_params']:,} ({r['encoder_ratio']:.1%})"],
-            ["max |pruned - masked|", f"{max(r['parity_max_abs_diff'].values()):.2e}"], ["artifact", r["artifact"]]]))
-
-    _execute(work, as_json, render)
+    _execute(work, as_json, render.prune)
 
 
 @app.command("export-hf")
-def export_hf(source: Path = typer.Argument(..., help="A pruned-model artifact (RUN/pruned) or its run dir."),
-              output: Path = typer.Argument(..., help="Model directory to write."),
-              fmt: Optional[str] = typer.Option(None, "--format", help="stock (default from recipe) or padded."),
-              name: Optional[str] = typer.Option(None, help="Title of the model card."),
-              force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifact (RUN/pruned) or its run dir.")],
+              output: Annotated[Path, typer.Argument(help="Model directory to write.")],
+              fmt: Annotated[Optional[str], typer.Option(
+                  "--format", metavar="[stock|padded]", callback=_choice("--format", ("stock", "padded")),
+                  help="stock (default from recipe) or padded.")] = None,
+              name: Annotated[Optional[str], typer.Option(help="Title of the model card.")] = None,
+              force: Force = False, as_json: Json = False) -> None:
     """Write a drop-in HF model directory (AutoModel, SentenceTransformer) with no random weights.
 
     [bold]Example[/]: bgeprune export-hf runs/smoke out/smoke
     """
     def work() -> dict:
-        from .errors import UsageError
         from .stages import export_hf as stage
 
-        if fmt not in (None, "stock", "padded"):
-            raise UsageError(f"--format must be 'stock' or 'padded', not {fmt!r}")
         return stage.run(source, output, fmt, force, name)
 
-    _execute(work, as_json, lambda r: out.print(
-        "[green]✓[/] " + esc(f"exported {r['sizes']} ({r['format']}) → {r['artifact']}\n"
-                             f"  next: bgeprune verify {r['artifact']}"), highlight=False))
+    _execute(work, as_json, render.export_hf)
 
 
 @app.command()
-def verify(model: Path = typer.Argument(..., help="Exported model directory."),
-           run: Optional[Path] = typer.Option(None, "--run", help="Run dir (or masks artifact) the export came "
-                                              "from; default: the one lineage.json names, if it exists."),
-           compare: Optional[str] = typer.Option(None, "--compare", help="Reference model (HF id, path, builtin:NAME)."),
-           atol: float = typer.Option(1e-5, help="Largest allowed |export - masked| on the probe batch."),
-           probe: Optional[Path] = typer.Option(None, help="Text file (one passage a line) for --compare."),
-           report: Optional[Path] = typer.Option(None, help="Also write a verify-report artifact here."),
-           force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.")],
+           run: Annotated[Optional[Path], typer.Option("--run", help="Run dir (or masks artifact) the export came "
+                                                       "from; default: the one lineage.json names, if it exists.")] = None,
+           compare: Compare = None,
+           atol: Annotated[float, typer.Option(help="Largest allowed |export - masked| on the probe batch.")] = 1e-5,
+           probe: Annotated[Optional[Path], typer.Option(help="Text file (one passage a line) for --compare.")] = None,
+           report: Annotated[Optional[Path], typer.Option(help="Also write a verify-report artifact here.")] = None,
+           force: Force = False, as_json: Json = False) -> None:
     """Prove an export: strict loading, finite weights, provenance, parity with the masked model.
 
     [bold]Example[/]: bgeprune verify out/smoke --compare builtin:tiny-xlm-roberta
@@ -302,28 +287,17 @@ def verify(model: Path = typer.Argument(..., help="Exported model directory."),
 
         result = stage.run(model, run, compare, atol, probe, report, force)
         if not result["ok"]:
-            _render_verify(result)
+            render.verify(result)
             failed = [c["name"] for c in result["checks"] if c["status"] == "fail"]
             if as_json:
                 print(json.dumps(result, indent=2, sort_keys=True, default=str))
             raise CheckFailed(f"{model} failed verification: {', '.join(failed)}")
         return result
 
-    _execute(work, as_json, _render_verify)
-
-
-def _render_verify(r: dict) -> None:
-    style = {"pass": styled("[green]pass[/]"), "fail": styled("[red]FAIL[/]"), "skip": styled("[dim]skip[/]"),
-             "info": styled("[cyan]info[/]")}
-    err.print(table(f"verify {r['model']}", ["check", "status", "details"],
-                    [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
-    if r["ok"]:
-        out.print(f"[green]✓[/] {esc(r['model'])} verified", highlight=False)
+    _execute(work, as_json, render.verify)
 
 
 def _int_list(text: Optional[str], flag: str) -> Optional[list[int]]:
-    from .errors import UsageError
-
     if not text:
         return None
     try:
@@ -333,30 +307,36 @@ def _int_list(text: Optional[str], flag: str) -> Optional[list[int]]:
 
 
 @app.command()
-def bench(model: str = typer.Argument(..., help="Export dir, run dir / RUN/pruned, HF model dir or id, builtin:NAME."),
-          compare: Optional[str] = typer.Option(None, "--compare", help="The base to compare with (same kinds)."),
-          output: Optional[Path] = typer.Option(None, "--out", "-o", help="bench-report dir; default runs/bench/NAME."),
-          beir: Optional[list[Path]] = typer.Option(None, "--beir", help="BEIR dir: corpus.jsonl, queries.jsonl, "
-                                                    "qrels.tsv (repeatable)."),
-          bitext: Optional[list[Path]] = typer.Option(None, "--bitext", help="JSONL of {\"en\", \"xx\"} pairs, or a dir "
-                                                      "of them (repeatable)."),
-          batch_sizes: Optional[str] = typer.Option(None, help="Speed grid, e.g. 1,32 (default: 1,32 on CPU; "
-                                                    "1,32,128 on GPU)."),
-          seq_lengths: Optional[str] = typer.Option(None, help="Speed grid, e.g. 128,512 (default: 32,128 on CPU; "
-                                                    "128,512 on GPU)."),
-          warmup: int = typer.Option(2, help="Untimed passes per model and grid point."),
-          repeats: int = typer.Option(10, help="Timed passes per model and grid point (interleaved)."),
-          device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: cuda if available)."),
-          dtype: Optional[str] = typer.Option(None, help="float32, float16, bfloat16 (default: float32 on CPU, "
-                                              "float16 on GPU)."),
-          attn: Optional[str] = typer.Option(None, help="Attention implementation: sdpa, eager (default: "
-                                             "transformers' choice)."),
-          max_length: int = typer.Option(512, help="Truncation for quality encoding (capped by each model's "
-                                         "max_seq_length)."),
-          speed: bool = typer.Option(True, "--speed/--no-speed", help="Time the speed grid."),
-          memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (fresh process each)."),
-          mteb: Optional[str] = typer.Option(None, help="MTEB task names, comma-separated (needs `mteb` and the hub)."),
-          force: bool = FORCE_OPT, as_json: bool = JSON_OPT) -> None:
+def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/pruned, HF model dir or id, "
+                                                    "builtin:NAME.")],
+          compare: Annotated[Optional[str], typer.Option("--compare", help="The base to compare with (same "
+                                                         "kinds).")] = None,
+          output: ReportOut = None,
+          beir: Annotated[Optional[list[Path]], typer.Option("--beir", help="BEIR dir: corpus.jsonl, queries.jsonl, "
+                                                             "qrels.tsv (repeatable).")] = None,
+          bitext: Annotated[Optional[list[Path]], typer.Option("--bitext", help="JSONL of {\"en\", \"xx\"} pairs, "
+                                                               "or a dir of them (repeatable).")] = None,
+          batch_sizes: Annotated[Optional[str], typer.Option(help="Speed grid, e.g. 1,32 (default: 1,32 on CPU; "
+                                                             "1,32,128 on GPU).")] = None,
+          seq_lengths: Annotated[Optional[str], typer.Option(help="Speed grid, e.g. 128,512 (default: 32,128 on "
+                                                             "CPU; 128,512 on GPU).")] = None,
+          warmup: Annotated[int, typer.Option(help="Untimed passes per model and grid point.")] = 2,
+          repeats: Annotated[int, typer.Option(help="Timed passes per model and grid point (interleaved).")] = 10,
+          device: Device = None,
+          dtype: Annotated[Optional[str], typer.Option(
+              metavar="[float32|float16|bfloat16]", callback=_choice("--dtype", ("float32", "float16", "bfloat16")),
+              help="Default: float32 on CPU, float16 on GPU.")] = None,
+          attn: Annotated[Optional[str], typer.Option(
+              metavar="[sdpa|eager]", callback=_choice("--attn", ("sdpa", "eager")),
+              help="Attention implementation (default: transformers' choice).")] = None,
+          max_length: Annotated[int, typer.Option(help="Truncation for quality encoding (capped by each model's "
+                                                  "max_seq_length).")] = 512,
+          speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Time the speed grid.")] = True,
+          memory: Annotated[bool, typer.Option("--memory/--no-memory", help="Measure peak memory (fresh process "
+                                               "each).")] = True,
+          mteb: Annotated[Optional[str], typer.Option(help="MTEB task names, comma-separated (needs `mteb` and the "
+                                                      "hub).")] = None,
+          force: Force = False, as_json: Json = False) -> None:
     """Speed, memory, size and quality of MODEL side by side with --compare, in one run → a bench-report.
 
     Writes report.json (numbers, environment, command) and report.png (quality vs throughput,
@@ -376,12 +356,12 @@ def bench(model: str = typer.Argument(..., help="Export dir, run dir / RUN/prune
                                      mteb=[t.strip() for t in (mteb or "").split(",") if t.strip()])
         return stage.run(model, compare, output, force, options)
 
-    def render(r: dict) -> None:
+    def show(r: dict) -> None:
         from .bench.render import render_bench
 
         render_bench(r)
 
-    _execute(work, as_json, render)
+    _execute(work, as_json, show)
 
 
 def main() -> None:

@@ -3,6 +3,10 @@
 A recipe error lists every problem at once as `file:line: dotted.key: message`, before any
 model weights load (only the base model's config.json is read, to check the target is feasible).
 
+The schema, the TOML line map that gives every error its `file:line`, `--set`, and the cross-field
+and feasibility checks are one contract, kept in one file (about 400 lines) so a change to a
+section and to the checks that read it is made in one place.
+
 Example:
     bgeprune check recipes/50pct.toml --set target.layers=20
 """

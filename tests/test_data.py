@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bgeprune_cli.training.data import Batches, DataIndex, build_index, expand_sources, open_data
+from bgeprune_cli.training.batches import Batches
+from bgeprune_cli.training.data import DataIndex, build_index, expand_sources, open_data
 from bgeprune_cli.errors import DataError, UsageError
 
 
@@ -418,7 +419,7 @@ def test_batches_reject_wrong_use(text_index):
 
 def test_a_huge_line_is_cut_before_tokenizing_with_one_warning_naming_file_and_line(tmp_path):
     from bgeprune_cli.models.loading import load_tokenizer, resolve_base
-    from bgeprune_cli.training.data import passage_limit
+    from bgeprune_cli.training.passages import passage_limit
 
     huge = " ".join(["pruning keeps the tokens that matter"] * 300_000)  # about 11 MB on one line
     path = tmp_path / "corpus.txt"

@@ -317,7 +317,9 @@ def test_interrupt_hint_is_the_exact_command_that_resumes_this_run(tmp_path, mon
 
     from bgeprune_cli.cli import app
 
-    class InterruptAtOnce(train._InterruptFlag):  # as if Ctrl-C came during the first step
+    from bgeprune_cli.training import interrupt
+
+    class InterruptAtOnce(interrupt.StopRequest):  # as if Ctrl-C came during the first step
         def __enter__(self):
             super().__enter__()
             self.requested = True
@@ -325,7 +327,7 @@ def test_interrupt_hint_is_the_exact_command_that_resumes_this_run(tmp_path, mon
 
     run_dir = tmp_path / "elsewhere"
     args = ["train", str(SMOKE), *[a for s in SHORT for a in ("--set", s)], "--run-dir", str(run_dir)]
-    monkeypatch.setattr(train, "_InterruptFlag", InterruptAtOnce)
+    monkeypatch.setattr(interrupt, "StopRequest", InterruptAtOnce)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 130, result.output
     hint = result.stderr.split("Continue with:")[1].strip().splitlines()[0]

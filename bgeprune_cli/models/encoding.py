@@ -6,8 +6,8 @@ dense vectors always, lexical weights and ColBERT vectors when bge-m3 heads are 
 `longest_first` batches hold texts of similar length (less padding, as sentence-transformers and
 FlagEmbedding do it); the output is in input order either way.
 
-Example:
-    python -c "from bgeprune_cli.m3_encoder import M3Encoder; print(M3Encoder.from_pretrained('out/smoke-m3').encode(['hi']).dense.shape)"
+Example (what M3Encoder.encode runs):
+    python -c "from bgeprune_cli.m3_encoder import M3Encoder as E; print(E.from_pretrained('out/smoke-m3').encode(['hi']))"
 """
 
 from __future__ import annotations

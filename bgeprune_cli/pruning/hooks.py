@@ -1,4 +1,4 @@
-"""Apply masks to an unmodified HF encoder from outside, with forward hooks (DESIGN.md §2).
+"""Apply masks to an unmodified HF encoder from outside, with forward hooks (docs/design.md, Masks).
 
 The model keeps HF's module and parameter names; `MaskHooks` only changes what flows between
 modules. `z` may hold binary keep-masks (verify, parity) or soft gate samples (training): swap

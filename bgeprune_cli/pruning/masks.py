@@ -1,6 +1,6 @@
 """Masks: hard-concrete gate math, the deterministic finalize rule, and the kept-unit `Layout`.
 
-Mask types and shapes (DESIGN.md §2): layer [L], heads [L, H], ffn [L, F], hidden [d].
+Mask types and shapes (docs/design.md, Masks): layer [L], heads [L, H], ffn [L, F], hidden [d].
 A keep-mask is boolean; a missing type means "keep everything of that type".
 
 Example:

@@ -1,4 +1,4 @@
-"""`bgeprune export-hf`: a drop-in Hugging Face model directory (DESIGN.md §5).
+"""`bgeprune export-hf`: a drop-in Hugging Face model directory (docs/design.md, Stages and artifacts).
 
 Writes a stock `XLMRobertaModel`/`BertModel` directory: config.json with the real sizes (every
 other field copied from the base, no auto_map), model.safetensors including the pooler, the base's

@@ -1,6 +1,6 @@
 """`bgeprune prune`: physically remove what the masks drop; HF tensor names, layers renumbered.
 
-Slices every tensor the masks touch (DESIGN.md §2 table): q/k/v rows and output-projection
+Slices every tensor the masks touch (docs/design.md, Masks): q/k/v rows and output-projection
 columns per head, FFN rows/columns, whole layers, and with hidden pruning every hidden-sized axis
 (embeddings, LayerNorms, projections, pooler, and the input dims of bge-m3's sparse and ColBERT
 heads, whose hidden-sized ColBERT output keeps the same dims). Before writing, the pruned model is checked against

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +41,7 @@ from ..models.loading import load_model, load_tokenizer
 from ..models.st_files import pooling_config_path
 from ..pruning.masks import Layout
 from ..pruning.sources import RunContext
-from ..training import checkpoints, progress
+from ..training import checkpoints, interrupt, progress
 from ..training import run_dir as train_run_dir
 from ..training.batches import TrainData
 from ..training.distill_model import enable_checkpointing
@@ -189,31 +187,6 @@ def _resume(session: Session, checkpoint: checkpoints.Checkpoint) -> None:
 # ---------------------------------------------------------------- 3. loop
 
 
-class _InterruptFlag:
-    """First Ctrl-C (or SIGTERM, as schedulers and launchers send) asks for a checkpoint at the next
-    step boundary; a second one stops at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-
 def _loop(session: Session) -> None:
     s, trainer, train = session, session.trainer, session.recipe.recipe.train
     total = trainer.total_steps
@@ -223,13 +196,13 @@ def _loop(session: Session) -> None:
     s.run_dir.mkdir(parents=True, exist_ok=True)
     metrics = (s.run_dir / METRICS).open("a", encoding="utf-8") if s.dist.is_main else None
     try:
-        with _InterruptFlag() as interrupt, bar:
+        with interrupt.StopRequest() as stop, bar:
             while s.step < total:
                 if s.step == trainer.prune_steps and trainer.fixed is None:
                     trainer.start_recovery()
                 started = time.perf_counter()
                 result = trainer.step(s.step, s.data.next_micro_batches(s.tokenizer, s.dist.device),
-                                      interrupt.requested)
+                                      stop.requested)
                 s.step += 1
                 s.elapsed += time.perf_counter() - started
                 if not result.finite:

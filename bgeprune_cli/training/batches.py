@@ -1,5 +1,5 @@
-"""The training data of one run as its steps consume it: the text stream, the optional contrastive pairs,
-and this rank's share of every step as tokenized micro-batches.
+"""The training data of one run as its steps consume it: shuffled resumable batches, the optional
+contrastive pairs, and this rank's share of every step as tokenized micro-batches.
 
 Texts come from local files (indexed, `data.train`) or a streamed Hugging Face dataset
 (`[data.stream]`); both serve `local_share` the same way, so nothing downstream asks which. Every
@@ -12,14 +12,141 @@ Example:
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
+
+import torch
 
 from ..config import DataSection, TrainSection
 from ..errors import DataError
 from ..models.probe import PROBE_TEXT
-from .data import Batches, DataIndex, TextSource, open_data
+from .data import DataIndex, open_data
 from .distill_model import MicroBatch
+
+
+class TextSource(Protocol):
+    """What training needs of its text stream; `Batches` (indexed files) and `StreamBatches` (a streamed
+    dataset) are both one, so the trainer never asks which it has."""
+
+    fingerprint: str
+
+    def local_share(self, micro_size: int, local: range) -> list: ...
+
+    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None: ...
+
+    def summary(self) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Batches:
+    """A deterministic, resumable shuffled stream of batches over a `DataIndex`.
+
+    Epoch e is `randperm(len(index))` seeded with `seed * 1_000_003 + e`; only the current epoch's
+    permutation is held. A batch that reaches the end of an epoch continues into the next one, so
+    every batch is full even when the data is smaller than a batch.
+    """
+
+    def __init__(self, index: DataIndex, batch_size: int, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if len(index) == 0:
+            raise DataError(f"{index.key}: no items to train on; add data to {index.key}")
+        self.index, self.batch_size, self.seed = index, batch_size, seed
+        self.epoch = self.position = 0
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None or self._perm[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = (self.epoch, torch.randperm(len(self.index), generator=generator))
+        return self._perm[1]
+
+    def take(self) -> list[tuple[int, int, int]]:
+        """The next batch as (epoch, position, item) triples, without reading it; advances the stream.
+
+        Every rank of a distributed run takes the same batch and reads only its share (`texts_of`).
+        """
+        out: list[tuple[int, int, int]] = []
+        while len(out) < self.batch_size:
+            perm = self._permutation()
+            stop = min(len(perm), self.position + self.batch_size - len(out))
+            items = perm[self.position:stop].tolist()
+            out += [(self.epoch, self.position + k, item) for k, item in enumerate(items)]
+            self.epoch, self.position = (self.epoch + 1, 0) if stop == len(perm) else (self.epoch, stop)
+        return out
+
+    def next_texts(self) -> list[str]:
+        return self.texts_of(self.take())
+
+    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None:
+        self.index.cut_passages(max_length, warn)
+
+    def local_share(self, micro_size: int, local: range) -> list:
+        """This rank's micro-batches of the next global batch: texts, or (queries, positives, negatives).
+
+        Every rank takes the same batch and reads only its own share from disk.
+        """
+        entries = self.take()
+        read = self.texts_of if self.index.kind == "text" else self.pairs_of
+        return [read(entries[i * micro_size:(i + 1) * micro_size]) for i in local]
+
+    def texts_of(self, entries: list[tuple[int, int, int]]) -> list[str]:
+        return [self.index.text(item) for _, _, item in entries]
+
+    def next_pairs(self) -> tuple[list[str], list[str], list[str]]:
+        return self.pairs_of(self.take())
+
+    def pairs_of(self, entries: list[tuple[int, int, int]]) -> tuple[list[str], list[str], list[str]]:
+        """(queries, positives, negatives): one positive per record, and one negative per record that has any.
+
+        `negatives` is not aligned with `queries` (records without `neg` add none): use it as extra
+        in-batch negatives. The choices depend only on (seed, epoch, position), so a resumed stream
+        picks the same passages.
+        """
+        queries, positives, negatives = [], [], []
+        for epoch, position, item in entries:
+            record = self.index.pair(item)
+            rng = random.Random(f"{self.seed}:{epoch}:{position}")  # str seeds hash the same in every process
+            queries.append(record["query"])
+            positives.append(rng.choice(record["pos"]))
+            if record["neg"]:
+                negatives.append(rng.choice(record["neg"]))
+        return queries, positives, negatives
+
+    @property
+    def fingerprint(self) -> str:
+        return self.index.fingerprint
+
+    def summary(self) -> dict:
+        return self.index.summary()
+
+    @property
+    def epoch_progress(self) -> float:
+        return self.epoch + self.position / len(self.index)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "batch_size": self.batch_size, "fingerprint": self.index.fingerprint}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state` left off, under its seed (which defines the shuffle the position is in).
+
+        The batch size stays the caller's: a resume forced through a changed recipe uses the new one.
+        """
+        key = self.index.key
+        if state.get("fingerprint") != self.index.fingerprint:
+            raise DataError(f"{key}: data changed since the checkpoint (files added, removed, moved or edited); "
+                            "restore the original data or start a new run")
+        if not (0 <= state["position"] < len(self.index) and state["epoch"] >= 0 and state["batch_size"] >= 1):
+            raise DataError(f"{key}: checkpoint data position {state['epoch']}:{state['position']} is invalid; "
+                            "start a new run")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.seed = int(state["seed"])
+        self._perm = None
 
 
 def _open_texts(data: DataSection, train: TrainSection):

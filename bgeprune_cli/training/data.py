@@ -1,4 +1,4 @@
-"""Training data for `bgeprune train`: find the files, index them in one streaming pass, serve batches.
+"""Training data files for `bgeprune train`: find them, check them, index them in one streaming pass.
 
 `data.train` is unlabeled text for distillation: `.txt` (one passage per line) or JSON Lines with
 `{"text": ...}` or `{"query", "pos", "neg"}` records (every string is a text). `data.pairs` is
@@ -6,10 +6,11 @@ FlagEmbedding JSONL, `{"query": str, "pos": [str, ...], "neg": [str, ...]}` (`ne
 Files are never loaded whole: the index keeps 16 bytes per item (file, line offset, item on the
 line) and items are re-read from disk on demand. Every problem names its file and line, and all
 problems are reported together in one `DataError`. No tokenizer here; the trainer tokenizes.
+Shuffled, resumable batches over an index are `batches.Batches`.
 
 Example:
     with open_data(["/data/wiki/**/*.txt"], "text", "data.train") as index:
-        batches = Batches(index, batch_size=32, seed=0); texts = batches.next_texts()
+        print(len(index), index.text(0))
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ import glob
 import hashlib
 import json
 import os
-import random
 from array import array
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Callable, Literal
 
-import torch
 
 from ..errors import DataError
+from .passages import PassageCutter, line_number
 
 SUFFIXES = (".txt", ".jsonl", ".json")
-CHARS_PER_TOKEN = 32  # passages are cut to this many characters per token of data.max_length (see cut_passage)
 JSONL_SUFFIXES = (".jsonl", ".json")
 MAX_LISTED = 20
 BOM = "\ufeff"
@@ -155,55 +154,6 @@ def expand_sources(patterns: list[str], key: str) -> list[Path]:
     return paths
 
 
-def passage_limit(max_length: int) -> int:
-    """Characters of a passage worth tokenizing for `max_length` tokens.
-
-    Tokenizers read a whole passage before truncating, so one 10 MB line costs minutes per step.
-    SentencePiece pieces are at most 16 characters and WordPiece words become one [UNK] past 100, so
-    32 characters per token keeps every token that truncation keeps, for any natural text.
-    """
-    return max(1024, CHARS_PER_TOKEN * max_length)
-
-
-def cut_passage(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` characters, at a whitespace in its last quarter when there is one
-    (so no word is split)."""
-    if len(text) <= limit:
-        return text
-    cut = max(text.rfind(c, limit * 3 // 4, limit) for c in " \t\n")
-    return text[:cut if cut > 0 else limit]
-
-
-class PassageCutter:
-    """Cuts passages for one data source and warns once, naming where the first long one was."""
-
-    def __init__(self, max_length: int, warn: Callable[[str], None]):
-        self.max_length, self.limit, self.warn, self.cut = max_length, passage_limit(max_length), warn, 0
-
-    def __call__(self, text: str, where: Callable[[], str]) -> str:
-        if len(text) <= self.limit:
-            return text
-        self.cut += 1
-        if self.cut == 1:
-            self.warn(f"{where()}: a passage of {len(text):,} characters was cut to {self.limit:,} before tokenizing "
-                      f"(enough for data.max_length = {self.max_length} tokens); later long passages are cut "
-                      f"without a message")
-        return cut_passage(text, self.limit)
-
-
-def _line_number(path: Path, offset: int) -> int:
-    """1-based number of the line that starts at byte `offset` (for messages only: reads up to it)."""
-    with open(path, "rb") as handle:
-        line, remaining = 1, offset
-        while remaining > 0:
-            chunk = handle.read(min(remaining, 1 << 20))
-            if not chunk:
-                break
-            line += chunk.count(b"\n")
-            remaining -= len(chunk)
-    return line
-
-
 class DataIndex:
     """Where every item lives on disk; items are read back by seeking, one line at a time."""
 
@@ -235,7 +185,7 @@ class DataIndex:
         path = self.files[number]
 
         def where() -> str:  # only called for the one warning: counting lines reads the file up to here
-            return f"{self.key}: {path}:{_line_number(path, offset)}"
+            return f"{self.key}: {path}:{line_number(path, offset)}"
 
         if isinstance(item, str):
             return self.cutter(item, where)
@@ -334,127 +284,3 @@ def open_data(patterns: list[str], kind: Literal["text", "pairs"], key: str) -> 
     index = _scan(_expand(patterns, key, problems), kind, key, problems)
     problems.raise_if_any()
     return index
-
-
-class TextSource(Protocol):
-    """What training needs of its text stream; `Batches` (indexed files) and `StreamBatches` (a streamed
-    dataset) are both one, so the trainer never asks which it has."""
-
-    fingerprint: str
-
-    def local_share(self, micro_size: int, local: range) -> list: ...
-
-    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None: ...
-
-    def summary(self) -> dict: ...
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-class Batches:
-    """A deterministic, resumable shuffled stream of batches over a `DataIndex`.
-
-    Epoch e is `randperm(len(index))` seeded with `seed * 1_000_003 + e`; only the current epoch's
-    permutation is held. A batch that reaches the end of an epoch continues into the next one, so
-    every batch is full even when the data is smaller than a batch.
-    """
-
-    def __init__(self, index: DataIndex, batch_size: int, seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if len(index) == 0:
-            raise DataError(f"{index.key}: no items to train on; add data to {index.key}")
-        self.index, self.batch_size, self.seed = index, batch_size, seed
-        self.epoch = self.position = 0
-        self._perm: tuple[int, torch.Tensor] | None = None
-
-    def _permutation(self) -> torch.Tensor:
-        if self._perm is None or self._perm[0] != self.epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._perm = (self.epoch, torch.randperm(len(self.index), generator=generator))
-        return self._perm[1]
-
-    def take(self) -> list[tuple[int, int, int]]:
-        """The next batch as (epoch, position, item) triples, without reading it; advances the stream.
-
-        Every rank of a distributed run takes the same batch and reads only its share (`texts_of`).
-        """
-        out: list[tuple[int, int, int]] = []
-        while len(out) < self.batch_size:
-            perm = self._permutation()
-            stop = min(len(perm), self.position + self.batch_size - len(out))
-            items = perm[self.position:stop].tolist()
-            out += [(self.epoch, self.position + k, item) for k, item in enumerate(items)]
-            self.epoch, self.position = (self.epoch + 1, 0) if stop == len(perm) else (self.epoch, stop)
-        return out
-
-    def next_texts(self) -> list[str]:
-        return self.texts_of(self.take())
-
-    def cut_passages(self, max_length: int, warn: Callable[[str], None]) -> None:
-        self.index.cut_passages(max_length, warn)
-
-    def local_share(self, micro_size: int, local: range) -> list:
-        """This rank's micro-batches of the next global batch: texts, or (queries, positives, negatives).
-
-        Every rank takes the same batch and reads only its own share from disk.
-        """
-        entries = self.take()
-        read = self.texts_of if self.index.kind == "text" else self.pairs_of
-        return [read(entries[i * micro_size:(i + 1) * micro_size]) for i in local]
-
-    def texts_of(self, entries: list[tuple[int, int, int]]) -> list[str]:
-        return [self.index.text(item) for _, _, item in entries]
-
-    def next_pairs(self) -> tuple[list[str], list[str], list[str]]:
-        return self.pairs_of(self.take())
-
-    def pairs_of(self, entries: list[tuple[int, int, int]]) -> tuple[list[str], list[str], list[str]]:
-        """(queries, positives, negatives): one positive per record, and one negative per record that has any.
-
-        `negatives` is not aligned with `queries` (records without `neg` add none): use it as extra
-        in-batch negatives. The choices depend only on (seed, epoch, position), so a resumed stream
-        picks the same passages.
-        """
-        queries, positives, negatives = [], [], []
-        for epoch, position, item in entries:
-            record = self.index.pair(item)
-            rng = random.Random(f"{self.seed}:{epoch}:{position}")  # str seeds hash the same in every process
-            queries.append(record["query"])
-            positives.append(rng.choice(record["pos"]))
-            if record["neg"]:
-                negatives.append(rng.choice(record["neg"]))
-        return queries, positives, negatives
-
-    @property
-    def fingerprint(self) -> str:
-        return self.index.fingerprint
-
-    def summary(self) -> dict:
-        return self.index.summary()
-
-    @property
-    def epoch_progress(self) -> float:
-        return self.epoch + self.position / len(self.index)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "batch_size": self.batch_size, "fingerprint": self.index.fingerprint}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue where `state` left off, under its seed (which defines the shuffle the position is in).
-
-        The batch size stays the caller's: a resume forced through a changed recipe uses the new one.
-        """
-        key = self.index.key
-        if state.get("fingerprint") != self.index.fingerprint:
-            raise DataError(f"{key}: data changed since the checkpoint (files added, removed, moved or edited); "
-                            "restore the original data or start a new run")
-        if not (0 <= state["position"] < len(self.index) and state["epoch"] >= 0 and state["batch_size"] >= 1):
-            raise DataError(f"{key}: checkpoint data position {state['epoch']}:{state['position']} is invalid; "
-                            "start a new run")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self.seed = int(state["seed"])
-        self._perm = None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from .data import PassageCutter
+from .passages import PassageCutter
 from ..config import StreamSource
 from ..errors import DataError, EnvironmentProblem
 

@@ -1,4 +1,4 @@
-"""Learned hard-concrete gates, their expected model size, and the Lagrangian that steers it (DESIGN.md §3).
+"""Learned hard-concrete gates, their expected model size, and the Lagrangian that steers it (docs/design.md, Masks).
 
 `MaskSet` holds one `log_alpha` per prunable unit (layer, heads, ffn, hidden). `expected_sizes`
 turns keep probabilities into expected unit counts and an expected encoder parameter count that

@@ -1,4 +1,4 @@
-"""Distillation losses for embedding models (DESIGN.md §4): what the student must keep of the teacher.
+"""Distillation losses for embedding models (docs/design.md, Distillation): what the student must keep of the teacher.
 
 Embedding models are judged by the geometry of their outputs, so besides matching each vector
 (cosine, only when the output dims match) the student matches the teacher's in-batch similarity

@@ -13,6 +13,9 @@ text_key per entry) and `fields` (json list). Entries are read as slices of the 
 Whatever does not check out (key.json, an unparsable shard, a wrong key or format, lengths that do
 not add up, other fields) is reported through `warn` and deleted: its texts miss and are recomputed.
 
+A little over 300 lines: every way a shard can be unusable is checked and repaired here, next to
+the format it protects.
+
 Example:
     bgeprune train recipes/minilm-50pct.toml --teacher-cache ~/.cache/bgeprune/teacher
 """

@@ -1,0 +1,77 @@
+"""What each command shows a person at the end (without --json): tables on stderr, the result on stdout.
+
+The output rule, the same for every command: stdout carries what a script pipes into the next
+command: `--json`'s one object, or without it the one line naming the result (the artifact a stage
+wrote, and the command to run next; verify's verdict). Tables, progress and messages for people
+go to stderr. bench's result is a report, not an artifact the pipeline continues from, so it
+prints its tables and the report's path to stderr alone (bench/render.py).
+
+Example:
+    bgeprune finalize-masks runs/smoke/train 2>/dev/null     # prints only: → runs/smoke/masks
+"""
+
+from __future__ import annotations
+
+from .ui import err, esc, out, styled, table
+
+
+def _result(artifact: str, next_command: str | None = None, note: str = "") -> None:
+    line = f"→ {esc(artifact)}" + note + (f"\n  next: {esc(next_command)}" if next_command else "")
+    out.print(line, highlight=False)
+
+
+def check(r: dict) -> None:
+    target = {k: v for k, v in r["resolved"]["target"].items() if v is not None}
+    out.print("[green]✓[/] " + esc(f"{r['recipe']} is valid: base {r['resolved']['base']['model']}, target "
+                                  f"{target}, run dir {r['run_dir']}"), highlight=False)
+
+
+def magnitude(r: dict) -> None:
+    out.print("[green]✓[/] " + esc(f"scored {', '.join(r['masks'])} → {r['artifact']}"), highlight=False)
+
+
+def train(r: dict) -> None:
+    expected, final = r["expected"], r["final_sizes"]
+    rows = [[k, f"{expected[k]:.2f}", final[k], r["base_dims"][k]] for k in ("layers", "heads", "ffn", "hidden")]
+    rows.append(["encoder params", f"{expected['encoder_params']:,.0f}", f"{r['encoder_params']:,}", ""])
+    err.print(table(f"Trained {r['steps']} steps ({r['prune_steps']} pruning, {r['recovery_steps']} recovery) "
+                    f"in {r['train_seconds']:.0f}s on {r['device']}",
+                    ["", "expected (end of pruning)", "finalized", "base"], rows))
+    if r["bad_steps"]:
+        err.print(f"[yellow]{r['bad_steps']} steps skipped for a non-finite loss[/]")
+    _result(r["artifact"], f"bgeprune finalize-masks {r['artifact']}")
+
+
+def masks(r: dict) -> None:
+    rows = [[e["index"], "kept" if e["kept"] else styled("[red]dropped[/]"),
+             ",".join(map(str, e.get("heads", []))) or "-", e.get("ffn_kept", "-")] for e in r["layers"]]
+    err.print(table("Finalized masks", ["layer", "status", "kept heads", "FFN kept"], rows))
+    sizes, base = r["sizes"], r["base_sizes"]
+    err.print(table("Architecture", ["", "base", "kept"],
+                    [[k, base[k], sizes[k]] for k in ("layers", "heads", "ffn", "hidden")]
+                    + [["encoder params", f"{r['base_encoder_params']:,}",
+                        f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]))
+    _result(r["artifact"], note="" if r["stock_shape"] else
+            "  [yellow](not a stock shape: export with --format padded)[/]")
+
+
+def prune(r: dict) -> None:
+    err.print(table("Pruned model", ["", "value"], [
+        ["sizes", r["layout_sizes"]], ["stock shape", r["stock_shape"]],
+        ["encoder params", f"{r['encoder_params']:,} of {r['base_encoder_params']:,} ({r['encoder_ratio']:.1%})"],
+        ["max |pruned - masked|", f"{max(r['parity_max_abs_diff'].values()):.2e}"], ["artifact", r["artifact"]]]))
+    _result(r["artifact"])
+
+
+def export_hf(r: dict) -> None:
+    out.print("[green]✓[/] " + esc(f"exported {r['sizes']} ({r['format']}) → {r['artifact']}\n"
+                                  f"  next: bgeprune verify {r['artifact']}"), highlight=False)
+
+
+def verify(r: dict) -> None:
+    style = {"pass": styled("[green]pass[/]"), "fail": styled("[red]FAIL[/]"), "skip": styled("[dim]skip[/]"),
+             "info": styled("[cyan]info[/]")}
+    err.print(table(f"verify {r['model']}", ["check", "status", "details"],
+                    [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
+    if r["ok"]:
+        out.print(f"[green]✓[/] {esc(r['model'])} verified", highlight=False)
