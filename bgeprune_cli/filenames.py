@@ -21,11 +21,17 @@ HEAD_FILES = (COLBERT_HEAD, SPARSE_HEAD)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
                    "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json")
 FAST_TOKENIZER = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+SPM_MODEL = "sentencepiece.bpe.model"  # XLM-R's slow tokenizer (fairseq ids: spm id + 1)
+VOCAB_TXT = "vocab.txt"  # BERT's slow tokenizer
+ADDED_TOKENS = "added_tokens.json"
 MODULES = "modules.json"  # sentence-transformers
 ST_CONFIG = "sentence_bert_config.json"
 ST_MODEL_CONFIG = "config_sentence_transformers.json"
 MODEL_CARD = "README.md"
 LINEAGE = "lineage.json"  # an export's record of the artifacts it came from and the layout it kept
+VOCAB_MAP = "vocab_map.json"  # a trimmed export's new token id -> the base's id
 
 # ---- train-run (RUN/train) and checkpoints (RUN/checkpoints/step-N)
 GATES = "gates.safetensors"  # log_alpha (or magnitude scores) per mask type
@@ -39,6 +45,7 @@ CHECKPOINT_STATE = "state.pt"  # optimizer, scheduler, RNG and data position (re
 # ---- masks (RUN/masks)
 MASKS = "masks.safetensors"
 MASKS_SUMMARY = "masks.json"
+VOCAB_SAMPLE = "vocab_sample.json"  # texts of the trimming corpus that verify tokenizes (the kept ids: the Layout)
 
 # ---- reports
 REPORT = "report.json"

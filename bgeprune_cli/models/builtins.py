@@ -1,8 +1,10 @@
 """Builtin base models made locally, offline: `base.model = "builtin:NAME"` in a recipe.
 
 They exist for the smoke recipe, the tests and the full-shape benchmark; each is a normal HF model
-directory (config, safetensors, a tokenizer trained here with `tokenizers`, sentence-transformers
-files), materialised once into the cache (`$BGEPRUNE_CACHE`, default ~/.cache/bgeprune).
+directory (config, safetensors, a tokenizer whose vocabulary is counted here, sentence-transformers
+files), materialised once into the cache (`$BGEPRUNE_CACHE`, default ~/.cache/bgeprune). The XLM-R ones
+have both tokenizer files, `tokenizer.json` and `sentencepiece.bpe.model` (the same pieces and scores,
+fairseq ids), as XLM-R and bge-m3 do; tiny-bert has `tokenizer.json` and `vocab.txt`.
 
     tiny-xlm-roberta  XLM-R family, 3 layers x 64 hidden, 4 heads of 16, FFN 128, CLS pooling (bge-style)
     tiny-bge-m3       tiny-xlm-roberta plus bge-m3's sparse and ColBERT head files (random, fp16, as upstream)
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..filenames import CONFIG, FAST_TOKENIZER, WEIGHTS
+from ..filenames import CONFIG, FAST_TOKENIZER, SPM_MODEL, VOCAB_TXT, WEIGHTS
 from ..atomic import atomic_dir
 from ..errors import UsageError
 from .probe import PROBE_TEXT
@@ -55,7 +57,7 @@ BUILTINS = {
     "tiny-bert": ("bert", _BERT_TINY, "mean", False),
     "bge-m3-random": ("xlmr", BGE_M3_CONFIG, "cls", True),
 }
-_REVISION = "v4"  # bump when what a builtin contains changes, so stale caches are not reused
+_REVISION = "v5"  # bump when what a builtin contains changes, so stale caches are not reused
 
 
 def cache_root() -> Path:
@@ -184,8 +186,21 @@ def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
         tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 128,
                             **names}
         vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-        (directory / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
+        (directory / VOCAB_TXT).write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
     tok.save(str(directory / FAST_TOKENIZER))
+    if family == "xlmr":
+        _write_sentencepiece(directory)
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     (directory / "special_tokens_map.json").write_text(json.dumps(names, indent=2) + "\n")
     return tok.get_vocab_size()
+
+
+def _write_sentencepiece(directory: Path) -> None:
+    """`sentencepiece.bpe.model` with tokenizer.json's pieces and scores (built through the proto, not trained:
+    deterministic). Its charsmap maps every Unicode space to ' ', which SentencePiece then collapses and
+    strips, as WhitespaceSplit does in tokenizer.json, so both files give the same ids (tests/test_vocab_tokenizers.py)."""
+    from . import sentencepiece_model as spm
+
+    vocab = [tuple(v) for v in json.loads((directory / FAST_TOKENIZER).read_text(encoding="utf-8"))["model"]["vocab"]]
+    charsmap = spm.precompiled_charsmap({c: " " for c in spm.WHITESPACE if c != " "})
+    (directory / SPM_MODEL).write_bytes(spm.unigram_model(vocab, charsmap))
