@@ -157,12 +157,15 @@ def _load(recipe: Path, sets: Optional[list[str]]):
 def check(recipe: Recipe, sets: Sets = None, as_json: Json = False) -> None:
     """Validate a recipe (schema and feasibility against the base's config.json) without loading weights.
 
+    With a \\[vocab] section, a dry run of vocabulary trimming: the corpus is tokenized and the tokens
+    kept and the parameter count are reported.
+
     [bold]Example[/]: bgeprune check recipes/50pct.toml --set target.layers=20
     """
     def work() -> dict:
-        loaded = _load(recipe, sets)
-        return {"recipe": str(recipe), "sha256": loaded.sha256, "run_dir": str(loaded.run_dir()),
-                "resolved": loaded.resolved}
+        from .stages import check as stage
+
+        return stage.run(_load(recipe, sets))
 
     _execute(work, as_json, render.check)
 

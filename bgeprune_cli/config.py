@@ -124,6 +124,22 @@ class DistillSection(_Section):
     colbert: float = Field(1.0, ge=0, description="KL over in-batch ColBERT late-interaction scores")
 
 
+class VocabSection(_Section):
+    """Vocabulary trimming: keep the token embeddings that a corpus of the user's own text produces.
+
+    The base's special and added tokens are always kept; docs/design.md, Masks (the vocab axis).
+    """
+
+    corpus: list[str] = Field(min_length=1, description="text/JSONL files, directories or globs (as data.train)")
+    min_count: int = Field(1, ge=1, description="keep a token the corpus produces at least this often")
+    max_tokens: int | None = Field(None, ge=1, description="at most this many tokens in all: specials and keep "
+                                   "first, then the corpus's most frequent (ties to the lower id)")
+    keep: list[str] = Field(default_factory=list, description="extra tokens to keep, spelled as the vocabulary "
+                            "spells them ('▁word' for SentencePiece, '##ing' for WordPiece)")
+    characters: bool = Field(True, description="also keep the single-character token of every character in the "
+                             "corpus, so a word the corpus lacks falls back to characters rather than <unk>")
+
+
 class ExportSection(_Section):
     format: Literal["stock", "padded"] = "stock"
     name: str | None = Field(None, description="title of the exported model card")
@@ -131,12 +147,13 @@ class ExportSection(_Section):
 
 class Recipe(_Section):
     base: BaseSection
-    target: TargetSection
+    target: TargetSection = Field(default_factory=TargetSection)  # may be left out when [vocab] trims alone
     run: RunSection = Field(default_factory=RunSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     distill: DistillSection = Field(default_factory=DistillSection)
     export: ExportSection = Field(default_factory=ExportSection)
+    vocab: VocabSection | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +188,15 @@ class LoadedRecipe:
 
     def run_dir(self) -> Path:
         return Path(self.recipe.run.dir) if self.recipe.run.dir else Path("runs") / self.name
+
+    def where(self, dotted: str) -> str:
+        """`file:line` (or `--set`) of a recipe key, for problems found after loading (e.g. vocab.keep)."""
+        overridden = {item.partition("=")[0].strip() for item in self.overrides}
+        try:
+            lines = key_lines(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            lines = {}
+        return _where(str(self.path), lines, overridden, dotted)
 
 
 # ---------------------------------------------------------------- line numbers
@@ -246,8 +272,9 @@ def apply_overrides(data: dict, sets: list[str]) -> set[str]:
 # ---------------------------------------------------------------- semantic checks
 
 
-def _mode_problems(target: TargetSection) -> list[tuple[str, str]]:
-    """Cross-field rules that do not need the base model."""
+def _mode_problems(target: TargetSection, vocab_only_ok: bool = False) -> list[tuple[str, str]]:
+    """Cross-field rules that do not need the base model. With `vocab_only_ok` (a [vocab] section) an
+    empty targeted [target] is a recipe that only trims the vocabulary."""
     problems = []
     sizes = {"layers": target.layers, "heads": target.heads, "ffn": target.ffn, "hidden": target.hidden}
     if target.mode == "targeted":
@@ -255,8 +282,9 @@ def _mode_problems(target: TargetSection) -> list[tuple[str, str]]:
             problems.append(("target.sparsity", "only used with mode = \"sparsity\"; targeted mode names sizes"))
         if target.masks is not None:
             problems.append(("target.masks", "only used with mode = \"sparsity\"; targeted mode derives masks from sizes"))
-        if all(v is None for v in sizes.values()):
-            problems.append(("target", "targeted mode needs at least one of layers, heads, ffn, hidden"))
+        if all(v is None for v in sizes.values()) and not vocab_only_ok:
+            problems.append(("target", "targeted mode needs at least one of layers, heads, ffn, hidden "
+                             "(or a [vocab] section, to trim only the vocabulary)"))
         for key, value in sizes.items():
             if value is not None and value < 1:
                 what = "a model with zero layers is no encoder" if key == "layers" else "keep at least one"
@@ -288,8 +316,9 @@ def _nearest_stock_shapes(dims: BaseDims, heads: int, hidden: int) -> str:
     return ", ".join(f"heads={h} with hidden={d}" for h, d in pairs)
 
 
-def feasibility_problems(target: TargetSection, dims: BaseDims) -> list[tuple[str, str]]:
-    """Targets that this base cannot reach, or that no stock config can describe."""
+def feasibility_problems(target: TargetSection, dims: BaseDims, vocab_only_ok: bool = False) -> list[tuple[str, str]]:
+    """Targets that this base cannot reach, or that no stock config can describe. With `vocab_only_ok`
+    (the recipe has a [vocab] section) a target equal to the base is a vocabulary-only recipe."""
     if target.mode != "targeted":
         if target.masks == []:
             return [("target.masks", "name at least one of layer, heads, ffn, hidden")]
@@ -308,8 +337,9 @@ def feasibility_problems(target: TargetSection, dims: BaseDims) -> list[tuple[st
             f"heads={heads} with hidden={hidden} is not a stock shape: the model computes head size as "
             f"hidden/heads, so keep both or prune them together with hidden = {dims.head_dim}*heads. "
             f"Nearest valid: {_nearest_stock_shapes(dims, heads, hidden)}")))
-    if not problems and all(getattr(target, k) in (None, limits[k]) for k in limits):
-        problems.append(("target", "every target equals the base model; nothing would be pruned"))
+    if not problems and all(getattr(target, k) in (None, limits[k]) for k in limits) and not vocab_only_ok:
+        problems.append(("target", "every target equals the base model; nothing would be pruned (add a [vocab] "
+                         "section to trim only the vocabulary)"))
     return problems
 
 
@@ -375,7 +405,8 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
             problems.append(fmt(key, message))
         raise RecipeError(problems) from None
 
-    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target) + _train_problems(recipe)]
+    vocab = recipe.vocab is not None
+    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target, vocab) + _train_problems(recipe)]
     if problems:
         raise RecipeError(problems)
 
@@ -383,11 +414,13 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
     resolved["base"]["model"] = _resolve_local(recipe.base.model, path.parent)
     resolved["data"]["train"] = [_resolve_local(p, path.parent) for p in recipe.data.train]
     resolved["data"]["pairs"] = [_resolve_local(p, path.parent) for p in recipe.data.pairs]
+    if recipe.vocab is not None:
+        resolved["vocab"]["corpus"] = [_resolve_local(p, path.parent) for p in recipe.vocab.corpus]
     if recipe.data.stream is not None and recipe.data.stream.data_files:
         resolved["data"]["stream"]["data_files"] = [_resolve_local(p, path.parent) for p in recipe.data.stream.data_files]
     recipe = Recipe.model_validate(resolved)
     if base_dims is not None:
-        problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe))]
+        problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe), vocab)]
         if problems:
             raise RecipeError(problems)
     return LoadedRecipe(recipe, path, resolved, recipe_sha256(resolved), tuple(sets or ()))

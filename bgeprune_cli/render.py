@@ -22,12 +22,25 @@ def _result(artifact: str, next_command: str | None = None, note: str = "") -> N
 
 def check(r: dict) -> None:
     target = {k: v for k, v in r["resolved"]["target"].items() if v is not None}
+    target = {} if list(target) == ["mode"] else target  # a vocabulary-only recipe
+    if "vocab" in r:
+        v, p = r["vocab"], r["params"]
+        corpus = v["corpus"]
+        err.print(table("Vocabulary trimming (dry run)", ["", "base", "after"], [
+            ["tokens", f"{v['base']:,}", f"{v['kept']:,} ({v['fraction']:.1%})"],
+            ["word-embedding parameters", f"{v['base_embedding_params']:,}", f"{v['embedding_params']:,}"],
+            ["parameters" + ("" if p["encoder_counted"] else " (vocabulary only: sparsity mode learns the encoder)"),
+             f"{p['base']:,}", f"{p['after']:,} ({p['after'] / p['base']:.1%})"],
+            ["corpus", "", f"{corpus['texts']:,} texts, {corpus['tokens']:,} tokens, {corpus['distinct']:,} distinct"]]))
     out.print("[green]✓[/] " + esc(f"{r['recipe']} is valid: base {r['resolved']['base']['model']}, target "
-                                  f"{target}, run dir {r['run_dir']}"), highlight=False)
+                                  f"{target or 'unchanged'}" + (f", vocabulary {r['vocab']['kept']:,} of "
+                                  f"{r['vocab']['base']:,} tokens" if "vocab" in r else "") +
+                                  f", run dir {r['run_dir']}"), highlight=False)
 
 
 def magnitude(r: dict) -> None:
-    out.print("[green]✓[/] " + esc(f"scored {', '.join(r['masks'])} → {r['artifact']}"), highlight=False)
+    what = f"scored {', '.join(r['masks'])}" if r["masks"] else "nothing to score (the recipe only trims the vocabulary)"
+    out.print("[green]✓[/] " + esc(f"{what} → {r['artifact']}"), highlight=False)
 
 
 def train(r: dict) -> None:
@@ -47,10 +60,13 @@ def masks(r: dict) -> None:
              ",".join(map(str, e.get("heads", []))) or "-", e.get("ffn_kept", "-")] for e in r["layers"]]
     err.print(table("Finalized masks", ["layer", "status", "kept heads", "FFN kept"], rows))
     sizes, base = r["sizes"], r["base_sizes"]
+    vocab = r.get("vocab")
     err.print(table("Architecture", ["", "base", "kept"],
                     [[k, base[k], sizes[k]] for k in ("layers", "heads", "ffn", "hidden")]
                     + [["encoder params", f"{r['base_encoder_params']:,}",
-                        f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]))
+                        f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]
+                    + ([["vocabulary (tokens)", f"{vocab['base']:,}", f"{vocab['kept']:,} ({vocab['fraction']:.1%})"]]
+                       if vocab else [])))
     _result(r["artifact"], note="" if r["stock_shape"] else
             "  [yellow](not a stock shape: export with --format padded)[/]")
 
@@ -59,6 +75,7 @@ def prune(r: dict) -> None:
     err.print(table("Pruned model", ["", "value"], [
         ["sizes", r["layout_sizes"]], ["stock shape", r["stock_shape"]],
         ["encoder params", f"{r['encoder_params']:,} of {r['base_encoder_params']:,} ({r['encoder_ratio']:.1%})"],
+        *([["vocabulary (tokens)", f"{r['vocab']['kept']:,} of {r['vocab']['base']:,}"]] if r.get("vocab") else []),
         ["max |pruned - masked|", f"{max(r['parity_max_abs_diff'].values()):.2e}"], ["artifact", r["artifact"]]]))
     _result(r["artifact"])
 

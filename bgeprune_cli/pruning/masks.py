@@ -98,9 +98,10 @@ class Layout:
     hidden: list[int]  # kept hidden dims
     head_dim: int
     base: dict  # the base's sizes: layers, heads, ffn, hidden
+    vocab: list[int] | None = None  # kept token ids, ascending (None: the whole vocabulary); pruning/vocab.py
 
     @classmethod
-    def from_masks(cls, masks: dict[str, torch.Tensor], dims: BaseDims) -> "Layout":
+    def from_masks(cls, masks: dict[str, torch.Tensor], dims: BaseDims, vocab: list[int] | None = None) -> "Layout":
         def kept(mask: torch.Tensor) -> list[int]:
             return torch.nonzero(mask, as_tuple=False).flatten().tolist()
 
@@ -110,14 +111,18 @@ class Layout:
         hidden = kept(masks["hidden"]) if "hidden" in masks else list(range(dims.hidden))
         if not layers or not hidden or any(not h for h in heads) or any(not f for f in ffn):
             raise ValueError("masks leave a kept layer with no heads or FFN units, or no layers or hidden dims")
-        return cls(layers, heads, ffn, hidden, dims.head_dim, asdict(dims))
+        return cls(layers, heads, ffn, hidden, dims.head_dim, asdict(dims), sorted(vocab) if vocab is not None else None)
 
     @classmethod
     def from_json(cls, data: dict) -> "Layout":
-        return cls(**data)
+        return cls(**data)  # layouts written before vocabulary trimming have no "vocab": the whole vocabulary
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def to_json(self, with_vocab: bool = True) -> dict:
+        """`with_vocab=False` leaves the kept-id list out (an export's lineage.json points to vocab_map.json)."""
+        data = asdict(self)
+        if not with_vocab:
+            data.pop("vocab")
+        return data
 
     @property
     def base_dims(self) -> BaseDims:

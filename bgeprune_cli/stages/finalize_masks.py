@@ -3,6 +3,9 @@
 Reads a `train-run` artifact (gate scores), ranks units by score with ties broken by index, and
 writes a `masks` artifact: `masks.safetensors` (bool tensors layer/heads/ffn/hidden) and a
 human-readable `masks.json` (per layer: kept or not, kept heads, kept FFN count; hidden count).
+With a `[vocab]` section it also chooses the kept token ids, once: the corpus tokenized with the base
+tokenizer and counted (training/vocab_corpus.py). They go into the Layout in the manifest, beside the
+other kept units, and a sample of the corpus into `vocab_sample.json` for verify.
 
 Example:
     bgeprune finalize-masks runs/smoke/train          # -> runs/smoke/masks
@@ -15,12 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS
+from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS, VOCAB_SAMPLE
 from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
 from ..locks import claim_output
 from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
 from ..pruning.masks import Layout, finalize, masks_summary
+from ..pruning.sources import RunContext
+from ..training.vocab_corpus import plan_vocabulary
+from ..ui import step
 
 
 def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
@@ -40,17 +46,29 @@ def _finalize(train, out: Path, force: bool) -> dict:
     scores = load_file(str(train.file(GATES)))
     try:
         masks = finalize(scores, recipe.target, dims)
-        layout = Layout.from_masks(masks, dims)
     except ValueError as exc:
         raise ArtifactError(f"{train.path}/{GATES}: {exc}") from None
     if train.has_file(RECOVERY_MASKS):
         _check_recovery_masks(train, masks)
-    summary = masks_summary(masks, layout)
-    info = {"layout": layout.to_json(), "summary": summary, "target": recipe.target.model_dump()}
-    with write_artifact(out, "masks", force=force, recipe=train.recipe, recipe_sha256=train.manifest["recipe_sha256"],
-                        inputs=[train], info=info) as tmp:
+    plan, vocab = None, None
+    if recipe.vocab is not None:
+        ctx = RunContext(recipe)
+        plan = plan_vocabulary(recipe, ctx.base_dir, ctx.base_config)
+        vocab = plan.summary(ctx.base_config.get("vocab_size", len(plan.files)), dims.hidden)
+    try:
+        layout = Layout.from_masks(masks, dims, plan.kept if plan else None)
+    except ValueError as exc:
+        raise ArtifactError(f"{train.path}/{GATES}: {exc}") from None
+    summary = {**masks_summary(masks, layout), **({"vocab": vocab} if vocab else {})}
+    info = {"layout": layout.to_json(), "summary": summary, "target": recipe.target.model_dump(),
+            **({"vocab": vocab} if vocab else {})}
+    with step(f"writing {out}"), write_artifact(out, "masks", force=force, recipe=train.recipe,
+                                                 recipe_sha256=train.manifest["recipe_sha256"], inputs=[train],
+                                                 info=info) as tmp:
         save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS))
         write_json(tmp / MASKS_SUMMARY, summary)
+        if plan is not None:
+            write_json(tmp / VOCAB_SAMPLE, plan.sample)
     return {"artifact": str(out), "kind": "masks", **summary}
 
 

@@ -4,7 +4,8 @@ Heads and FFN units are ranked by weight magnitude (the norms of the rows and co
 hidden dims by mean activation magnitude and layers by block influence (1 - cos(input, output))
 on the probe text. Writes a `train-run` artifact whose `gates.safetensors` holds these scores;
 `finalize-masks` ranks by them exactly as it ranks learned log_alpha. Targeted recipes only: a
-sparsity recipe needs per-layer counts that only training learns.
+sparsity recipe needs per-layer counts that only training learns. A recipe that only trims the
+vocabulary has nothing to score: its train-run holds no scores, and finalize-masks chooses the tokens.
 
 Example:
     bgeprune magnitude recipes/smoke.toml
@@ -26,6 +27,7 @@ from ..errors import UsageError
 from ..models.probe import probe_batches, probe_texts
 from ..filenames import GATES
 from ..pruning.sources import RunContext
+from ..training.vocab_corpus import preflight
 from ..ui import step
 
 
@@ -81,13 +83,17 @@ def _score(recipe: LoadedRecipe, out: Path, force: bool) -> dict:
                          "learns per-layer counts, which only 'bgeprune train' can do.")
     ctx = RunContext(recipe.recipe)
     wanted = targeted_masks(recipe.recipe.target, ctx.dims)
-    with step(f"loading base model {recipe.recipe.base.model}"):
-        model = load_model(ctx.base_dir)
-        tokenizer = load_tokenizer(ctx.base_dir)
-    with step("scoring " + ", ".join(wanted)):
-        batches = probe_batches(tokenizer, probe_texts(), max_length=recipe.recipe.data.max_length)
-        scores = magnitude_scores(model, ctx, wanted, batches)
-    info = {"method": "magnitude", "gate_kind": "score", "masks": wanted, "steps": 0, "base_dims": asdict(ctx.dims)}
+    preflight(recipe.recipe, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: keep tokens, corpus files
+    scores: dict[str, torch.Tensor] = {}
+    if wanted:
+        with step(f"loading base model {recipe.recipe.base.model}"):
+            model = load_model(ctx.base_dir)
+            tokenizer = load_tokenizer(ctx.base_dir)
+        with step("scoring " + ", ".join(wanted)):
+            batches = probe_batches(tokenizer, probe_texts(), max_length=recipe.recipe.data.max_length)
+            scores = magnitude_scores(model, ctx, wanted, batches)
+    info = {"method": "magnitude" if wanted else "vocab-only", "gate_kind": "score", "masks": wanted, "steps": 0,
+            "base_dims": asdict(ctx.dims)}
     with write_artifact(out, "train-run", force=force, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
                         info=info) as tmp:
         save_file(scores, str(tmp / GATES), metadata={"format": "pt"})

@@ -47,6 +47,7 @@ from ..training.batches import TrainData
 from ..training.distill_model import enable_checkpointing
 from ..training.distributed import Dist
 from ..training.trainer import Trainer, TrainModels
+from ..training.vocab_corpus import preflight
 from ..ui import Progress, err, esc
 
 
@@ -124,6 +125,12 @@ def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teac
 
 def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOptions) -> Session:
     r = recipe.recipe
+    ctx = RunContext(r)
+    if not targeted_masks(r.target, ctx.dims) and options.fixed_masks is None:
+        raise UsageError(f"nothing to train: {recipe.path} only trims the vocabulary (a [vocab] section and no "
+                         f"smaller [target]). Run 'bgeprune magnitude {recipe.path}' instead (no training, seconds), "
+                         f"then finalize-masks, prune and export-hf as usual.")
+    preflight(r, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: bad keep tokens or corpus fail now
     # Data and run directory first: a missing file or a run that would be clobbered fails before weights load.
     data = TrainData.open(r.data, r.train, r.distill.contrastive, dist.local_block,
                           _warn if dist.is_main else lambda message: None)
@@ -135,7 +142,6 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
     if total == 0:
         raise UsageError("nothing to train: fixed masks need train.recovery_steps > 0.")
 
-    ctx = RunContext(r)
     torch.manual_seed(r.train.seed)
     teacher = load_model(ctx.base_dir).to(dist.device).requires_grad_(False)
     # The student starts as the base and runs without dropout: distillation asks it to reproduce the
