@@ -51,6 +51,7 @@ class CardFacts:
     train_info: dict  # the train-run's info: method, steps, data summary
     parity: float | None  # max |pruned - masked| that prune measured
     has_heads: bool
+    vocab: dict | None = None  # a trimmed vocabulary: kept, base, corpus (pruning/vocab.py, vocab_summary)
 
 
 def hub_base_model(base_model: str, base_dir: Path) -> str | None:
@@ -103,7 +104,9 @@ def _front_matter(facts: CardFacts) -> str:
 def _how_made(facts: CardFacts) -> str:
     info = facts.train_info
     method = info.get("method", "train")
-    if method == "magnitude":
+    if method == "vocab-only":
+        how = "The encoder is the base's, unchanged: only the vocabulary was trimmed, no training."
+    elif method == "magnitude":
         how = "Masks from weight magnitude and block influence (`bgeprune magnitude`), no training."
     else:
         how = (f"Hard-concrete (L0) masks learned while distilling from the unpruned base (`bgeprune train`): "
@@ -197,12 +200,14 @@ def model_card(facts: CardFacts) -> str:
         f"| parameters, total{heads} | {facts.base_params:,} | {facts.params:,} ({facts.params / facts.base_params:.1%}) |",
         f"| parameters, encoder layers | {base_enc:,} | {enc:,} ({enc / base_enc:.1%}) |",
         f"| max sequence length | {facts.max_seq_length} | {facts.max_seq_length} |",
+        *([f"| vocabulary (tokens) | {facts.vocab['base']:,} | {facts.vocab['kept']:,} "
+           f"({facts.vocab['kept'] / facts.vocab['base']:.1%}) |"] if facts.vocab else []),
         "",
-        f"The encoder layers are what costs compute per token. The word-embedding table, "
-        f"{_embedding_share(facts):.0%} of the base's parameters, is kept whole, so the file shrinks less than "
-        f"the compute does.\n",
+        f"The encoder layers are what costs compute per token. " + (_vocab_note(facts) if facts.vocab else
+        f"The word-embedding table, {_embedding_share(facts):.0%} of the base's parameters, is kept whole, so the "
+        f"file shrinks less than the compute does.\n"),
         "## How it was made\n",
-        f"Target: `{facts.target}`. {_how_made(facts)} Kept layers of the base: {facts.kept_layers}. "
+        f"Target: {_target(facts)}. {_how_made(facts)} Kept layers of the base: {facts.kept_layers}. "
         f"Export format: `{facts.fmt}`{padded}. `lineage.json` records the bgeprune artifacts it came from.\n",
     ]
     if facts.parity is not None:
@@ -221,6 +226,22 @@ def model_card(facts: CardFacts) -> str:
     if facts.has_heads:
         lines.append(_M3_SNIPPETS.format(path=facts.path))
     return "\n".join(lines)
+
+
+def _target(facts: CardFacts) -> str:
+    if facts.train_info.get("method") == "vocab-only":
+        return "the vocabulary only"
+    return f"`{facts.target}`"
+
+
+def _vocab_note(facts: CardFacts) -> str:
+    corpus = facts.vocab.get("corpus") or {}
+    return (f"The word-embedding table ({_embedding_share(facts):.0%} of the base's parameters) keeps only the "
+            f"{facts.vocab['kept']:,} tokens that a corpus of {corpus.get('texts', '?'):,} texts produced (and the "
+            f"special tokens): text like that corpus tokenizes exactly as with the base, but **text in other languages "
+            f"or scripts tokenizes into smaller pieces or `<unk>`**, and the model will not represent it as the base "
+            f"did. `vocab_map.json` maps this model's token ids to the base's (for sparse lexical weights: "
+            f"`M3Encoder.to_base_ids`).\n")
 
 
 def _pool_code(facts: CardFacts) -> str:

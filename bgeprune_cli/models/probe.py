@@ -38,8 +38,9 @@ def model_outputs(model, batches: list[dict], pooling, hidden: list[int] | None 
                   heads=None) -> dict[str, torch.Tensor]:
     """last_hidden (real tokens only), pooler, embedding; each on the kept hidden dims.
 
-    With bge-m3 `heads` also the sparse token weights of every real token and the ColBERT vectors
-    of every real token after CLS. For a masked model (`hidden` given) the heads are the unpruned
+    With bge-m3 `heads` also the sparse token weights of every real token with its token id (lexical
+    weights are keyed by id; a trimmed model's ids are mapped back before comparing) and the ColBERT
+    vectors of every real token after CLS. For a masked model (`hidden` given) the heads are the unpruned
     ones, run on the full-width states with the hidden mask gating ColBERT's output, and only the
     kept ColBERT dims are returned: what the pruned model's sliced heads must reproduce.
     """
@@ -47,7 +48,7 @@ def model_outputs(model, batches: list[dict], pooling, hidden: list[int] | None 
     hidden_z = None
     if keep is not None and heads is not None:
         hidden_z = torch.zeros(heads.hidden).index_fill(0, keep, 1.0)
-    tokens, pooled, embeddings, sparse, colbert = [], [], [], [], []
+    tokens, pooled, embeddings, sparse, token_ids, colbert = [], [], [], [], [], []
     for batch in batches:
         out = model(**batch)
         states = full = out.last_hidden_state.float()
@@ -62,12 +63,13 @@ def model_outputs(model, batches: list[dict], pooling, hidden: list[int] | None 
         embeddings.append(pooling.pool(states, batch["attention_mask"]))
         if heads is not None:
             sparse.append(heads.token_weights(full)[mask])
+            token_ids.append(batch["input_ids"][mask])
             vectors = heads.colbert_vectors(full, batch["attention_mask"], hidden_z)[mask[:, 1:]]
             colbert.append(vectors.index_select(-1, keep) if hidden_z is not None and
                            vectors.shape[-1] == hidden_z.shape[0] else vectors)
     result = {"last_hidden": torch.cat(tokens), "embedding": torch.cat(embeddings)}
     if heads is not None:
-        result.update(sparse_weights=torch.cat(sparse), colbert=torch.cat(colbert))
+        result.update(sparse_weights=torch.cat(sparse), sparse_token_ids=torch.cat(token_ids), colbert=torch.cat(colbert))
     if pooled:
         result["pooler"] = torch.cat(pooled)
     return result

@@ -17,6 +17,7 @@ from torch import nn
 
 from .masks import Layout
 from ..models.families import Adapter
+from ..models.tokenizer_files import SPECIAL_ID_KEYS
 
 PARAMS = ("weight", "bias")
 
@@ -69,6 +70,9 @@ def slice_state_dict(state: dict[str, torch.Tensor], adapter: Adapter, layout: L
             _slice_vector(state, f"{src}.{norm}", f"{dst}.{norm}", hidden, out, used)
     for name in adapter.embeddings:
         _slice_vector(state, name, name, hidden, out, used, axis=1)
+    if layout.vocab is not None:  # rows of the kept token ids, in their order (docs/design.md, Masks)
+        key = f"{adapter.word_embeddings}.weight"
+        out[key] = out[key].index_select(0, torch.tensor(layout.vocab)).contiguous()
     for name in adapter.norms:
         _slice_vector(state, name, name, hidden, out, used)
     for name, (out_mask, in_mask) in adapter.linears.items():
@@ -115,12 +119,18 @@ def pad_to_stock(state: dict[str, torch.Tensor], adapter: Adapter, layout: Layou
     return out, {"layers": len(layout.layers), "heads": heads, "ffn": ffn, "hidden": hidden}
 
 
-def stock_config(base_config: dict, adapter: Adapter, sizes: dict) -> dict:
-    """The base's config.json with the real sizes; every other field kept, no auto_map."""
+def stock_config(base_config: dict, adapter: Adapter, sizes: dict, vocab: list[int] | None = None) -> dict:
+    """The base's config.json with the real sizes; every other field kept, no auto_map. With a trimmed
+    `vocab` (kept ids) also its vocab_size and the special token ids renumbered (they are always kept)."""
     config = {k: v for k, v in base_config.items() if k not in ("auto_map", "_name_or_path", "pruned_heads")}
     config.update(architectures=[adapter.model_class], model_type=adapter.model_type,
                   num_hidden_layers=sizes["layers"], hidden_size=sizes["hidden"],
                   num_attention_heads=sizes["heads"], intermediate_size=sizes["ffn"])
+    if vocab is not None:
+        new = {old: i for i, old in enumerate(vocab)}
+        config["vocab_size"] = len(vocab)
+        config.update({k: new[v] for k, v in base_config.items() if k in SPECIAL_ID_KEYS and isinstance(v, int)
+                       and v in new})
     return config
 
 

@@ -4,6 +4,9 @@ Writes a stock `XLMRobertaModel`/`BertModel` directory: config.json with the rea
 other field copied from the base, no auto_map), model.safetensors including the pooler, the base's
 tokenizer files byte-for-byte, sentence-transformers files with the base's pooling and the real
 dimension, a model card and `lineage.json` (the artifacts it came from and the kept indices).
+With a trimmed vocabulary the tokenizer files are the one thing rewritten rather than copied, all of
+them from the masks artifact's kept-id list (models/tokenizer_trim.py), config.json gets the new
+vocab_size, and `vocab_map.json` (new id -> the base's id) is written and named in lineage.json.
 For bge-m3 bases also `colbert_linear.pt` and `sparse_linear.pt` (plain state dicts in the dtype of
 the base's head files), without which FlagEmbedding would silently make random heads.
 
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from ..filenames import CONFIG, LINEAGE, MODEL_CARD, TOKENIZER_FILES, WEIGHTS
+from ..filenames import CONFIG, LINEAGE, MODEL_CARD, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
 from ..models import m3
 from ..artifacts import Artifact, ensure_writable, read_artifact, write_artifact, write_json
 from ..locks import claim_output
@@ -32,6 +35,9 @@ from ..models.card import CardFacts, count_base_params, model_card
 from ..pruning.slicing import pad_to_stock, stock_config
 from ..pruning.sources import RunContext, read_layout, source_weights_file
 from ..models.st_files import write_export_files
+from ..models.tokenizer_files import base_tokenizer_files
+from ..models.tokenizer_trim import write_trimmed
+from ..models.vocab_map import VocabMap
 from ..ui import step
 
 def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, has_heads: bool) -> dict:
@@ -41,8 +47,11 @@ def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, ha
                       "manifest_sha256": artifact.manifest_sha256})
         parents = artifact.manifest.get("inputs", [])
         artifact = read_artifact(parents[0]["path"], parents[0]["kind"]) if parents else None
-    return {"artifacts": chain, "format": fmt, "layout": layout.to_json(), "m3_heads": has_heads,
-            "source_weights": str(source.resolve()) if source else None}
+    lineage = {"artifacts": chain, "format": fmt, "layout": layout.to_json(with_vocab=False), "m3_heads": has_heads,
+               "source_weights": str(source.resolve()) if source else None}
+    if layout.vocab is not None:  # the kept ids are vocab_map.json's new_to_old; not repeated here
+        lineage["vocab_map"] = VOCAB_MAP
+    return lineage
 
 
 def _count(tensors: dict) -> int:
@@ -75,7 +84,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
             state, sizes = pad_to_stock(state, ctx.adapter, layout)
         except ValueError as exc:
             raise UsageError(f"cannot export {pruned.path} as --format padded: {exc}.") from None
-    config = stock_config(ctx.base_config, ctx.adapter, sizes)
+    config = stock_config(ctx.base_config, ctx.adapter, sizes, layout.vocab)
     train = masks.input("train-run")
     method = train.info.get("method", "train")
     heads = (m3.M3Heads.from_tensors(load_file(str(pruned.file(m3.HEADS_FILE))))
@@ -83,16 +92,21 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     if heads is None and ctx.base_heads is not None:
         raise UsageError(f"{pruned.path} has no {m3.HEADS_FILE} but its base has bge-m3 heads: it was pruned by "
                          f"an older bgeprune. Run 'bgeprune prune' again, so the export gets sliced heads.")
+    vocab = masks.info.get("vocab") if layout.vocab is not None else None
     info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
-            "m3_heads": heads is not None}
+            "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {})}
     with step(f"writing {out}"), write_artifact(out, "hf-model", force=force, recipe=pruned.recipe,
                                                  recipe_sha256=pruned.manifest["recipe_sha256"], inputs=[pruned],
                                                  info=info) as tmp:
         write_json(tmp / CONFIG, config)
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
+        rewritten = []
+        if layout.vocab is not None:
+            rewritten = write_trimmed(base_tokenizer_files(ctx.base_dir, ctx.base_config), layout.vocab, tmp)
+            VocabMap(layout.vocab, ctx.base_config.get("vocab_size", layout.vocab[-1] + 1)).write(tmp)
         for file in TOKENIZER_FILES:
-            if (ctx.base_dir / file).is_file():
+            if (ctx.base_dir / file).is_file() and file not in rewritten:
                 shutil.copyfile(ctx.base_dir / file, tmp / file)
         write_export_files(ctx.base_dir, tmp, sizes["hidden"], ctx.pooling)
         if heads is not None:
@@ -106,6 +120,6 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
             base_encoder_params=full_layout(layout.base_dims).encoder_params(), fmt=fmt, params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
             base_params=count_base_params(ctx.base_config) + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
             max_seq_length=ctx.pooling.max_seq_length, train_info={**train.info, "method": method},
-            parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None)
+            parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None, vocab=vocab)
         (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
     return {"artifact": str(out), "kind": "hf-model", **info}

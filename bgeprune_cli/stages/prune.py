@@ -3,8 +3,11 @@
 Slices every tensor the masks touch (docs/design.md, Masks): q/k/v rows and output-projection
 columns per head, FFN rows/columns, whole layers, and with hidden pruning every hidden-sized axis
 (embeddings, LayerNorms, projections, pooler, and the input dims of bge-m3's sparse and ColBERT
-heads, whose hidden-sized ColBERT output keeps the same dims). Before writing, the pruned model is checked against
-the masked model on the probe batch; a difference above `atol` fails the stage (exit 1).
+heads, whose hidden-sized ColBERT output keeps the same dims), and with a trimmed vocabulary the rows of
+`embeddings.word_embeddings` of the kept token ids. Before writing, the pruned model is checked against
+the masked model on the probe batch; a difference above `atol` fails the stage (exit 1). With a trimmed
+vocabulary that check is on ids: a token the vocabulary dropped reads <unk> on both sides (the
+tokenizer's side is verify's `tokenizer` check).
 
 Example:
     bgeprune prune runs/smoke/masks                   # -> runs/smoke/pruned
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from ..filenames import CONFIG, WEIGHTS
@@ -27,6 +31,7 @@ from ..pruning.masks import full_layout
 from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
 from ..pruning.slicing import build_model, slice_state_dict, stock_config
 from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
+from ..pruning.vocab import parity_batches
 from ..ui import step
 
 
@@ -48,14 +53,21 @@ def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
         heads = source_heads(train, ctx)
     with step("slicing tensors"):
         state = slice_state_dict(model.state_dict(), ctx.adapter, layout)
-        config = stock_config(ctx.base_config, ctx.adapter, layout.sizes())
+        config = stock_config(ctx.base_config, ctx.adapter, layout.sizes(), layout.vocab)
         pruned = build_model(config, state, ctx.adapter, layout.head_dim)
         pruned_heads = heads.sliced(layout.hidden, ctx.dims.hidden) if heads is not None else None
     with step("checking pruned == masked on the probe batch"):
-        batches = probe_batches(load_tokenizer(ctx.base_dir), probe_texts()[:12], max_length=64)
+        tokenizer = load_tokenizer(ctx.base_dir)
+        texts = probe_texts()[:12] + (probe_texts()[14:22] if layout.vocab is not None else [])  # + other scripts
+        batches = pruned_batches = probe_batches(tokenizer, texts, max_length=64)
+        if layout.vocab is not None:
+            batches, pruned_batches = parity_batches(batches, layout.vocab, tokenizer.unk_token_id)
         with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
             masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
-        diffs = max_abs_diff(masked, model_outputs(pruned, batches, ctx.pooling, heads=pruned_heads))
+        outputs = model_outputs(pruned, pruned_batches, ctx.pooling, heads=pruned_heads)
+        if layout.vocab is not None and "sparse_token_ids" in outputs:  # lexical weights: compare the base's ids
+            outputs["sparse_token_ids"] = torch.tensor(layout.vocab)[outputs["sparse_token_ids"]]
+        diffs = max_abs_diff(masked, outputs)
     if max(diffs.values()) > atol:
         raise CheckFailed(f"pruned model differs from the masked model by {max(diffs.values()):.3g} "
                           f"(> {atol}); nothing was written. Per output: {diffs}")
@@ -65,7 +77,8 @@ def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
     info = {"layout_sizes": layout.sizes(), "stock_shape": layout.stock, "uniform": layout.uniform,
             "encoder_params": layout.encoder_params(), "base_encoder_params": base_params,
             "encoder_ratio": layout.encoder_params() / base_params, "parity_max_abs_diff": diffs,
-            "dtype": str(dtype).removeprefix("torch."), "m3_heads": pruned_heads is not None}
+            "dtype": str(dtype).removeprefix("torch."), "m3_heads": pruned_heads is not None,
+            **({"vocab": masks_art.info.get("vocab")} if layout.vocab is not None else {})}
     with step(f"writing {out}"), write_artifact(out, "pruned-model", force=force, recipe=masks_art.recipe,
                                                  recipe_sha256=masks_art.manifest["recipe_sha256"],
                                                  inputs=[masks_art], info=info) as tmp:

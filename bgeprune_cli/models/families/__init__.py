@@ -29,6 +29,7 @@ class Adapter:
     norms: tuple[str, ...]  # LayerNorms outside the layers (hidden axis)
     linears: dict[str, tuple[str | None, str | None]]  # Linear modules outside the layers
     pooler: str | None  # module whose output is the pooled vector (masked on the hidden axis)
+    word_embeddings: str = "embeddings.word_embeddings"  # one row per token id: vocabulary trimming slices rows
     # RoBERTa-style position ids start after the padding id, so pad_token_id + 1 positions are never tokens.
     positions_after_padding: bool = False
 
