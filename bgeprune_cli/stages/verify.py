@@ -2,10 +2,14 @@
 
 Checks, each with its own message (exit 1 if any fails):
   files, manifest, finite, config-shapes, identity, serving-config, m3-heads   static checks (checks.py)
+  tokenizer      a trimmed vocabulary's rewritten tokenizer files agree with each other and map back
+                 to the base's ids (verification/tokenizer_check.py); skipped when nothing was trimmed
   strict-load    AutoModel (output_loading_info) and SentenceTransformer in a fresh process
   provenance     every tensor equals the slice of the unpruned model it came from
   parity         export outputs == masked-model outputs on the probe batch (|diff| <= atol); for
-                 bge-m3 bases the sparse token weights and ColBERT vectors too
+                 bge-m3 bases the sparse token weights and ColBERT vectors too. With a trimmed
+                 vocabulary: on the texts it covers, each side tokenizing with its own tokenizer, and
+                 the sparse weights' token ids mapped back through vocab_map.json
   compare        with --compare REF: agreement with a reference model per mode (reported, not judged)
 
 The run behind the export comes from `--run` or, when it still exists, from `lineage.json`.
@@ -25,7 +29,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, WEIGHTS
+from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
 from ..models import m3
 from ..bench.agreement import compare_models
 from ..artifacts import MANIFEST, Artifact, read_artifact, write_artifact, write_json
@@ -40,12 +44,16 @@ from ..models.probe import max_abs_diff, model_outputs, per_text, probe_batches,
 from ..pruning.slicing import pad_to_stock, slice_state_dict
 from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
 from ..models.st_files import read_modules
+from ..models.vocab_map import VocabMap
+from ..verification.tokenizer_check import check_tokenizer
 from ..ui import step
 
 PROBE_MAX_LENGTH = 64
 
 
-def _load_in_fresh_process(out: Path, workdir: Path) -> tuple[Check, dict[str, torch.Tensor]]:
+def _load_in_fresh_process(out: Path, workdir: Path, texts: list[str]) -> tuple[Check, dict[str, torch.Tensor]]:
+    if texts:
+        (workdir / "texts.json").write_text(json.dumps(texts))
     command = [sys.executable, "-m", "bgeprune_cli.verification.fresh_load", str(out), str(workdir), str(PROBE_MAX_LENGTH)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     report_path = workdir / "loading.json"
@@ -106,10 +114,13 @@ def _provenance(exported: dict, model, heads, out: Path, ctx: RunContext, layout
 
 
 def _parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, layout: Layout,
-            atol: float) -> Check:
+            atol: float, texts: list[str], vmap: VocabMap | None) -> Check:
     if not exported_outputs:
         return Check("parity", "fail", "no outputs from the exported model (it did not load)")
-    batches = probe_batches(load_tokenizer(ctx.base_dir), probe_texts(), PROBE_MAX_LENGTH)
+    if vmap is not None and "sparse_token_ids" in exported_outputs:  # lexical weights are keyed by token id
+        exported_outputs = {**exported_outputs, "sparse_token_ids": torch.tensor(vmap.new_to_old)[
+            exported_outputs["sparse_token_ids"].long()].to(exported_outputs["sparse_token_ids"].dtype)}
+    batches = probe_batches(load_tokenizer(ctx.base_dir), texts or probe_texts(), PROBE_MAX_LENGTH)
     with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
         masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
     masked["st_embedding"] = per_text(masked["embedding"])
@@ -120,10 +131,13 @@ def _parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, 
                      f"m3-heads check)", {"max_abs_diff": diffs, "absent": absent})
     worst = max(diffs.values())
     status = "pass" if worst <= atol else "fail"
+    where = f" on the {len(texts)} texts the trimmed vocabulary covers" if vmap is not None else ""
     return Check("parity", status, f"max |export - masked| = {worst:.2e} ({'<=' if status == 'pass' else '>'} "
-                 f"atol {atol:g}) over " + ("AutoModel states, pooler, SentenceTransformer embeddings, sparse weights and "
-                                 "ColBERT vectors" if "colbert" in diffs else
-                                 "AutoModel states, pooler and SentenceTransformer embeddings"),
+                 f"atol {atol:g}){where} over " + (
+                     "AutoModel states, pooler, SentenceTransformer embeddings, sparse weights (token ids mapped back "
+                     "through vocab_map.json) and ColBERT vectors" if "colbert" in diffs and vmap is not None else
+                     "AutoModel states, pooler, SentenceTransformer embeddings, sparse weights and ColBERT vectors"
+                     if "colbert" in diffs else "AutoModel states, pooler and SentenceTransformer embeddings"),
                  {"max_abs_diff": diffs})
 
 
@@ -159,6 +173,19 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
     return _verify(out, artifact, run, compare, atol, probe)
 
 
+def _vocab_map(out: Path, lineage: dict | None, checks: list[Check]) -> VocabMap | None:
+    """The export's vocab_map.json (lineage.json names it when the vocabulary was trimmed)."""
+    try:
+        vmap = VocabMap.read(out)
+    except ArtifactError as exc:
+        checks.append(Check("tokenizer", "fail", str(exc)))
+        return None
+    if vmap is None and (lineage or {}).get("vocab_map"):
+        checks.append(Check("tokenizer", "fail", f"lineage.json says the vocabulary was trimmed but {VOCAB_MAP} is "
+                            f"missing: sparse weights cannot be mapped to the base's token ids. Export again."))
+    return vmap
+
+
 def _read_lineage(out: Path) -> dict | None:
     path = out / LINEAGE
     if not path.is_file():
@@ -184,11 +211,19 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
                    check_serving_config(out)]
     expect_heads = bool((lineage or {}).get("m3_heads") or (artifact and artifact.info.get("m3_heads")))
     checks.append(check_m3_heads(out, expect_heads))
+    masks_art = _find_masks(run, lineage)
+    vmap, texts = _vocab_map(out, lineage, checks), []
+    if vmap is not None:
+        with step("checking the trimmed tokenizer files"):
+            base_dir = RunContext.of(masks_art).base_dir if masks_art is not None else None
+            tokenizer_check, texts = check_tokenizer(out, vmap, masks_art, base_dir)
+        checks.append(tokenizer_check)
+    elif not any(c.name == "tokenizer" for c in checks):  # _vocab_map reports a missing or corrupt map
+        checks.append(check_tokenizer(out, None, None, None)[0])
     if exported:
         with step("loading the export in a fresh process"), tempfile.TemporaryDirectory() as workdir:
-            load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir))
+            load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir), texts)
         checks.append(load_check)
-    masks_art = _find_masks(run, lineage)
     if masks_art is None or not exported:
         reason = "no run to compare with (pass --run RUN_DIR)" if masks_art is None else "no weights"
         checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]
@@ -201,7 +236,7 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
             model, heads = source_model(train, ctx), source_heads(train, ctx)
             padded = (lineage or {}).get("format") == "padded"
             checks.append(_provenance(exported, model, heads, out, ctx, layout, padded))
-            checks.append(_parity(exported_outputs, model, heads, ctx, masks, layout, atol))
+            checks.append(_parity(exported_outputs, model, heads, ctx, masks, layout, atol, texts, vmap))
     if compare:
         with step(f"comparing with {compare}"):
             try:

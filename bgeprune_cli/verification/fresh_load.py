@@ -5,7 +5,8 @@
 Loads `AutoModel.from_pretrained(OUT, output_loading_info=True, dtype=float32)`, the tokenizer
 and `SentenceTransformer(OUT)`; writes `RESULT_DIR/loading.json` (loading info, or the error) and
 `RESULT_DIR/outputs.safetensors` (probe outputs, with bge-m3's sparse and ColBERT outputs when the
-directory has head files) for the parent to compare.
+directory has head files) for the parent to compare. The texts are the probe texts, or those the
+parent put in `RESULT_DIR/texts.json` (for a trimmed vocabulary: texts it covers).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
     from ..models.probe import model_outputs, probe_batches, probe_texts
 
     result = Path(result_dir)
-    texts = probe_texts()
+    texts = json.loads((result / "texts.json").read_text()) if (result / "texts.json").is_file() else probe_texts()
     report: dict = {}
     try:
         model, info = AutoModel.from_pretrained(out, output_loading_info=True, dtype=torch.float32)
