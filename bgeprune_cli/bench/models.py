@@ -32,6 +32,8 @@ from ..pruning.masks import Layout
 from ..models.families import adapter_for
 from ..pruning.slicing import build_model
 from ..pruning.sources import RunContext, read_layout
+from ..models.tokenizer_trim import trimmed_tokenizer_dir
+from ..models.vocab_map import VocabMap
 
 WEIGHT_FILES = (WEIGHTS, TORCH_WEIGHTS, m3.COLBERT_FILE, m3.SPARSE_FILE, m3.HEADS_FILE)
 WHAT_IS_A_MODEL = ("pass an exported model directory (bgeprune export-hf), a run's pruned model (RUN or "
@@ -57,6 +59,7 @@ class BenchModel:
     layout: Layout | None = None  # what was kept of the base (bgeprune models only)
     device: str = "cpu"
     artifact: Artifact | None = None  # the bgeprune artifact it was read from (exports, pruned models)
+    vocab_map: VocabMap | None = None  # a trimmed vocabulary: its ids -> the base's
 
     @property
     def label(self) -> str:
@@ -85,6 +88,10 @@ class BenchModel:
     @property
     def hidden(self) -> int:
         return int(self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     def params(self) -> dict[str, int]:
         """Parameter counts: embeddings, encoder layers, the rest (pooler), bge-m3 heads, total."""
@@ -127,9 +134,15 @@ def _load_pruned(artifact: Artifact, spec: str, dtype, attn: str | None) -> Benc
     if artifact.has_file(m3.HEADS_FILE):
         heads = m3.M3Heads.from_tensors(load_file(str(artifact.file(m3.HEADS_FILE))))
         files.append(artifact.path / m3.HEADS_FILE)
-    tokenizer = load_tokenizer(ctx.base_dir)
+    vocab_map = None
+    if layout.vocab is None:
+        tokenizer = load_tokenizer(ctx.base_dir)
+    else:  # the tokenizer its export will have, made from the same kept-id list
+        vocab_map = VocabMap(layout.vocab, ctx.base_config.get("vocab_size", layout.vocab[-1] + 1))
+        with trimmed_tokenizer_dir(ctx.base_dir, ctx.base_config, layout.vocab) as directory:
+            tokenizer = load_tokenizer(directory)
     return BenchModel(spec, "pruned-model", artifact.path, model, tokenizer, ctx.pooling, heads, files, layout,
-                      artifact=artifact)
+                      artifact=artifact, vocab_map=vocab_map)
 
 
 def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifact: Artifact | None) -> BenchModel:
@@ -151,7 +164,8 @@ def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifac
     model = load_model(directory, attn, dtype)
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"])
     return BenchModel(spec, "hf-model" if artifact is not None else "model", directory, model,
-                      load_tokenizer(directory), read_pooling(directory), heads, files, layout, artifact=artifact)
+                      load_tokenizer(directory), read_pooling(directory), heads, files, layout, artifact=artifact,
+                      vocab_map=VocabMap.read(directory))
 
 
 def load_bench_model(spec: str, dtype: torch.dtype = torch.float32, attn: str | None = None,

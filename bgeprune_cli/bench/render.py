@@ -25,6 +25,8 @@ def _size_rows(r: dict) -> list[list]:
         if m["params"][key] or (b and b["params"][key]):
             rows.append([name, _num(m["params"][key]), _num(b["params"][key]) if b else "-",
                          _ratio(m["params"][key], b["params"][key]) if b else "-"])
+    if b and m.get("vocab") != b.get("vocab"):
+        rows.append(["vocabulary (tokens)", _num(m["vocab"]), _num(b["vocab"]), _ratio(m["vocab"], b["vocab"])])
     rows.append(["weights on disk (MB)", _num(m["file_bytes"] / 1e6, ",.1f"),
                  _num(b["file_bytes"] / 1e6, ",.1f") if b else "-", _ratio(m["file_bytes"], b["file_bytes"]) if b else "-"])
     rows.append(["layers · hidden", f"{m['layers']} · {m['hidden']}", f"{b['layers']} · {b['hidden']}" if b else "-", ""])
@@ -92,6 +94,11 @@ def render_bench(r: dict) -> None:
     rows = _quality_rows(r["quality"])
     if rows:
         err.print(table("Quality", ["metric", "mode", m["label"], b["label"] if b else "base", "ratio"], rows))
+    if r.get("coverage"):
+        err.print(table("Coverage of the trimmed vocabulary (texts tokenized exactly as by the base; tokens kept)",
+                        ["data", "texts", "exact", "tokens kept"],
+                        [[name, c["texts"], f"{c['exact']:.1%}", f"{c['tokens_kept']:.2%}"]
+                         for name, c in r["coverage"].items()]))
     agreement = r["quality"].get("agreement")
     if agreement:
         err.print(table(f"Agreement with the base on {agreement['texts']} texts", ["mode", "measure", "value"], [

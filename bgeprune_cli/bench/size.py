@@ -27,12 +27,14 @@ def flops_per_token(arch: list[dict], hidden: int, length: int) -> float:
 def size_summary(model) -> dict:
     """Parameters split by part, weight bytes on disk, and the per-layer architecture of a BenchModel."""
     return {"params": model.params(), "file_bytes": model.file_bytes(), "hidden": model.hidden,
-            "layers": len(model.arch), "arch": model.arch}
+            "layers": len(model.arch), "arch": model.arch, "vocab": model.vocab_size}
 
 
 def ratios(model: dict, base: dict) -> dict:
-    """model / base for every parameter count and the file size."""
+    """model / base for every parameter count, the vocabulary and the file size."""
     result = {f"params_{k}": v / base["params"][k] for k, v in model["params"].items() if base["params"].get(k)}
+    if base.get("vocab"):
+        result["vocab"] = model["vocab"] / base["vocab"]
     if base["file_bytes"]:
         result["file_bytes"] = model["file_bytes"] / base["file_bytes"]
     return result

@@ -2,8 +2,9 @@
 
 Top to bottom: read the quality data (bad data fails before any model loads), load both models,
 measure size and FLOPs, time the speed grid (interleaved), measure peak memory (one fresh process
-per model), score quality per retrieval mode, then write a `bench-report` artifact: report.json
-(numbers, environment, command) and report.png (quality vs throughput, kept layers).
+per model), for a trimmed vocabulary its coverage of the quality data (bench/coverage.py), score
+quality per retrieval mode, then write a `bench-report` artifact: report.json (numbers, environment,
+command) and report.png (quality vs throughput, kept layers).
 
 The headline is the grid point batch 32 × 128 tokens when the grid has it (else its largest point):
 speedup (measured), FLOPs speedup (theoretical), and their ratio, the speedup efficiency.
@@ -25,6 +26,7 @@ import torch
 from ..filenames import REPORT, REPORT_PNG
 from ..artifacts import ensure_writable, library_versions, write_artifact, write_json
 from ..locks import claim_output
+from ..bench.coverage import coverage
 from ..bench.eval_data import load_beir, load_bitext
 from ..bench.memory import measure_in_child
 from ..bench.models import label_of, load_bench_model
@@ -173,6 +175,7 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
             memory["ratio_of"] = key
         result["memory"] = memory
 
+    result["coverage"] = coverage(models, beir, bitext)  # a trimmed vocabulary on the quality data; None otherwise
     texts = _agreement_texts(beir, bitext)
     result["quality"] = evaluate(models, beir, bitext, texts, options.max_length, options.quality_batch_size)
     headline = _quality_headline(result["quality"])
