@@ -17,7 +17,8 @@ from bgeprune_cli.artifacts import write_artifact, write_json
 from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.config import BaseDims, Recipe, recipe_sha256
 from bgeprune_cli.pruning.masks import Layout, masks_summary
-from bgeprune_cli.filenames import GATES as GATES_FILE, MASKS as MASKS_FILE
+from bgeprune_cli.pruning.vocab import vocab_summary
+from bgeprune_cli.filenames import GATES as GATES_FILE, MASKS as MASKS_FILE, VOCAB_SAMPLE
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -39,10 +40,12 @@ def bert_dir(builtin_cache) -> Path:
     return resolve_base("builtin:tiny-bert")
 
 
-def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], target: dict | None = None) -> Path:
+def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], target: dict | None = None,
+             vocab: list[int] | None = None, sample: list[str] = ()) -> Path:
     """A train-run (gate scores that rank kept units first) and a masks artifact holding `masks`.
 
-    `target` defaults to sparsity mode, which allows any (non-uniform) masks.
+    `target` defaults to sparsity mode, which allows any (non-uniform) masks. `vocab` (kept token ids, e.g.
+    from `corpus_vocab`) trims the vocabulary too, with `sample` as the corpus texts verify checks.
     """
     recipe = Recipe.model_validate({"base": {"model": base_model},
                                     "target": target or {"mode": "sparsity", "sparsity": 0.5}}).model_dump(mode="json")
@@ -56,12 +59,30 @@ def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], tar
     from bgeprune_cli.artifacts import read_artifact
 
     train = read_artifact(run_dir / "train", "train-run")
-    layout = Layout.from_masks(masks, dims)
+    layout = Layout.from_masks(masks, dims, vocab)
+    info = {"layout": layout.to_json()}
+    if vocab is not None:
+        info["vocab"] = vocab_summary(vocab, read_config(resolve_base(base_model))["vocab_size"], dims.hidden,
+                                      corpus={"texts": len(sample)})
     with write_artifact(run_dir / "masks", "masks", recipe=recipe, recipe_sha256=sha, inputs=[train],
-                        info={"layout": layout.to_json()}) as tmp:
+                        info=info) as tmp:
         save_file({k: v.to(torch.bool).contiguous() for k, v in masks.items()}, str(tmp / MASKS_FILE))
         write_json(tmp / "masks.json", masks_summary(masks, layout))
+        if vocab is not None:
+            write_json(tmp / VOCAB_SAMPLE, list(sample))
     return run_dir
+
+
+def corpus_vocab(base_model: str, texts: list[str], min_count: int = 1) -> list[int]:
+    """The kept ids for a corpus of `texts`, computed as finalize-masks does (without files)."""
+    from bgeprune_cli.models.tokenizer_files import base_tokenizer_files
+    from bgeprune_cli.pruning.vocab import select_vocabulary
+    from bgeprune_cli.training.vocab_corpus import count_texts
+
+    directory = resolve_base(base_model)
+    files = base_tokenizer_files(directory, read_config(directory))
+    counts, chars = count_texts(texts, files)
+    return select_vocabulary(counts.max(axis=0), files.special, [], min_count, None, files.character_ids(chars))
 
 
 def bool_mask(*rows) -> torch.Tensor:

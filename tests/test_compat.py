@@ -1,11 +1,12 @@
 """The drop-in promise on the stack FlagEmbedding users run: transformers 4.57, sentence-transformers 5.7
 and FlagEmbedding 1.4.2 (which does not import under transformers 5), in a second environment.
 
-Tiny XLM-R, BERT and bge-m3 exports, pruned on layers, heads, FFN and hidden (stock and padded), are
-built here; tests/compat/stack_outputs.py loads all of them in the compat Python in one process, and the
-tests compare what it got with what this environment gets: a strict AutoModel load, tokenizer ids,
-last_hidden_state, SentenceTransformer embeddings and, for bge-m3, FlagEmbedding's three outputs and
-compute_score against bgeprune's M3Encoder.
+Tiny XLM-R, BERT and bge-m3 exports, pruned on layers, heads, FFN and hidden (stock and padded), some
+with a trimmed vocabulary too (rewritten tokenizer files), are built here; tests/compat/stack_outputs.py
+loads all of them in the compat Python in one process, and the tests compare what it got with what this
+environment gets: a strict AutoModel load, tokenizer ids (the fast tokenizer from tokenizer.json and the
+slow one from sentencepiece.bpe.model or vocab.txt), last_hidden_state, SentenceTransformer embeddings
+and, for bge-m3, FlagEmbedding's three outputs and compute_score against bgeprune's M3Encoder.
 
 The compat Python comes from `.ci/compat-env` (README: Compatibility tests); `.ci/run` sets
 BGEPRUNE_COMPAT_PYTHON. Without it (or the older name BGEPRUNE_FLAGEMBEDDING_PYTHON) every test skips.
@@ -31,8 +32,9 @@ from bgeprune_cli.m3_encoder import M3Encoder
 from bgeprune_cli.pruning.masks import Layout
 from bgeprune_cli.models.probe import probe_texts
 from bgeprune_cli.stages import export_hf, prune
-from conftest import keep_only, make_run
+from conftest import corpus_vocab, keep_only, make_run
 from test_parity import cases, every_other
+from test_vocab_pipeline import TEXTS as CORPUS
 
 ATOL = 1e-5
 MAX_LENGTH = 64
@@ -61,25 +63,29 @@ def _stock_case(dims: BaseDims, seed: int) -> dict[str, torch.Tensor]:
             "hidden": every_other(dims.hidden, 2 * dims.head_dim, offset=seed + 20)}
 
 
-# name: (base, masks, bge-m3 heads). "combined" prunes every axis with a different FFN width per layer,
-# so it exports zero-padded to a stock shape.
+# name: (base, masks, bge-m3 heads, vocabulary trimmed to the English/German/French corpus). "combined" prunes
+# every axis with a different FFN width per layer, so it exports zero-padded to a stock shape.
 EXPORTS = {
-    "xlmr-stock": ("builtin:tiny-xlm-roberta", lambda dims: _stock_case(dims, 0), False),
-    "bert-padded": ("builtin:tiny-bert", lambda dims: cases(dims)["combined"], False),
-    "m3-stock": ("builtin:tiny-bge-m3", lambda dims: _stock_case(dims, 3), True),
-    "m3-padded": ("builtin:tiny-bge-m3", lambda dims: cases(dims)["combined"], True),
+    "xlmr-stock": ("builtin:tiny-xlm-roberta", lambda dims: _stock_case(dims, 0), False, False),
+    "bert-padded": ("builtin:tiny-bert", lambda dims: cases(dims)["combined"], False, False),
+    "m3-stock": ("builtin:tiny-bge-m3", lambda dims: _stock_case(dims, 3), True, False),
+    "m3-padded": ("builtin:tiny-bge-m3", lambda dims: cases(dims)["combined"], True, False),
+    "xlmr-vocab": ("builtin:tiny-xlm-roberta", lambda dims: _stock_case(dims, 5), False, True),
+    "bert-vocab": ("builtin:tiny-bert", lambda dims: cases(dims)["combined"], False, True),
+    "m3-vocab": ("builtin:tiny-bge-m3", lambda dims: _stock_case(dims, 7), True, True),
 }
-M3_EXPORTS = [name for name, (_, _, m3) in EXPORTS.items() if m3]
+M3_EXPORTS = [name for name, (_, _, m3, _) in EXPORTS.items() if m3]
 
 
 def _export(root: Path, name: str) -> Path:
-    base, make_masks, _ = EXPORTS[name]
+    base, make_masks, _, trimmed = EXPORTS[name]
     dims = BaseDims.from_config(read_config(resolve_base(base)))
     masks = make_masks(dims)
     layout = Layout.from_masks(masks, dims)
     assert len(layout.layers) < dims.layers and len(layout.hidden) < dims.hidden
-    assert layout.stock == name.endswith("stock")
-    run = make_run(root / name / "run", base, masks)
+    assert layout.stock == (name.endswith("stock") or name in ("xlmr-vocab", "m3-vocab"))
+    vocab = corpus_vocab(base, CORPUS) if trimmed else None
+    run = make_run(root / name / "run", base, masks, vocab=vocab, sample=CORPUS)
     prune.run(run / "masks")
     out = root / name / "out"
     export_hf.run(run / "pruned", out, fmt="stock" if layout.stock else "padded")
@@ -155,6 +161,33 @@ def test_tokenizer_ids_equal_ours(compat, name):
     pairs = zip(TEXTS, ours["input_ids"], result["input_ids"], strict=True)
     differ = {text: {"ours": mine, "theirs": theirs} for text, mine, theirs in pairs if mine != theirs}
     assert not differ, f"{result['tokenizer_class']} tokenizes {len(differ)} texts differently: {differ}"
+
+
+@pytest.mark.parametrize("name", [n for n in EXPORTS if not n.startswith("bert")] + ["bert-padded", "bert-vocab"])
+def test_slow_tokenizer_from_sentencepiece_or_vocab_txt_gives_the_same_ids(compat, name):
+    """transformers 4's slow tokenizer reads the other tokenizer file (sentencepiece.bpe.model through the
+    SentencePiece library, or vocab.txt): it must agree with tokenizer.json, trimmed or not."""
+    result, _ = _theirs(compat, name)
+    _no_error(result, "slow_tokenizer")
+    expected = "XLMRobertaTokenizer" if (_dir(compat, name) / "sentencepiece.bpe.model").is_file() else "BertTokenizer"
+    assert result["slow_tokenizer_class"] == expected
+    pairs = zip(TEXTS, result["slow_input_ids"], result["input_ids"], strict=True)
+    differ = {text: {"slow": slow, "fast": fast} for text, slow, fast in pairs if slow != fast}
+    assert not differ, f"the slow tokenizer tokenizes {len(differ)} texts differently: {differ}"
+
+
+@pytest.mark.parametrize("name", [n for n in EXPORTS if EXPORTS[n][3]])
+def test_trimmed_vocabulary_ids_map_back_to_the_base_in_transformers_4(compat, name):
+    result, _ = _theirs(compat, name)
+    base = AutoTokenizer.from_pretrained(resolve_base(EXPORTS[name][0]))
+    new_to_old = json.loads((_dir(compat, name) / "vocab_map.json").read_text())["new_to_old"]
+    kept, checked = set(new_to_old), 0
+    for text, ids in zip(TEXTS, result["input_ids"], strict=True):
+        base_ids = base(text, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        if all(i in kept for i in base_ids):  # text the trimmed vocabulary covers
+            assert [new_to_old[i] for i in ids] == base_ids, text
+            checked += 1
+    assert checked >= 10
 
 
 @pytest.mark.parametrize("name", EXPORTS)

@@ -8,7 +8,8 @@ For every export this loads DIR the way a user of the older stack would and writ
 
 - `AutoModel.from_pretrained(DIR, output_loading_info=True)`: the loading info (missing, unexpected,
   mismatched keys, error messages) and the model class;
-- `AutoTokenizer.from_pretrained(DIR)`: the input ids of the texts (truncated to max_length);
+- `AutoTokenizer.from_pretrained(DIR)`: the input ids of the texts (truncated to max_length), and the
+  same from the slow tokenizer (`use_fast=False`: sentencepiece.bpe.model or vocab.txt);
 - the model's `last_hidden_state` for the texts as one padded batch, and its attention mask;
 - `SentenceTransformer(DIR).encode(texts)`;
 - for bge-m3 exports, `BGEM3FlagModel`'s three outputs and `compute_score` (flagembedding_outputs.py).
@@ -73,6 +74,11 @@ def export_outputs(directory: str, texts: list[str], max_length: int, m3: bool, 
         result["tokenizer_class"] = type(tokenizer).__name__
         result["input_ids"] = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
 
+    def slow_tokenizer_ids():
+        tokenizer = AutoTokenizer.from_pretrained(directory, use_fast=False)
+        result["slow_tokenizer_class"] = type(tokenizer).__name__
+        result["slow_input_ids"] = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
     def sentence_transformer():
         model = SentenceTransformer(directory, device="cpu")
         result["sentence_transformer"] = repr(model)
@@ -83,6 +89,7 @@ def export_outputs(directory: str, texts: list[str], max_length: int, m3: bool, 
 
     checked("automodel", automodel)
     checked("tokenizer", tokenizer_ids)
+    checked("slow_tokenizer", slow_tokenizer_ids)
     checked("sentence_transformer", sentence_transformer)
     if m3:
         checked("flagembedding", flagembedding)

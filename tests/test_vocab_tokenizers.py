@@ -1,0 +1,155 @@
+"""Tokenizer files for vocabulary trimming: the builtins' sentencepiece.bpe.model, trimming every file
+from one kept-id list, verify's tokenizer check on tampered files, and tokenizers trimming refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from tokenizers import Tokenizer, normalizers
+
+from bgeprune_cli.errors import BadModelFiles
+from bgeprune_cli.models import sentencepiece_model as spm
+from bgeprune_cli.models.builtins import materialize
+from bgeprune_cli.models.loading import load_tokenizer, read_config
+from bgeprune_cli.models.probe import probe_texts
+from bgeprune_cli.models.tokenizer_files import base_tokenizer_files, read_tokenizer_files
+from bgeprune_cli.models.vocab_map import VocabMap
+from bgeprune_cli.stages import export_hf, prune
+from bgeprune_cli.verification.tokenizer_check import check_tokenizer
+from conftest import corpus_vocab, make_run
+
+# What SentencePiece and tokenizers' pipelines could disagree on: every kind of whitespace, runs of
+# unknown characters, accents, an emoji, an empty text.
+TRICKY = ["  Leading,   doubled\tand trailing   spaces \n", "a\u00a0b\u3000c\u2028d\r\ne\x0bf", "🚀🚀 🚀x🚀",
+          "ÜBER naïve CAFÉ — “quoted” ½ ﬁn", "e\u0301 ça", "", " ", "x"]
+ENGLISH = probe_texts()[:14]
+
+
+def _fast_ids(directory, texts):
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_builtin_sentencepiece_model_is_deterministic_and_agrees_with_tokenizer_json(builtin_cache, tmp_path):
+    directory = materialize("tiny-xlm-roberta")
+    vocab = [tuple(v) for v in json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"]]
+    charsmap = spm.precompiled_charsmap({c: " " for c in spm.WHITESPACE if c != " "})
+    assert spm.unigram_model(vocab, charsmap) == (directory / "sentencepiece.bpe.model").read_bytes()
+    texts = probe_texts() + TRICKY
+    assert spm.encode_ids(directory / "sentencepiece.bpe.model", texts) == _fast_ids(directory, texts)
+    assert load_tokenizer(directory)(texts, add_special_tokens=False)["input_ids"] == _fast_ids(directory, texts)
+
+
+def test_precompiled_charsmap_reads_the_same_in_tokenizers():
+    """The trie is the format tokenizers' Precompiled normalizer reads too: an independent reader."""
+    import base64
+
+    table = {"\t": " ", "ﬁ": "fi", "é": "e", "\u3000": " "}
+    blob = base64.b64encode(spm.precompiled_charsmap(table)).decode()
+    normalizer = normalizers.Precompiled(base64.b64decode(blob))
+    assert normalizer.normalize_str("a\tb ﬁné\u3000z") == "a b fine z"
+
+
+@pytest.mark.parametrize("name", ["tiny-xlm-roberta", "tiny-bert"])
+def test_trimmed_files_agree_and_map_back(tmp_path, builtin_cache, name):
+    base = "builtin:" + name
+    run = make_run(tmp_path / "run", base, {}, vocab=corpus_vocab(base, ENGLISH), sample=ENGLISH)
+    prune.run(run / "masks")
+    export_hf.run(run / "pruned", tmp_path / "out")
+    vmap = VocabMap.read(tmp_path / "out")
+    check, covered = check_tokenizer(tmp_path / "out", vmap, None, None)
+    assert check.status == "pass" and covered == []  # no run given: agreement only
+    from bgeprune_cli.artifacts import read_artifact
+
+    check, covered = check_tokenizer(tmp_path / "out", vmap, read_artifact(run / "masks"), materialize(name))
+    assert check.status == "pass", check.message
+    assert set(ENGLISH) <= set(covered) and "Кошка спит на диване." not in covered
+    outside = _fast_ids(tmp_path / "out", ["Кошка спит на диване."])[0]  # another script: <unk> pieces
+    assert (3 if name == "tiny-xlm-roberta" else 1) in outside  # <unk> / [UNK]
+
+
+def _tamper_swap_pieces(out):
+    data = json.loads((out / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab[10], vocab[11] = vocab[11], vocab[10]  # two pieces trade ids: ids silently wrong
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+
+
+def _tamper_normalizer(out):
+    data = json.loads((out / "tokenizer.json").read_text())
+    data["normalizer"] = {"type": "Lowercase"}  # a rewritten pipeline: transformers 4 would run it, 5 would not
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+
+
+def _tamper_scores_in_both_files(out):
+    """Both files agree with each other, but no longer with the base: whole-word pieces lose to characters."""
+    data = json.loads((out / "tokenizer.json").read_text())
+    proto = spm.read_model(out / "sentencepiece.bpe.model")
+    for entry, piece in zip(data["model"]["vocab"][4:], proto.pieces[3:]):
+        if len(entry[0]) > 2:
+            entry[1] = piece.score = -99.0
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    (out / "sentencepiece.bpe.model").write_bytes(proto.SerializeToString())
+
+
+def _tamper_shift_map(out):
+    data = json.loads((out / "vocab_map.json").read_text())
+    ids = data["new_to_old"]
+    k = next(k for k in range(5, len(ids) - 1) if ids[k] + 1 < ids[k + 1])
+    ids[k] += 1  # still a valid map (ascending, distinct), but one token maps to its neighbour
+    (out / "vocab_map.json").write_text(json.dumps(data))
+    (out / "manifest.json").unlink()  # the manifest check would catch the edit; the tokenizer check must too
+
+
+@pytest.mark.parametrize("tamper,needle", [(_tamper_swap_pieces, "do not belong together"),
+                                           (_tamper_normalizer, "give different ids"),
+                                           (_tamper_scores_in_both_files, "tokenize differently after trimming"),
+                                           (_tamper_shift_map, "differs from the kept token ids")])
+def test_tokenizer_check_fails_on_tampered_files(tmp_path, builtin_cache, tamper, needle):
+    from bgeprune_cli.artifacts import read_artifact
+
+    base = "builtin:tiny-xlm-roberta"
+    run = make_run(tmp_path / "run", base, {}, vocab=corpus_vocab(base, ENGLISH), sample=ENGLISH)
+    prune.run(run / "masks")
+    export_hf.run(run / "pruned", tmp_path / "out")
+    tamper(tmp_path / "out")
+    check, _ = check_tokenizer(tmp_path / "out", VocabMap.read(tmp_path / "out"), read_artifact(run / "masks"),
+                               materialize("tiny-xlm-roberta"))
+    assert check.status == "fail" and needle in check.message, check.message
+
+
+def _copy(tmp_path, name: str):
+    target = tmp_path / name
+    shutil.copytree(materialize(name), target)
+    return target
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda d: (d / "tokenizer.json").unlink(), "has no tokenizer.json"),
+    (lambda d: (d / "spiece.model").write_bytes(b"x"), "spiece.model is a SentencePiece model without"),
+    (lambda d: (d / "vocab.txt").write_text("[PAD]\n"), "does not list tokenizer.json's vocabulary"),
+    (lambda d: _to_bpe(d), "has a BPE model"),
+])
+def test_tokenizers_trimming_cannot_rewrite_are_refused(tmp_path, builtin_cache, edit, needle):
+    directory = _copy(tmp_path, "tiny-bert")
+    edit(directory)
+    with pytest.raises(BadModelFiles, match=needle) as info:
+        base_tokenizer_files(directory, read_config(directory))
+    assert info.value.exit_code == 3
+
+
+def _to_bpe(directory):
+    data = json.loads((directory / "tokenizer.json").read_text())
+    data["model"] = {"type": "BPE", "vocab": {"a": 0}, "merges": []}
+    (directory / "tokenizer.json").write_text(json.dumps(data))
+
+
+def test_sentencepiece_model_that_does_not_match_tokenizer_json_is_refused(tmp_path, builtin_cache):
+    directory = _copy(tmp_path, "tiny-xlm-roberta")
+    proto = spm.read_model(directory / "sentencepiece.bpe.model")
+    proto.pieces[5].piece, proto.pieces[6].piece = proto.pieces[6].piece, proto.pieces[5].piece
+    (directory / "sentencepiece.bpe.model").write_bytes(proto.SerializeToString())
+    with pytest.raises(BadModelFiles, match="fairseq ids"):
+        read_tokenizer_files(directory)
