@@ -153,3 +153,52 @@ def test_sentencepiece_model_that_does_not_match_tokenizer_json_is_refused(tmp_p
     (directory / "sentencepiece.bpe.model").write_bytes(proto.SerializeToString())
     with pytest.raises(BadModelFiles, match="fairseq ids"):
         read_tokenizer_files(directory)
+
+
+def _bert_with_specials_inside(tmp_path):
+    """tiny-bert with [UNK] [CLS] [SEP] [MASK] moved to ids 100..103, as in BERT's real vocabulary (the tiny
+    builtins have every special token first, where renumbering cannot move it). Rows move with them."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    directory = _copy(tmp_path, "tiny-bert")
+    data = json.loads((directory / "tokenizer.json").read_text())
+    old = sorted(data["model"]["vocab"], key=data["model"]["vocab"].get)
+    order = [0] + list(range(5, 104)) + [1, 2, 3, 4] + list(range(104, len(old)))  # new id -> old id
+    new = {o: n for n, o in enumerate(order)}
+    data["model"]["vocab"] = {old[o]: n for n, o in enumerate(order)}
+    for token in data["post_processor"]["special_tokens"].values():
+        token["ids"] = [new[i] for i in token["ids"]]
+    (directory / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    (directory / "vocab.txt").write_text("".join(old[o] + "\n" for o in order), encoding="utf-8")
+    state = load_file(str(directory / "model.safetensors"))
+    key = "embeddings.word_embeddings.weight"
+    state[key] = state[key][torch.tensor(order)].contiguous()
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+def test_special_tokens_inside_the_vocabulary_are_renumbered_everywhere(tmp_path, builtin_cache):
+    from transformers import AutoModel
+
+    from bgeprune_cli.artifacts import read_artifact
+    from bgeprune_cli.models.probe import max_abs_diff, model_outputs, probe_batches
+    from bgeprune_cli.models.st_files import read_pooling
+
+    base = _bert_with_specials_inside(tmp_path)
+    assert load_tokenizer(base)("a")["input_ids"][0] == 101  # [CLS], as in bert-base-uncased
+    run = make_run(tmp_path / "run", str(base), {}, vocab=corpus_vocab(str(base), ENGLISH), sample=ENGLISH)
+    prune.run(run / "masks")
+    export_hf.run(run / "pruned", tmp_path / "out")
+    out, vmap = tmp_path / "out", VocabMap.read(tmp_path / "out")
+    tokenizer = load_tokenizer(out)
+    assert [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id] == \
+        [vmap.old_to_new[i] for i in (0, 100, 101, 102)] and tokenizer.cls_token_id < 101
+    check, covered = check_tokenizer(out, vmap, read_artifact(run / "masks"), base)
+    assert check.status == "pass" and set(ENGLISH) <= set(covered), check.message
+    as_written = Tokenizer.from_file(str(out / "tokenizer.json")).encode("a").ids  # transformers 4, TEI: the file's ids
+    assert (as_written[0], as_written[-1]) == (tokenizer.cls_token_id, tokenizer.sep_token_id)
+    ours = model_outputs(AutoModel.from_pretrained(out).eval(), probe_batches(tokenizer, ENGLISH, 64), read_pooling(out))
+    theirs = model_outputs(AutoModel.from_pretrained(base).eval(), probe_batches(load_tokenizer(base), ENGLISH, 64),
+                           read_pooling(base))
+    assert max(max_abs_diff(theirs, ours).values()) <= 1e-5

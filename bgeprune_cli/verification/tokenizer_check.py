@@ -30,15 +30,16 @@ from ..pruning.sources import read_layout
 from .static_checks import Check
 
 
-def _ids(out: Path) -> dict:
-    """Per tokenizer of a directory, a function texts -> ids (no special tokens)."""
+def _ids(out: Path, special: bool = False) -> dict:
+    """Per tokenizer of a directory, a function texts -> ids, without or with the special tokens the
+    post-processor adds (sentencepiece.bpe.model adds none: only without)."""
     from tokenizers import Tokenizer
 
     as_written = Tokenizer.from_file(str(out / FAST_TOKENIZER))
     auto = load_tokenizer(out)
-    found = {"tokenizer.json": lambda texts: [e.ids for e in as_written.encode_batch(texts, add_special_tokens=False)],
-             "AutoTokenizer": lambda texts: auto(texts, add_special_tokens=False)["input_ids"]}
-    if (out / SPM_MODEL).is_file():
+    found = {"tokenizer.json": lambda texts: [e.ids for e in as_written.encode_batch(texts, add_special_tokens=special)],
+             "AutoTokenizer": lambda texts: auto(texts, add_special_tokens=special)["input_ids"]}
+    if (out / SPM_MODEL).is_file() and not special:
         found[SPM_MODEL] = lambda texts: encode_ids(out / SPM_MODEL, texts)
     return found
 
@@ -56,15 +57,17 @@ def check_tokenizer(out: Path, vmap: VocabMap | None, masks_art, base_dir: Path 
     texts = probe_texts() + [t for t in sample if isinstance(t, str)]
     try:
         read_tokenizer_files(out)  # vocab.txt against tokenizer.json; sentencepiece.bpe.model's fairseq ids
-        exported = _ids(out)
-        results = {name: fn(texts) for name, fn in exported.items()}
+        results = {name: fn(texts) for name, fn in _ids(out).items()}
+        with_special = {name: fn(texts) for name, fn in _ids(out, special=True).items()}
     except BgepruneError as exc:
         return Check("tokenizer", "fail", f"the export's tokenizer files do not load together: {exc}"), []
     names = list(results)
-    for name in names[1:]:
-        if results[name] != results[names[0]]:
-            return Check("tokenizer", "fail", f"{name} and {names[0]} give different ids "
-                         f"({_example(texts, results[name], results[names[0]])})", {"files": names}), []
+    for found, what in ((results, ""), (with_special, " with special tokens (the post-processor's ids)")):
+        first = next(iter(found))
+        for name in list(found)[1:]:
+            if found[name] != found[first]:
+                return Check("tokenizer", "fail", f"{name} and {first} give different ids{what} "
+                             f"({_example(texts, found[name], found[first])})", {"files": names}), []
     agree = f"{', '.join(names)} agree on {len(texts)} texts"
     if base_dir is None:
         return Check("tokenizer", "pass", f"{agree}; the run is gone, so ids were not compared with the base's"), []
@@ -72,19 +75,20 @@ def check_tokenizer(out: Path, vmap: VocabMap | None, masks_art, base_dir: Path 
     if recorded != vmap.new_to_old:  # the run's kept ids are the source of truth, not the file being checked
         return Check("tokenizer", "fail", f"vocab_map.json differs from the kept token ids {masks_art.path} recorded "
                      f"({len(vmap.new_to_old)} vs {len(recorded or [])} ids); export again."), []
-    base = _ids(base_dir)
+    base, base_special = _ids(base_dir), _ids(base_dir, special=True)
     kept = set(recorded)
     covered, details = None, {"texts": len(texts), "sample": len(sample)}
-    for name in ("tokenizer.json", "AutoTokenizer"):
-        base_ids = base[name](texts)
+    for name, special in (("tokenizer.json", False), ("AutoTokenizer", False), ("tokenizer.json", True),
+                          ("AutoTokenizer", True)):
+        base_ids = (base_special if special else base)[name](texts)
         mask = [all(i in kept for i in ids) for ids in base_ids]
         covered = mask if covered is None else [a and b for a, b in zip(covered, mask)]
-        mapped = [[vmap.new_to_old[i] for i in ids] for ids in results[name]]
+        mapped = [[vmap.new_to_old[i] for i in ids] for ids in (with_special if special else results)[name]]
         wrong = [k for k, ok in enumerate(mask) if ok and mapped[k] != base_ids[k]]
         if wrong:
             k = wrong[0]
             return Check("tokenizer", "fail", f"{len(wrong)} text(s) the base tokenizes with kept tokens only tokenize "
-                         f"differently after trimming ({name}), e.g. {texts[k][:60]!r}: base {base_ids[k][:12]}, "
+                         f"differently after trimming ({name}{', with special tokens' if special else ''}), e.g. {texts[k][:60]!r}: base {base_ids[k][:12]}, "
                          f"export mapped back {mapped[k][:12]}", {**details, "wrong": len(wrong)}), []
     chosen = [t for t, ok in zip(texts, covered) if ok]
     in_sample = sum(covered[len(texts) - len(sample):]) if sample else 0
