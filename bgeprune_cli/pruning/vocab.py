@@ -47,10 +47,12 @@ def select_vocabulary(counts: np.ndarray, special: set[int], keep: list[int], mi
     return sorted(fixed | set(candidates))
 
 
-def vocab_summary(kept: list[int], base_size: int, hidden: int, **extra) -> dict:
-    """How much of the vocabulary and its embedding table survive (for tables and manifests)."""
+def vocab_summary(kept: list[int], base_size: int, hidden: int, base_hidden: int | None = None, **extra) -> dict:
+    """How much of the vocabulary and its word-embedding table survive (for tables and manifests); `hidden`
+    is the kept width (a target's hidden size), `base_hidden` the base's (default: the same)."""
     return {"kept": len(kept), "base": base_size, "fraction": len(kept) / base_size,
-            "embedding_params": len(kept) * hidden, "base_embedding_params": base_size * hidden, **extra}
+            "embedding_params": len(kept) * hidden, "base_embedding_params": base_size * (base_hidden or hidden),
+            **extra}
 
 
 def parity_batches(batches: list[dict], kept: list[int], base_unk: int) -> tuple[list[dict], list[dict]]:

@@ -37,7 +37,7 @@ def run(loaded: LoadedRecipe) -> dict:
     base_params = count_base_params(ctx.base_config)
     params = count_base_params(stock_config(ctx.base_config, ctx.adapter, sizes, plan.kept))
     vocab_only = count_base_params(stock_config(ctx.base_config, ctx.adapter, asdict(dims), plan.kept))
-    result["vocab"] = plan.summary(ctx.base_config.get("vocab_size", len(plan.files)), sizes["hidden"])
+    result["vocab"] = plan.summary(ctx.base_config.get("vocab_size", len(plan.files)), sizes["hidden"], dims.hidden)
     result["params"] = {"base": base_params, "after": params, "vocab_trimming_alone": vocab_only,
                         "encoder_counted": targeted}
     return result

@@ -54,7 +54,8 @@ def _finalize(train, out: Path, force: bool) -> dict:
     if recipe.vocab is not None:
         ctx = RunContext(recipe)
         plan = plan_vocabulary(recipe, ctx.base_dir, ctx.base_config)
-        vocab = plan.summary(ctx.base_config.get("vocab_size", len(plan.files)), dims.hidden)
+        hidden = int(masks["hidden"].sum()) if "hidden" in masks else dims.hidden  # the kept table's width
+        vocab = plan.summary(ctx.base_config.get("vocab_size", len(plan.files)), hidden, dims.hidden)
     try:
         layout = Layout.from_masks(masks, dims, plan.kept if plan else None)
     except ValueError as exc:

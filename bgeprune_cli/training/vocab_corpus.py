@@ -38,9 +38,9 @@ class VocabPlan:
     corpus: dict  # files, texts, tokens, distinct tokens, fingerprint
     sample: list[str] = field(default_factory=list)
 
-    def summary(self, base_rows: int, hidden: int) -> dict:
+    def summary(self, base_rows: int, hidden: int, base_hidden: int | None = None) -> dict:
         section = {"min_count": self.corpus["min_count"], "max_tokens": self.corpus["max_tokens"]}
-        return vocab_summary(self.kept, base_rows, hidden, tokenizer_size=len(self.files), **section,
+        return vocab_summary(self.kept, base_rows, hidden, base_hidden, tokenizer_size=len(self.files), **section,
                              corpus={k: v for k, v in self.corpus.items() if k not in section})
 
 
