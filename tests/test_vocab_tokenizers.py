@@ -202,3 +202,43 @@ def test_special_tokens_inside_the_vocabulary_are_renumbered_everywhere(tmp_path
     theirs = model_outputs(AutoModel.from_pretrained(base).eval(), probe_batches(load_tokenizer(base), ENGLISH, 64),
                            read_pooling(base))
     assert max(max_abs_diff(theirs, ours).values()) <= 1e-5
+
+
+def test_truncation_and_padding_in_tokenizer_json_do_not_cut_the_count(tmp_path, builtin_cache):
+    """all-MiniLM's tokenizer.json fixes truncation and padding at 128: counting must still see whole texts,
+    and the padding id must follow the pad token."""
+    from bgeprune_cli.artifacts import read_artifact
+
+    base = _copy(tmp_path, "tiny-bert")
+    data = json.loads((base / "tokenizer.json").read_text())
+    data["truncation"] = {"direction": "Right", "max_length": 6, "strategy": "LongestFirst", "stride": 0}
+    data["padding"] = {"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "[PAD]"}
+    (base / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    kept = corpus_vocab(str(base), ENGLISH)
+    late = load_tokenizer(base)(ENGLISH[1], add_special_tokens=False)["input_ids"][-3:]  # past the 6-token cut
+    assert set(late) <= set(kept)
+    run = make_run(tmp_path / "run", str(base), {}, vocab=kept, sample=ENGLISH)
+    prune.run(run / "masks")
+    export_hf.run(run / "pruned", tmp_path / "out")
+    check, _ = check_tokenizer(tmp_path / "out", VocabMap.read(tmp_path / "out"), read_artifact(run / "masks"), base)
+    assert check.status == "pass", check.message
+
+
+@pytest.mark.slow
+def test_all_minilm_real_bert_vocabulary_trims_and_verifies(tmp_path, builtin_cache):
+    """The real bert-base-uncased vocabulary: [CLS] at 101, truncation and padding fixed in tokenizer.json."""
+    from bgeprune_cli.artifacts import read_artifact
+    from bgeprune_cli.models.loading import resolve_base
+    from bgeprune_cli.stages import verify
+
+    base = "builtin:all-minilm-l6-v2"
+    run = make_run(tmp_path / "run", base, {}, vocab=corpus_vocab(base, probe_texts()), sample=probe_texts())
+    prune.run(run / "masks")
+    export_hf.run(run / "pruned", tmp_path / "out")
+    tokenizer = load_tokenizer(tmp_path / "out")
+    assert tokenizer.cls_token_id < 101 and len(tokenizer) < 30522
+    check, _ = check_tokenizer(tmp_path / "out", VocabMap.read(tmp_path / "out"), read_artifact(run / "masks"),
+                               resolve_base(base))
+    assert check.status == "pass", check.message
+    assert verify.run(tmp_path / "out")["ok"]

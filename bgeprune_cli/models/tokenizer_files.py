@@ -7,8 +7,9 @@ and `added_tokens.json`. Anything else that defines ids (BPE merges, `spiece.mod
 bgeprune cannot rewrite would be left stale, and loaders that prefer it would read wrong ids.
 
 Example:
-    python -c "from bgeprune_cli.models.tokenizer_files import read_tokenizer_files as r; \
-print(r('$(python -c "from bgeprune_cli.models.builtins import materialize; print(materialize('tiny-bert'))")').kind)"
+    from bgeprune_cli.models.builtins import materialize
+    files = read_tokenizer_files(materialize("tiny-xlm-roberta"))
+    files.kind, len(files), sorted(files.special)     # ('unigram', 508, [0, 1, 2, 3, 507])
 """
 
 from __future__ import annotations
@@ -70,10 +71,14 @@ class TokenizerFiles:
 
         as_written = Tokenizer.from_file(str(self.directory / FAST_TOKENIZER))
         backend = getattr(load_tokenizer(self.directory), "backend_tokenizer", None)
-        if backend is None or all(_same(getattr(as_written, part), getattr(backend, part))
-                                  for part in ("normalizer", "pre_tokenizer")):
-            return [as_written]
-        return [as_written, backend]
+        encoders = [as_written]
+        if backend is not None and not all(_same(getattr(as_written, part), getattr(backend, part))
+                                           for part in ("normalizer", "pre_tokenizer")):
+            encoders.append(backend)
+        for encoder in encoders:  # whole texts: a file may fix padding and truncation (all-MiniLM: 128)
+            encoder.no_padding()
+            encoder.no_truncation()
+        return encoders
 
     def character_ids(self, chars: set[str]) -> set[int]:
         """The single-character tokens of `chars` (WordPiece: also their ## continuations), so that a word a
@@ -93,9 +98,10 @@ class TokenizerFiles:
 
 
 def _same(a, b) -> bool:
+    """Two `tokenizers` components (normalizers, pre-tokenizers) are the same pipeline step."""
     if a is None or b is None:
         return a is b
-    return json.loads(a.__getstate__()) == json.loads(b.__getstate__()) if hasattr(a, "__getstate__") else False
+    return json.loads(a.__getstate__()) == json.loads(b.__getstate__())
 
 
 def _read_json(path: Path) -> dict:

@@ -11,8 +11,9 @@ SentencePiece proto (fairseq offset kept); `vocab.txt`; ids in `tokenizer_config
 checked.
 
 Example:
-    python -c "from bgeprune_cli.models.tokenizer_files import read_tokenizer_files as r; \
-from bgeprune_cli.models.tokenizer_trim import write_trimmed; write_trimmed(r('BASE'), list(range(100)), 'out')"
+    from bgeprune_cli.models.builtins import materialize
+    files = read_tokenizer_files(materialize("tiny-bert"))
+    write_trimmed(files, list(range(100)), Path("trimmed"))   # an existing directory; ids 0..99 kept
 """
 
 from __future__ import annotations

@@ -117,6 +117,9 @@ def _parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, 
             atol: float, texts: list[str], vmap: VocabMap | None) -> Check:
     if not exported_outputs:
         return Check("parity", "fail", "no outputs from the exported model (it did not load)")
+    if vmap is not None and not texts:
+        return Check("parity", "skip", "no text to compare on: the tokenizer check found none that the trimmed "
+                     "vocabulary covers (see its message)")
     if vmap is not None and "sparse_token_ids" in exported_outputs:  # lexical weights are keyed by token id
         exported_outputs = {**exported_outputs, "sparse_token_ids": torch.tensor(vmap.new_to_old)[
             exported_outputs["sparse_token_ids"].long()].to(exported_outputs["sparse_token_ids"].dtype)}

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import BgepruneError
@@ -36,6 +37,8 @@ def _ids(out: Path, special: bool = False) -> dict:
     from tokenizers import Tokenizer
 
     as_written = Tokenizer.from_file(str(out / FAST_TOKENIZER))
+    as_written.no_padding()  # token sequences are compared; a padding length set in the file is not a token
+    as_written.no_truncation()
     auto = load_tokenizer(out)
     found = {"tokenizer.json": lambda texts: [e.ids for e in as_written.encode_batch(texts, add_special_tokens=special)],
              "AutoTokenizer": lambda texts: auto(texts, add_special_tokens=special)["input_ids"]}
@@ -68,6 +71,11 @@ def check_tokenizer(out: Path, vmap: VocabMap | None, masks_art, base_dir: Path 
             if found[name] != found[first]:
                 return Check("tokenizer", "fail", f"{name} and {first} give different ids{what} "
                              f"({_example(texts, found[name], found[first])})", {"files": names}), []
+    padding = json.loads((out / FAST_TOKENIZER).read_text(encoding="utf-8")).get("padding")
+    pad_token_id = load_tokenizer(out).pad_token_id
+    if isinstance(padding, dict) and padding.get("pad_id") != pad_token_id:
+        return Check("tokenizer", "fail", f"tokenizer.json pads with id {padding.get('pad_id')}, but the pad token "
+                     f"is id {pad_token_id}", {"files": names}), []
     agree = f"{', '.join(names)} agree on {len(texts)} texts"
     if base_dir is None:
         return Check("tokenizer", "pass", f"{agree}; the run is gone, so ids were not compared with the base's"), []
@@ -91,6 +99,9 @@ def check_tokenizer(out: Path, vmap: VocabMap | None, masks_art, base_dir: Path 
                          f"differently after trimming ({name}{', with special tokens' if special else ''}), e.g. {texts[k][:60]!r}: base {base_ids[k][:12]}, "
                          f"export mapped back {mapped[k][:12]}", {**details, "wrong": len(wrong)}), []
     chosen = [t for t, ok in zip(texts, covered) if ok]
+    if not chosen:
+        return Check("tokenizer", "fail", f"{agree}, but none of them uses kept tokens only, so nothing shows that the "
+                     f"trimmed tokenizer reproduces the base's ids (was the corpus sample lost?)", details), []
     in_sample = sum(covered[len(texts) - len(sample):]) if sample else 0
     details.update(covered=len(chosen), covered_sample=in_sample)
     return Check("tokenizer", "pass", f"{agree}; on the {len(chosen)} that use kept tokens only ({in_sample} of "
