@@ -82,6 +82,24 @@ def test_train_refuses_a_vocab_only_recipe_and_names_the_command(tmp_path):
     assert not (tmp_path / "run" / "train").exists()
 
 
+def test_train_with_a_vocab_section_then_finalize_masks_trims(tmp_path):
+    """Encoder pruning learned by train, tokens chosen by finalize-masks from the same recipe."""
+    from bgeprune_cli.config import load_recipe
+    from bgeprune_cli.models.loading import recipe_base_dims
+    from bgeprune_cli.stages import export_hf, finalize_masks, prune, train
+
+    path = _recipe(tmp_path, base="builtin:tiny-bert", target="[target]\nlayers = 2\n[data]\ntrain = [\"builtin:probe\"]\n"
+                   "max_length = 32\n[train]\nbatch_size = 4")
+    steps = ["train.steps=4", "train.recovery_steps=2", "train.target_warmup_steps=2", "train.checkpoint_every=100"]
+    train.run(load_recipe(path, steps, base_dims=recipe_base_dims), tmp_path / "run")
+    masks = finalize_masks.run(tmp_path / "run" / "train")
+    assert masks["sizes"]["layers"] == 2 and masks["vocab"]["kept"] < masks["vocab"]["base"]
+    prune.run(tmp_path / "run" / "masks")
+    export_hf.run(tmp_path / "run" / "pruned", tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["vocab_size"]) == (2, masks["vocab"]["kept"])
+
+
 def test_a_keep_token_not_in_the_vocabulary_exits_2_with_its_line(tmp_path):
     path = _recipe(tmp_path, vocab=f'corpus = ["{CORPUS}"]\nkeep = ["meeting", "<mask>"]')
     for command in ("check", "magnitude"):

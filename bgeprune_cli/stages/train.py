@@ -33,11 +33,11 @@ import torch
 from safetensors.torch import save_file
 
 from ..artifacts import write_artifact
-from ..config import LoadedRecipe, targeted_masks
+from ..config import BaseDims, LoadedRecipe, targeted_masks
 from ..device import resolve_device as _device
 from ..errors import BgepruneError, UsageError
 from ..filenames import GATES, LAGRANGIAN, M3_HEADS, METRICS, RECOVERY_MASKS, STUDENT
-from ..models.loading import load_model, load_tokenizer
+from ..models.loading import base_config, load_model, load_tokenizer
 from ..models.st_files import pooling_config_path
 from ..pruning.masks import Layout
 from ..pruning.sources import RunContext
@@ -125,12 +125,11 @@ def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teac
 
 def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOptions) -> Session:
     r = recipe.recipe
-    ctx = RunContext(r)
-    if not targeted_masks(r.target, ctx.dims) and options.fixed_masks is None:
+    dims = BaseDims.from_config(base_config(r.base.model, r.base.revision))  # config.json only
+    if not targeted_masks(r.target, dims) and options.fixed_masks is None:
         raise UsageError(f"nothing to train: {recipe.path} only trims the vocabulary (a [vocab] section and no "
                          f"smaller [target]). Run 'bgeprune magnitude {recipe.path}' instead (no training, seconds), "
                          f"then finalize-masks, prune and export-hf as usual.")
-    preflight(r, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: bad keep tokens or corpus fail now
     # Data and run directory first: a missing file or a run that would be clobbered fails before weights load.
     data = TrainData.open(r.data, r.train, r.distill.contrastive, dist.local_block,
                           _warn if dist.is_main else lambda message: None)
@@ -142,6 +141,8 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
     if total == 0:
         raise UsageError("nothing to train: fixed masks need train.recovery_steps > 0.")
 
+    ctx = RunContext(r)
+    preflight(r, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: bad keep tokens or corpus fail now
     torch.manual_seed(r.train.seed)
     teacher = load_model(ctx.base_dir).to(dist.device).requires_grad_(False)
     # The student starts as the base and runs without dropout: distillation asks it to reproduce the
