@@ -24,7 +24,7 @@ from ..filenames import CONFIG, LINEAGE, TORCH_WEIGHTS, WEIGHTS
 from ..models import m3
 from ..artifacts import MANIFEST, Artifact, read_artifact
 from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
-from ..models.st_files import Pooling, read_pooling
+from ..models.st_files import Pooling, Prompts, read_pooling, read_prompts
 from ..errors import ArtifactError
 from ..models.encoding import encode
 from ..models.m3 import M3Output
@@ -57,6 +57,7 @@ class BenchModel:
     layout: Layout | None = None  # what was kept of the base (bgeprune models only)
     device: str = "cpu"
     artifact: Artifact | None = None  # the bgeprune artifact it was read from (exports, pruned models)
+    prompts: Prompts = Prompts()  # what the model expects before queries and passages
 
     @property
     def label(self) -> str:
@@ -129,7 +130,7 @@ def _load_pruned(artifact: Artifact, spec: str, dtype, attn: str | None) -> Benc
         files.append(artifact.path / m3.HEADS_FILE)
     tokenizer = load_tokenizer(ctx.base_dir)
     return BenchModel(spec, "pruned-model", artifact.path, model, tokenizer, ctx.pooling, heads, files, layout,
-                      artifact=artifact)
+                      artifact=artifact, prompts=ctx.prompts)
 
 
 def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifact: Artifact | None) -> BenchModel:
@@ -151,7 +152,8 @@ def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifac
     model = load_model(directory, attn, dtype)
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"])
     return BenchModel(spec, "hf-model" if artifact is not None else "model", directory, model,
-                      load_tokenizer(directory), read_pooling(directory), heads, files, layout, artifact=artifact)
+                      load_tokenizer(directory), read_pooling(directory), heads, files, layout, artifact=artifact,
+                      prompts=read_prompts(directory))
 
 
 def load_bench_model(spec: str, dtype: torch.dtype = torch.float32, attn: str | None = None,

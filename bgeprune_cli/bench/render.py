@@ -59,6 +59,13 @@ def _quality_rows(q: dict) -> list[list]:
     return rows
 
 
+def _asymmetric_rows(q: dict) -> list[list]:
+    """Index compatibility: one model's queries against the other's documents (dense)."""
+    names = {"model_queries_base_docs": "pruned queries × base index", "base_queries_model_docs": "base queries × pruned index"}
+    return [[f"{name} nDCG@10", names[direction], f"{v['metrics']['ndcg@10']:.4f}", f"{v['ratio'].get('ndcg@10', 0):.1%}"]
+            for name, data in q.get("beir", {}).items() for direction, v in data.get("asymmetric", {}).items()]
+
+
 def _metric_row(what: str, mode: str, values: dict, metric: str) -> list:
     base = values.get("base", {}).get(metric)
     ratio = values.get("ratio", {}).get(metric)
@@ -92,6 +99,12 @@ def render_bench(r: dict) -> None:
     rows = _quality_rows(r["quality"])
     if rows:
         err.print(table("Quality", ["metric", "mode", m["label"], b["label"] if b else "base", "ratio"], rows))
+    rows = _asymmetric_rows(r["quality"])
+    if rows:
+        err.print(table("Index compatibility (dense): keep the base's index, encode one side with the pruned model",
+                        ["metric", "queries × index", "value", "vs base × base"], rows))
+    if r["quality"].get("asymmetric_note"):
+        err.print(f"[dim]{esc(r['quality']['asymmetric_note'])}[/]", highlight=False)
     agreement = r["quality"].get("agreement")
     if agreement:
         err.print(table(f"Agreement with the base on {agreement['texts']} texts", ["mode", "measure", "value"], [
