@@ -158,6 +158,10 @@ def _rows(output: M3Output, start: int, stop: int | None) -> M3Output:
 
 
 def _with_ratio(per_model: dict[str, dict]) -> dict:
+    """`ratio`: model / base; `ratios`: every other entry (other backends) / base."""
     if "base" in per_model:
+        others = {name: _ratio(v, per_model["base"]) for name, v in per_model.items() if name not in ("model", "base")}
         per_model["ratio"] = _ratio(per_model["model"], per_model["base"])
+        if others:
+            per_model["ratios"] = others
     return per_model
