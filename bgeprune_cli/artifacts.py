@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from . import __version__
 from .filenames import MANIFEST
-from .atomic import atomic_dir, fsync_path, probe_writable
+from .atomic import atomic_dir, atomic_file, fsync_path, probe_writable
 from .errors import ArtifactError, BgepruneError, UsageError, environment_error, os_error_in
 
 SCHEMA_VERSION = 1
@@ -294,3 +294,24 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
         if error is not None:
             raise environment_error(error, f"writing {out}") from exc
         raise
+
+
+def amend_manifest(artifact: Artifact, subdir: str, info: dict) -> Artifact:
+    """Re-list the files under `subdir/` of a finished artifact, merge `info`, and replace its manifest atomically.
+
+    For a stage that adds a part to an artifact another stage wrote (`export-onnx` adds `onnx/` to an
+    export). Every other entry is kept exactly as recorded, never re-hashed, so a file changed since
+    it was written still fails its check. The amendment (argv, time, version) is recorded beside the
+    original write. The caller holds the artifact's lock.
+    """
+    prefix = subdir.rstrip("/") + "/"
+    kept = [e for e in artifact.manifest["files"] if not e["path"].startswith(prefix)]
+    added = [{**e, "path": prefix + e["path"]} for e in file_entries(artifact.path / subdir)] \
+        if (artifact.path / subdir).is_dir() else []
+    record = {"argv": list(sys.argv), "created_unix": int(time.time()), "bgeprune_version": __version__,
+              "versions": library_versions(), "part": prefix}
+    manifest = {**artifact.manifest, "files": sorted(kept + added, key=lambda e: e["path"]),
+                "info": {**artifact.info, **info}, "amended": [*artifact.manifest.get("amended", []), record]}
+    with atomic_file(artifact.path / MANIFEST) as tmp:
+        write_json(tmp, manifest)
+    return read_artifact(artifact.path, artifact.kind)

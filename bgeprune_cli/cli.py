@@ -259,17 +259,40 @@ def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifa
                   "--format", metavar="[stock|padded]", callback=_choice("--format", ("stock", "padded")),
                   help="stock (default from recipe) or padded.")] = None,
               name: Annotated[Optional[str], typer.Option(help="Title of the model card.")] = None,
+              onnx: Annotated[bool, typer.Option("--onnx", help="Also write onnx/: fp32 and int8 ONNX graphs (needs "
+                                                 "pip install 'bgeprune[onnx]').")] = False,
               force: Force = False, as_json: Json = False) -> None:
     """Write a drop-in HF model directory (AutoModel, SentenceTransformer) with no random weights.
 
-    [bold]Example[/]: bgeprune export-hf runs/smoke out/smoke
+    [bold]Example[/]: bgeprune export-hf runs/smoke out/smoke --onnx
     """
     def work() -> dict:
         from .stages import export_hf as stage
 
-        return stage.run(source, output, fmt, force, name)
+        return stage.run(source, output, fmt, force, name, onnx)
 
     _execute(work, as_json, render.export_hf)
+
+
+@app.command("export-onnx")
+def export_onnx(model: Annotated[Path, typer.Argument(help="An export (the output of bgeprune export-hf).")],
+                int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also write the int8 graph "
+                                                   "(model_qint8_avx512_vnni.onnx).")] = True,
+                force: Annotated[bool, typer.Option("--force", help="Replace an existing onnx/.")] = False,
+                as_json: Json = False) -> None:
+    """Add onnx/ (fp32 and int8 ONNX graphs, bge-m3's three outputs included) to an export; updates its manifest.
+
+    Needs pip install 'bgeprune[onnx]'. The graphs are traced from the export's own files; onnx/ is
+    written whole or not at all.
+
+    [bold]Example[/]: bgeprune export-onnx out/smoke-m3 && bgeprune verify out/smoke-m3
+    """
+    def work() -> dict:
+        from .stages import export_onnx as stage
+
+        return stage.run(model, force, int8)
+
+    _execute(work, as_json, render.export_onnx)
 
 
 @app.command()
@@ -280,6 +303,9 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
            atol: Annotated[float, typer.Option(help="Largest allowed |export - masked| on the probe batch.")] = 1e-5,
            probe: Annotated[Optional[Path], typer.Option(help="Text file (one passage a line) for --compare.")] = None,
            report: Annotated[Optional[Path], typer.Option(help="Also write a verify-report artifact here.")] = None,
+           int8_min_spearman: Annotated[float, typer.Option(
+               help="Fail when the int8 ONNX graph's Spearman agreement with the fp32 graph is under this in any "
+                    "mode (README, ONNX: how the default was chosen).")] = 0.9,
            force: Force = False, as_json: Json = False) -> None:
     """Prove an export: strict loading, finite weights, provenance, parity with the masked model.
 
@@ -288,7 +314,7 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
     def work() -> dict:
         from .stages import verify as stage
 
-        result = stage.run(model, run, compare, atol, probe, report, force)
+        result = stage.run(model, run, compare, atol, probe, report, force, int8_min_spearman)
         if not result["ok"]:
             render.verify(result)
             failed = [c["name"] for c in result["checks"] if c["status"] == "fail"]
@@ -339,6 +365,14 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
                                                "each).")] = True,
           mteb: Annotated[Optional[str], typer.Option(help="MTEB task names, comma-separated (needs `mteb` and the "
                                                       "hub).")] = None,
+          backend: Annotated[str, typer.Option(
+              "--backend", metavar="[torch|onnx|onnx-int8,...]",
+              help="MODEL's backends, comma-separated; the first is the headline's. onnx/onnx-int8 run the "
+                   "export's onnx/ graphs (needs pip install 'bgeprune[onnx]', CPU).")] = "torch",
+          compare_backend: Annotated[Optional[str], typer.Option(
+              "--compare-backend", metavar="[torch|onnx|onnx-int8,...]",
+              help="The base's backends (default: the same as --backend); a base without onnx/ is traced at "
+                   "bench time.")] = None,
           force: Force = False, as_json: Json = False) -> None:
     """Speed, memory, size and quality of MODEL side by side with --compare, in one run → a bench-report.
 
@@ -346,9 +380,12 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
     layers kept). The headline is batch 32 × 128 tokens: speedup, FLOPs speedup, and their
     ratio (speedup efficiency).
 
-    [bold]Example[/]: bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs
+    [bold]Examples[/]:
+      bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs
+      bgeprune bench out/minilm-50pct --backend onnx-int8,onnx,torch --compare builtin:all-minilm-l6-v2 --compare-backend torch,onnx-int8
     """
     def work() -> dict:
+        from .bench.backends import parse_backends
         from .stages import bench as stage
 
         options = stage.BenchOptions(beir=beir or [], bitext=bitext or [],
@@ -356,7 +393,9 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
                                      seq_lengths=_int_list(seq_lengths, "--seq-lengths"), warmup=warmup,
                                      repeats=repeats, device=device, dtype=dtype, attn=attn, max_length=max_length,
                                      speed=speed, memory=memory,
-                                     mteb=[t.strip() for t in (mteb or "").split(",") if t.strip()])
+                                     mteb=[t.strip() for t in (mteb or "").split(",") if t.strip()],
+                                     backends=parse_backends(backend, "--backend"),
+                                     compare_backends=parse_backends(compare_backend, "--compare-backend"))
         return stage.run(model, compare, output, force, options)
 
     def show(r: dict) -> None:

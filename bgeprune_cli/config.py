@@ -106,6 +106,9 @@ class TrainSection(_Section):
     lr_lambda: float = Field(0.01, gt=0)
     target_warmup_steps: int = Field(200, ge=0)
     gate_init: float = 3.0
+    importance_init: float = Field(0.0, ge=0, description="spread the initial log_alpha by training-free importance "
+                                   "(magnitude, block influence): units rank as their scores from gate_init - x to "
+                                   "gate_init + x; 0 starts every gate at gate_init")
     seed: int = 0
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
@@ -115,6 +118,8 @@ class TrainSection(_Section):
 
 class DistillSection(_Section):
     cosine: float = Field(1.0, ge=0)
+    tokens: float = Field(0.0, ge=0, description="per-token cosine between student and teacher last hidden states "
+                          "(when hidden is kept)")
     similarity_kl: float = Field(1.0, ge=0)
     temperature: float = Field(0.05, gt=0)
     layerwise: float = Field(0.0, ge=0)

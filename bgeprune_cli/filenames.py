@@ -33,6 +33,14 @@ MODEL_CARD = "README.md"
 LINEAGE = "lineage.json"  # an export's record of the artifacts it came from and the layout it kept
 VOCAB_MAP = "vocab_map.json"  # a trimmed export's new token id -> the base's id
 
+# ---- ONNX inside an export (`export-hf --onnx`, `export-onnx`), under the names the clients read:
+# text-embeddings-inference loads `model.onnx` or `onnx/model.onnx` and fetches `onnx/model.onnx_data`;
+# sentence-transformers (backend="onnx") loads `onnx/model.onnx` and names int8 files `model_qint8_<arch>.onnx`.
+ONNX_DIR = "onnx"
+ONNX_MODEL = "model.onnx"  # fp32: last_hidden_state (+ dense_vecs, sparse_vecs, colbert_vecs for bge-m3)
+ONNX_DATA = "model.onnx_data"  # its weights, when the graph is over protobuf's 2 GB limit
+ONNX_INT8 = "model_qint8_avx512_vnni.onnx"  # dynamic int8, the same outputs
+
 # ---- train-run (RUN/train) and checkpoints (RUN/checkpoints/step-N)
 GATES = "gates.safetensors"  # log_alpha (or magnitude scores) per mask type
 STUDENT = "student.safetensors"  # the unpruned-shape student weights

@@ -81,7 +81,15 @@ def prune(r: dict) -> None:
 
 
 def export_hf(r: dict) -> None:
-    out.print("[green]✓[/] " + esc(f"exported {r['sizes']} ({r['format']}) → {r['artifact']}\n"
+    onnx = f" with onnx/ ({', '.join(r['onnx']['files'].values())})" if r.get("onnx") else ""
+    out.print("[green]✓[/] " + esc(f"exported {r['sizes']} ({r['format']}){onnx} → {r['artifact']}\n"
+                                  f"  next: bgeprune verify {r['artifact']}"), highlight=False)
+
+
+def export_onnx(r: dict) -> None:
+    info = r["onnx"]
+    out.print("[green]✓[/] " + esc(f"onnx/ ({', '.join(info['files'].values())}; opset {info['opset']}; outputs "
+                                  f"{', '.join(info['outputs'])}) → {r['artifact']}\n"
                                   f"  next: bgeprune verify {r['artifact']}"), highlight=False)
 
 

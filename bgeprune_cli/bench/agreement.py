@@ -17,7 +17,7 @@ import torch
 
 from ..models import m3
 from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
-from ..models.st_files import read_pooling
+from ..models.st_files import read_pooling, read_prompts
 from ..models.encoding import encode
 from ..models.m3 import M3Output
 
@@ -58,9 +58,11 @@ def m3_agreement(ref: M3Output, got: M3Output, k: int = 10) -> dict:
 
 
 def _encode(directory: Path, texts: list[str], with_heads: bool) -> M3Output | torch.Tensor:
+    """The texts as passages, with the model's own passage prompt (if its sentence-transformers config has one)."""
     model, tokenizer, pooling = load_model(directory), load_tokenizer(directory), read_pooling(directory)
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"]) if with_heads else None
-    out = encode(model, tokenizer, pooling, texts, heads=heads, max_length=256, batch_size=8)
+    out = encode(model, tokenizer, pooling, read_prompts(directory).passages(texts), heads=heads, max_length=256,
+                 batch_size=8)
     return out if heads is not None else out.dense
 
 

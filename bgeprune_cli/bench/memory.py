@@ -22,10 +22,12 @@ from pathlib import Path
 import psutil
 
 
-def measure_in_child(spec: str, dtype: str, attn: str | None, device: str, batch: int, length: int) -> dict:
-    """Run this module in a child process for one model; its JSON result (or the error it printed)."""
+def measure_in_child(spec: str, dtype: str, attn: str | None, device: str, batch: int, length: int,
+                     graph: Path | None = None, directory: Path | None = None) -> dict:
+    """Run this module in a child process for one model; its JSON result (or the error it printed).
+    With `graph` (an ONNX file) the child loads only that graph and `directory`'s tokenizer."""
     command = [sys.executable, "-m", "bgeprune_cli.bench.memory", spec, dtype, attn or "default", device,
-               str(batch), str(length)]
+               str(batch), str(length)] + ([str(graph), str(directory)] if graph is not None else [])
     proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"error": (proc.stderr.strip() or f"exit code {proc.returncode}").splitlines()[-1][:500]}
@@ -44,15 +46,26 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length: int) -> dict:
+def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length: int, graph: str | None = None,
+         directory: str | None = None) -> dict:
     import torch
 
-    from .models import load_bench_model
+    from .models import BenchModel, load_bench_model
     from .speed import forward_seconds, make_batch
     from transformers import AutoModel, AutoTokenizer  # noqa: F401  (their import is baseline, not model)
 
+    if graph is not None:
+        import onnxruntime  # noqa: F401  (baseline too)
     baseline = psutil.Process().memory_info().rss
-    model = load_bench_model(spec, getattr(torch, dtype_name), None if attn == "default" else attn, device)
+    if graph is not None:  # the graph alone: what serving it with onnxruntime holds
+        from ..models.loading import load_tokenizer
+        from ..models.onnx_runtime import OnnxEncoder
+        from ..models.st_files import read_pooling
+
+        model = BenchModel(spec, "onnx", Path(directory), None, load_tokenizer(Path(directory)),
+                           read_pooling(Path(directory)), None, [], graph=OnnxEncoder(graph))
+    else:
+        model = load_bench_model(spec, getattr(torch, dtype_name), None if attn == "default" else attn, device)
     inputs = make_batch(model.tokenizer, batch, length, device)
     result = {"batch": batch, "length": length, "device": device, "baseline_rss_bytes": baseline}
     if device.startswith("cuda"):
@@ -77,4 +90,4 @@ if __name__ == "__main__":
 
     hf_logging.set_verbosity_error()
     spec_, dtype_, attn_, device_, batch_, length_ = sys.argv[1:7]
-    print(json.dumps(main(spec_, dtype_, attn_, device_, int(batch_), int(length_))))
+    print(json.dumps(main(spec_, dtype_, attn_, device_, int(batch_), int(length_), *sys.argv[7:9])))

@@ -6,6 +6,8 @@ A model is given as
   - any Hugging Face model directory, hub id, or `builtin:NAME`.
 Weights load strictly (no missing or random weights). bge-m3-style models bring their sparse and
 ColBERT heads. When the model came from bgeprune, `layout` is the architecture it kept of its base.
+A model runs on a backend: `torch`, or an ONNX graph of it (`onnx`, `onnx-int8`: `backends.py`),
+which shares the PyTorch model's description (architecture, parameters, tokenizer, pooling).
 
 Example:
     python -c "from bgeprune_cli.bench.models import load_bench_model as l; print(l('builtin:tiny-bert').arch)"
@@ -24,7 +26,7 @@ from ..filenames import CONFIG, LINEAGE, TORCH_WEIGHTS, WEIGHTS
 from ..models import m3
 from ..artifacts import MANIFEST, Artifact, read_artifact
 from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
-from ..models.st_files import Pooling, read_pooling
+from ..models.st_files import Pooling, Prompts, read_pooling, read_prompts
 from ..errors import ArtifactError
 from ..models.encoding import encode
 from ..models.m3 import M3Output
@@ -60,17 +62,29 @@ class BenchModel:
     device: str = "cpu"
     artifact: Artifact | None = None  # the bgeprune artifact it was read from (exports, pruned models)
     vocab_map: VocabMap | None = None  # a trimmed vocabulary: its ids -> the base's
+    prompts: Prompts = Prompts()  # what the model expects before queries and passages
+    backend: str = "torch"  # or "onnx", "onnx-int8": then `graph` runs it (backends.py)
+    graph: object | None = None  # an onnx_runtime.OnnxEncoder
+    graph_source: str | None = None  # where the graph came from (the export's onnx/, or traced at bench time)
 
     @property
     def label(self) -> str:
-        return label_of(self.spec)
+        return label_of(self.spec) + ("" if self.backend == "torch" else f" · {self.backend}")
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
     @property
+    def dtype_name(self) -> str:
+        """What the weights compute in: torch's dtype, fp32 ONNX, or ONNX's dynamic int8."""
+        return {"onnx": "float32", "onnx-int8": "int8 (dynamic)"}.get(self.backend,
+                                                                       str(self.dtype).removeprefix("torch."))
+
+    @property
     def attn_implementation(self) -> str:
+        if self.graph is not None:
+            return "onnxruntime"
         return str(getattr(self.model.config, "_attn_implementation", None) or "default")
 
     @property
@@ -112,7 +126,7 @@ class BenchModel:
         longest texts first in the batches (less padding), as sentence-transformers does."""
         return encode(self.model, self.tokenizer, self.pooling, texts, heads=self.heads if with_heads else None,
                       max_length=max_length, batch_size=batch_size, device=self.device, longest_first=True,
-                      progress=progress)
+                      progress=progress, graph=self.graph)
 
 
 def _artifact_at(path: Path) -> Artifact | None:
@@ -142,7 +156,7 @@ def _load_pruned(artifact: Artifact, spec: str, dtype, attn: str | None) -> Benc
         with trimmed_tokenizer_dir(ctx.base_dir, ctx.base_config, layout.vocab) as directory:
             tokenizer = load_tokenizer(directory)
     return BenchModel(spec, "pruned-model", artifact.path, model, tokenizer, ctx.pooling, heads, files, layout,
-                      artifact=artifact, vocab_map=vocab_map)
+                      artifact=artifact, vocab_map=vocab_map, prompts=ctx.prompts)
 
 
 def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifact: Artifact | None) -> BenchModel:
@@ -165,7 +179,7 @@ def _load_directory(directory: Path, spec: str, dtype, attn: str | None, artifac
     heads = m3.load_heads(directory, read_config(directory)["hidden_size"])
     return BenchModel(spec, "hf-model" if artifact is not None else "model", directory, model,
                       load_tokenizer(directory), read_pooling(directory), heads, files, layout, artifact=artifact,
-                      vocab_map=VocabMap.read(directory))
+                      vocab_map=VocabMap.read(directory), prompts=read_prompts(directory))
 
 
 def load_bench_model(spec: str, dtype: torch.dtype = torch.float32, attn: str | None = None,

@@ -29,6 +29,9 @@ def run_mteb(models: dict, task_names: list[str]) -> dict:
         raise EnvironmentProblem(f"mteb does not know the task(s) {task_names}: {exc}") from None
     scores: dict = {"tasks": task_names}
     for name, bench_model in models.items():
+        if bench_model.backend != "torch":
+            scores[name] = {"skipped": "MTEB runs sentence-transformers' PyTorch model; other backends are skipped"}
+            continue
         if bench_model.kind == "pruned-model":
             scores[name] = {"skipped": "a run's pruned model is not a sentence-transformers model; export it"}
             continue

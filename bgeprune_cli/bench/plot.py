@@ -1,6 +1,6 @@
 """The picture in a bench report: quality against throughput, and what each layer kept.
 
-Left: one point per model (and per retrieval mode for bge-m3 models) at the headline grid point,
+Left: one point per model and backend (and per retrieval mode for bge-m3 models) at the headline grid point,
 throughput on x and the headline quality metric on y, so "faster" is right and "better" is up.
 Right (models that came from bgeprune): for every layer of the base, the share of attention heads
 and FFN units kept; dropped layers are marked. Written with matplotlib's non-interactive backend.
@@ -18,13 +18,20 @@ from ..pruning.masks import Layout
 
 _MARKERS = {"dense": "o", "sparse": "s", "colbert": "^", "m3": "D"}
 _COLOURS = {"model": "tab:blue", "base": "tab:gray"}
+_OTHERS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")  # other backends
+
+
+def _colour(role: str, roles: list[str]) -> str:
+    others = [r for r in roles if r not in _COLOURS]
+    return _COLOURS.get(role) or _OTHERS[others.index(role) % len(_OTHERS)]
 
 
 def _quality_panel(ax, points: list[dict], x_label: str, y_label: str) -> None:
     from matplotlib.lines import Line2D
 
+    roles = list(dict.fromkeys(p["role"] for p in points))
     for p in points:
-        ax.scatter(p["x"], p["y"], s=80, marker=_MARKERS.get(p["mode"], "o"), color=_COLOURS.get(p["role"], "k"),
+        ax.scatter(p["x"], p["y"], s=80, marker=_MARKERS.get(p["mode"], "o"), color=_colour(p["role"], roles),
                    edgecolor="black", zorder=3)
     dense = {p["role"]: p for p in points if p["mode"] == "dense"}
     for p in dense.values():
@@ -40,7 +47,7 @@ def _quality_panel(ax, points: list[dict], x_label: str, y_label: str) -> None:
     ax.set_ylim(min(ys) - 0.3 * span, max(ys) + 0.3 * span)
     handles = [Line2D([], [], marker=_MARKERS.get(mode, "o"), linestyle="", color="white", markeredgecolor="black",
                       label=mode) for mode in dict.fromkeys(p["mode"] for p in points)]
-    handles += [Line2D([], [], marker="o", linestyle="", color=_COLOURS.get(role, "k"), label=label)
+    handles += [Line2D([], [], marker="o", linestyle="", color=_colour(role, roles), label=label)
                 for role, label in dict.fromkeys((p["role"], p["label"]) for p in points)]
     ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax.set_xlabel(x_label)

@@ -81,9 +81,23 @@ def _ratio(model: dict, base: dict) -> dict:
     return {k: model[k] / base[k] for k, v in model.items() if isinstance(v, float) and base.get(k)}
 
 
+def asymmetric_scores(model: tuple[M3Output, M3Output], base: tuple[M3Output, M3Output]) -> dict[str, torch.Tensor]:
+    """Dense scores across the two models: the pruned model's queries against the base's documents, and
+    the base's queries against the pruned model's documents. High quality here means a user can keep
+    the document index the base built and encode only queries with the pruned model (or the reverse).
+    Each side is a (queries, documents) pair of outputs; the dense widths must match."""
+    (model_q, model_d), (base_q, base_d) = model, base
+    return {"model_queries_base_docs": m3.dense_scores(model_q.dense, base_d.dense),
+            "base_queries_model_docs": m3.dense_scores(base_q.dense, model_d.dense)}
+
+
 def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreement_texts: list[str],
              max_length: int, batch_size: int) -> dict:
-    """Every metric for every model (`models`: name -> BenchModel, "model" first, "base" optional)."""
+    """Every metric for every model (`models`: name -> BenchModel, "model" first, "base" optional).
+
+    Each model encodes with its own prompts: queries with its query prompt, documents with its passage
+    prompt, both sides of a bitext pair as queries (a symmetric task, as multilingual-e5 advises).
+    """
     modes = ["dense"] + (list(M3_MODES) if all(m.heads is not None for m in models.values()) else [])
     with_heads = len(modes) > 1
     evaluators = [ir_evaluator(data) for data in beir]
@@ -93,35 +107,49 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
     result: dict = {"modes": modes, "max_length": max_length, "beir": {}, "bitext": {}}
     if not with_heads and any(m.heads is not None for m in models.values()):
         result["note"] = "sparse and ColBERT not evaluated: not every compared model has bge-m3 head files"
+    compatible = "base" in models and models["model"].hidden == models["base"].hidden
 
     with Progress("quality", total) as progress:
-        def encode(texts: list[str]) -> dict[str, M3Output]:
-            return {name: m.encode(texts, min(max_length, m.pooling.max_seq_length), batch_size, with_heads, progress)
-                    for name, m in models.items()}
+        def encode(queries: list[str], passages: list[str]) -> dict[str, tuple[M3Output, M3Output]]:
+            """Per model: its (queries, passages) outputs, one encode call each model."""
+            encoded = {}
+            for name, m in models.items():
+                both = m.encode(m.prompts.queries(queries) + m.prompts.passages(passages),
+                                min(max_length, m.pooling.max_seq_length), batch_size, with_heads, progress)
+                encoded[name] = (_rows(both, 0, len(queries)), _rows(both, len(queries), None))
+            return encoded
 
         for data, evaluator in zip(beir, evaluators):
-            query_texts, doc_texts = list(evaluator.queries), list(evaluator.corpus)
-            n = len(query_texts)
-            scores = {name: mode_scores(modes, _rows(e, 0, n), _rows(e, n, None))
-                      for name, e in encode(query_texts + doc_texts).items()}
-            result["beir"][data.name] = {"queries": n, "corpus": len(doc_texts), "modes": {
+            encoded = encode(list(evaluator.queries), list(evaluator.corpus))
+            scores = {name: mode_scores(modes, *pair) for name, pair in encoded.items()}
+            entry = {"queries": len(evaluator.queries), "corpus": len(evaluator.corpus), "modes": {
                 mode: _with_ratio({name: ir_metrics(evaluator, s[mode]) for name, s in scores.items()})
                 for mode in modes}}
+            if compatible:
+                base_metrics = entry["modes"]["dense"]["base"]
+                entry["asymmetric"] = {
+                    direction: {"metrics": (metrics := ir_metrics(evaluator, cross)),
+                                "ratio": _ratio(metrics, base_metrics)}
+                    for direction, cross in asymmetric_scores(encoded["model"], encoded["base"]).items()}
+            result["beir"][data.name] = entry
         for data in bitext:
             n = len(data.english)
-            scores = {name: mode_scores(modes, _rows(e, 0, n), _rows(e, n, None))
-                      for name, e in encode(data.english + data.other).items()}
+            scores = {name: mode_scores(modes, _rows(q, 0, n), _rows(q, n, None))
+                      for name, (q, _) in encode(data.english + data.other, []).items()}
             result["bitext"][data.name] = {"language": data.language, "pairs": n, "modes": {
                 mode: _with_ratio({name: bitext_accuracy(s[mode], data.english, data.other)
                                    for name, s in scores.items()}) for mode in modes}}
         if "base" in models:
-            encoded = encode(agreement_texts)
+            encoded = encode([], agreement_texts)
             result["agreement"] = {"texts": len(agreement_texts),
-                                   "modes": modes_agreement(modes, encoded["base"], encoded["model"])}
+                                   "modes": modes_agreement(modes, encoded["base"][1], encoded["model"][1])}
     if bitext:
         result["bitext_mean"] = {mode: _with_ratio({name: {"accuracy": sum(
             b["modes"][mode][name]["accuracy"] for b in result["bitext"].values()) / len(bitext)} for name in models})
             for mode in modes}
+    if "base" in models and not compatible:
+        result["asymmetric_note"] = ("index compatibility not measured: the pruned model's output dimension differs "
+                                     "from the base's (hidden was pruned), so their vectors cannot share an index")
     return result
 
 
@@ -130,6 +158,10 @@ def _rows(output: M3Output, start: int, stop: int | None) -> M3Output:
 
 
 def _with_ratio(per_model: dict[str, dict]) -> dict:
+    """`ratio`: model / base; `ratios`: every other entry (other backends) / base."""
     if "base" in per_model:
+        others = {name: _ratio(v, per_model["base"]) for name, v in per_model.items() if name not in ("model", "base")}
         per_model["ratio"] = _ratio(per_model["model"], per_model["base"])
+        if others:
+            per_model["ratios"] = others
     return per_model

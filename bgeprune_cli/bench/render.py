@@ -1,5 +1,9 @@
 """The tables `bgeprune bench` prints on stderr: model vs base vs ratio, for size, speed, memory, quality.
 
+With several backends (bench/backends.py) each (model, backend) entry gets its own column in the size,
+memory and quality tables, and a Backends table puts every entry's throughput, memory and quality at
+the headline point beside its ratio to the base (and to the base on the same backend).
+
 Example:
     bgeprune bench out/smoke --compare builtin:tiny-xlm-roberta --beir tests/data/beir   # tables on stderr
 """
@@ -17,20 +21,33 @@ def _ratio(model, base, fmt: str = ".2f") -> str:
     return f"{model / base:{fmt}}×" if model is not None and base else "-"
 
 
+def _entries(r: dict) -> list[str]:
+    """The table columns: every entry, MODEL's before the base's ("base" stands in when there is none)."""
+    keys = list(r["models"])
+    return keys if "base" in keys else keys + ["base"]
+
+
 def _size_rows(r: dict) -> list[list]:
-    m, b = r["models"]["model"], r["models"].get("base")
+    models, keys = r["models"], _entries(r)
+    m, b = models["model"], models.get("base")
     rows = []
     for key, name in (("total", "parameters"), ("encoder", "  encoder layers"), ("embeddings", "  embeddings"),
                       ("m3_heads", "  bge-m3 heads")):
-        if m["params"][key] or (b and b["params"][key]):
-            rows.append([name, _num(m["params"][key]), _num(b["params"][key]) if b else "-",
+        if any(models[k]["params"][key] for k in models):
+            rows.append([name, *[_num(models[k]["params"][key]) if k in models else "-" for k in keys],
                          _ratio(m["params"][key], b["params"][key]) if b else "-"])
     if b and m.get("vocab") != b.get("vocab"):
-        rows.append(["vocabulary (tokens)", _num(m["vocab"]), _num(b["vocab"]), _ratio(m["vocab"], b["vocab"])])
-    rows.append(["weights on disk (MB)", _num(m["file_bytes"] / 1e6, ",.1f"),
-                 _num(b["file_bytes"] / 1e6, ",.1f") if b else "-", _ratio(m["file_bytes"], b["file_bytes"]) if b else "-"])
-    rows.append(["layers · hidden", f"{m['layers']} · {m['hidden']}", f"{b['layers']} · {b['hidden']}" if b else "-", ""])
+        rows.append(["vocabulary (tokens)", *[_num(models[k]["vocab"]) if k in models else "-" for k in keys],
+                     _ratio(m["vocab"], b["vocab"])])
+    rows.append(["weights on disk (MB)", *[_num(models[k]["file_bytes"] / 1e6, ",.1f") if k in models else "-"
+                                           for k in keys], _ratio(m["file_bytes"], b["file_bytes"]) if b else "-"])
+    rows.append(["layers · hidden", *[f"{models[k]['layers']} · {models[k]['hidden']}" if k in models else "-"
+                                      for k in keys], ""])
     return rows
+
+
+def _labels(r: dict) -> list[str]:
+    return [r["models"][k]["label"] if k in r["models"] else "base" for k in _entries(r)]
 
 
 def _speed_rows(r: dict) -> list[list]:
@@ -47,25 +64,46 @@ def _speed_rows(r: dict) -> list[list]:
     return rows
 
 
-def _quality_rows(q: dict) -> list[list]:
+def _quality_rows(q: dict, keys: list[str]) -> list[list]:
     rows = []
     for name, data in q.get("beir", {}).items():
         for mode, values in data["modes"].items():
             for metric in ("ndcg@10", "mrr@10", "recall@100"):
-                rows.append(_metric_row(f"{name} {metric}", mode, values, metric))
+                rows.append(_metric_row(f"{name} {metric}", mode, values, metric, keys))
     for name, data in q.get("bitext", {}).items():
         for mode, values in data["modes"].items():
-            rows.append(_metric_row(f"bitext {name} ({data['pairs']} pairs)", mode, values, "accuracy"))
+            rows.append(_metric_row(f"bitext {name} ({data['pairs']} pairs)", mode, values, "accuracy", keys))
     for mode, values in q.get("bitext_mean", {}).items():
-        rows.append(_metric_row("bitext mean accuracy", mode, values, "accuracy"))
+        rows.append(_metric_row("bitext mean accuracy", mode, values, "accuracy", keys))
     return rows
 
 
-def _metric_row(what: str, mode: str, values: dict, metric: str) -> list:
-    base = values.get("base", {}).get(metric)
+def _asymmetric_rows(q: dict) -> list[list]:
+    """Index compatibility: one model's queries against the other's documents (dense)."""
+    names = {"model_queries_base_docs": "pruned queries × base index",
+             "base_queries_model_docs": "base queries × pruned index"}
+    return [[f"{name} nDCG@10", names[direction], f"{v['metrics']['ndcg@10']:.4f}",
+             f"{v['ratio'].get('ndcg@10', 0):.1%}"]
+            for name, data in q.get("beir", {}).items() for direction, v in data.get("asymmetric", {}).items()]
+
+
+def _metric_row(what: str, mode: str, values: dict, metric: str, keys: list[str]) -> list:
     ratio = values.get("ratio", {}).get(metric)
-    return [what, mode, f"{values['model'][metric]:.4f}", "-" if base is None else f"{base:.4f}",
-            "-" if ratio is None else f"{ratio:.1%}"]
+    cells = [values.get(k, {}).get(metric) for k in keys]
+    return [what, mode, *["-" if v is None else f"{v:.4f}" for v in cells], "-" if ratio is None else f"{ratio:.1%}"]
+
+
+def _backend_rows(r: dict) -> list[list]:
+    rows = []
+    for row in r["headline"]["entries"].values():
+        rss = row.get("model_rss_bytes")
+        rows.append([row["label"], f"{row['sentences_per_s']:,.1f}" if "sentences_per_s" in row else "-",
+                     f"{row['speedup_vs_base']:.2f}×" if "speedup_vs_base" in row else "-",
+                     f"{row['speedup_vs_base_same_backend']:.2f}×" if "speedup_vs_base_same_backend" in row else "-",
+                     f"{row['p50_ms']:.1f}/{row['p99_ms']:.1f}" if "p50_ms" in row else "-",
+                     _num(rss and rss / 1e6), "-" if row.get("quality") is None else f"{row['quality']:.4f}",
+                     "-" if row.get("quality_vs_base") is None else f"{row['quality_vs_base']:.1%}"])
+    return rows
 
 
 def render_bench(r: dict) -> None:
@@ -74,7 +112,7 @@ def render_bench(r: dict) -> None:
     env = r["environment"]
     err.print("[bold]bench[/] " + esc(f"{names} · {env['device']} {env.get('gpu', env['cpu'])} · {env['dtype']} · "
                                        f"{env['torch_threads']} threads"), highlight=False)
-    err.print(table("Size", ["", m["label"], b["label"] if b else "base", "ratio"], _size_rows(r)))
+    err.print(table("Size", ["", *_labels(r), "ratio"], _size_rows(r)))
     if r["speed"]:
         err.print(table(f"Speed: sentences/s (median of {r['speed'][0]['model']['samples']}), latency ms p50/p99 and "
                         f"CV, {m['label']} · {b['label'] if b else ''}",
@@ -85,20 +123,33 @@ def render_bench(r: dict) -> None:
         key = "peak_allocated_bytes" if env["device"].startswith("cuda") else "model_rss_bytes"
         what = "peak CUDA memory allocated" if key.startswith("peak") else "peak RSS above baseline"
         value = lambda role: mem.get(role, {}).get(key)
-        err.print(table(f"Memory ({what}, MB)", ["", m["label"], b["label"] if b else "base", "ratio"], [[
-            "load + one batch", _num(value("model") and value("model") / 1e6, ",.0f"),
-            _num(value("base") and value("base") / 1e6, ",.0f"), _ratio(value("model"), value("base"))]]))
-        for role in ("model", "base"):
+        err.print(table(f"Memory ({what}, MB)", ["", *_labels(r), "ratio"], [[
+            "load + one batch", *[_num(value(k) and value(k) / 1e6, ",.0f") for k in _entries(r)],
+            _ratio(value("model"), value("base"))]]))
+        for role in r["models"]:
             if "error" in mem.get(role, {}):
                 err.print(f"[yellow]memory of {role} not measured:[/] {esc(mem[role]['error'])}", highlight=False)
-    rows = _quality_rows(r["quality"])
+    rows = _quality_rows(r["quality"], _entries(r))
     if rows:
-        err.print(table("Quality", ["metric", "mode", m["label"], b["label"] if b else "base", "ratio"], rows))
+        err.print(table("Quality", ["metric", "mode", *_labels(r), "ratio"], rows))
     if r.get("coverage"):
         err.print(table("Coverage of the trimmed vocabulary (texts tokenized exactly as by the base; tokens kept)",
                         ["data", "texts", "exact", "tokens kept"],
                         [[name, c["texts"], f"{c['exact']:.1%}", f"{c['tokens_kept']:.2%}"]
                          for name, c in r["coverage"].items()]))
+    rows = _asymmetric_rows(r["quality"])
+    if rows:
+        err.print(table("Index compatibility (dense): keep the base's index, encode one side with the pruned model",
+                        ["metric", "queries × index", "value", "vs base × base"], rows))
+    if r["quality"].get("asymmetric_note"):
+        err.print(f"[dim]{esc(r['quality']['asymmetric_note'])}[/]", highlight=False)
+    if r["headline"].get("entries") and r["speed"]:
+        h = r["headline"]
+        quality = h.get("quality_metric", "quality")
+        err.print(table(f"Backends at batch {h['batch']} × {h['length']} (× base: against {b['label'] if b else '-'}; "
+                        f"same backend: against the base on the entry's backend)",
+                        ["entry", "sentences/s", "× base", "× base, same backend", "p50/p99 ms", "peak MB",
+                         f"{quality} (dense)", "vs base"], _backend_rows(r)))
     agreement = r["quality"].get("agreement")
     if agreement:
         err.print(table(f"Agreement with the base on {agreement['texts']} texts", ["mode", "measure", "value"], [

@@ -2,7 +2,8 @@
 
 Every batch is real tokens of exactly the requested length (no padding), so tokens/s means the
 same for every model. What is timed is what serving an embedding costs: the encoder forward and
-pooling, under `torch.inference_mode` (CUDA is synchronised before the clock stops). The models
+pooling, under `torch.inference_mode` (CUDA is synchronised before the clock stops); for an ONNX
+backend, the graph's `last_hidden_state` and the same pooling. The models
 are interleaved pass by pass in alternating order (A B, B A, ...) so drift in the machine (thermal
 throttling, other load) hits all of them alike. Each point reports the median latency, p50/p90/p99,
 the coefficient of variation, and sentences/s and tokens/s from the median.
@@ -18,6 +19,7 @@ import time
 
 import torch
 
+from ..models.onnx_export import HIDDEN_OUTPUT
 from .size import flops_per_token
 
 _FILLER = ("Structured pruning removes whole attention heads, feed-forward units and layers from a "
@@ -49,7 +51,10 @@ def _sync(device: str) -> None:
 def forward_seconds(bench_model, batch: dict) -> float:
     _sync(bench_model.device)
     start = time.perf_counter()
-    states = bench_model.model(**batch).last_hidden_state
+    if bench_model.graph is not None:
+        states = bench_model.graph.run(batch, [HIDDEN_OUTPUT])[HIDDEN_OUTPUT]
+    else:
+        states = bench_model.model(**batch).last_hidden_state
     bench_model.pooling.pool(states, batch["attention_mask"])
     _sync(bench_model.device)
     return time.perf_counter() - start
@@ -98,9 +103,15 @@ def measure_grid(models: dict, batch_sizes: list[int], lengths: list[int], warmu
     return points
 
 
-def add_ratios(points: list[dict], model: str = "model", base: str = "base") -> None:
-    """Measured speedup, FLOPs-ratio speedup, and their quotient (the speedup efficiency), per point."""
+def add_ratios(points: list[dict], model: str = "model", base: str = "base", same_backend: dict | None = None) -> None:
+    """Measured speedup, FLOPs-ratio speedup, and their quotient (the speedup efficiency), per point; each
+    other entry's speedup over the base and over the base on its own backend (`same_backend`: entry -> base entry)."""
     for point in points:
+        for key in point:
+            if isinstance(point[key], dict) and key != base:
+                point[key]["speedup_vs_base"] = point[key]["sentences_per_s"] / point[base]["sentences_per_s"]
+        for key, other in (same_backend or {}).items():
+            point[key]["speedup_vs_base_same_backend"] = point[key]["sentences_per_s"] / point[other]["sentences_per_s"]
         measured = point[model]["sentences_per_s"] / point[base]["sentences_per_s"]
         theoretical = point[base]["flops_per_token"] / point[model]["flops_per_token"]
         point["speedup"] = measured

@@ -53,6 +53,47 @@ class Pooling:
         return torch.nn.functional.normalize(out, dim=-1) if self.normalize else out
 
 
+@dataclass(frozen=True)
+class Prompts:
+    """Text a model expects before queries and passages (multilingual-e5: "query: " and "passage: ").
+
+    Read from `config_sentence_transformers.json`'s `prompts`; "" where the model has none. Queries use
+    the `query` (or `search_query`) prompt, passages the `passage` (or `document`, `search_document`,
+    `corpus`) prompt; a `default_prompt_name` fills whichever is missing.
+    """
+
+    query: str = ""
+    passage: str = ""
+
+    def queries(self, texts: list[str]) -> list[str]:
+        return [self.query + t for t in texts] if self.query else list(texts)
+
+    def passages(self, texts: list[str]) -> list[str]:
+        return [self.passage + t for t in texts] if self.passage else list(texts)
+
+
+_QUERY_PROMPTS = ("query", "search_query")
+_PASSAGE_PROMPTS = ("passage", "document", "search_document", "corpus")
+
+
+def read_prompts(directory: Path) -> Prompts:
+    path = Path(directory) / ST_MODEL_CONFIG
+    if not path.is_file():
+        return Prompts()
+    config = read_json_file(path)
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not prompts:
+        return Prompts()
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise BadModelFiles(f"{path}: 'prompts' must map prompt names to strings, not {prompts!r}.")
+    default = prompts.get(config.get("default_prompt_name") or "", "")
+
+    def pick(names: tuple[str, ...]) -> str:
+        return next((prompts[n] for n in names if n in prompts), default)
+
+    return Prompts(pick(_QUERY_PROMPTS), pick(_PASSAGE_PROMPTS))
+
+
 def read_json_file(path: Path) -> dict | list:
     """A JSON file of a model directory; unreadable or malformed is BadModelFiles naming the file."""
     try:

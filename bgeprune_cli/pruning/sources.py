@@ -21,7 +21,7 @@ from ..models import m3
 from ..artifacts import Artifact
 from ..errors import ArtifactError
 from ..models.loading import load_model, read_config, resolve_base
-from ..models.st_files import read_pooling
+from ..models.st_files import read_pooling, read_prompts
 from ..config import BaseDims, Recipe, recipe_from_resolved
 from .masks import Layout
 from ..models.families import Adapter, adapter_for
@@ -58,6 +58,11 @@ class RunContext:
     @cached_property
     def pooling(self):
         return read_pooling(self.base_dir)
+
+    @cached_property
+    def prompts(self):
+        """The base's query and passage prompts (training applies them as the base's users do)."""
+        return read_prompts(self.base_dir)
 
     @cached_property
     def base_heads(self) -> m3.M3Heads | None:

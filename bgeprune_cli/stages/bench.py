@@ -8,6 +8,9 @@ command) and report.png (quality vs throughput, kept layers).
 
 The headline is the grid point batch 32 × 128 tokens when the grid has it (else its largest point):
 speedup (measured), FLOPs speedup (theoretical), and their ratio, the speedup efficiency.
+`--backend` / `--compare-backend` run each model on several backends (PyTorch, ONNX fp32, ONNX int8;
+bench/backends.py): every (model, backend) is an entry measured like the rest, and the headline is
+MODEL's first backend against the base's first.
 
 Example:
     bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs
@@ -18,6 +21,8 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import tempfile
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +31,7 @@ import torch
 from ..filenames import REPORT, REPORT_PNG
 from ..artifacts import ensure_writable, library_versions, write_artifact, write_json
 from ..locks import claim_output
+from ..bench.backends import entry_key, same_backend_pairs, with_backend
 from ..bench.coverage import coverage
 from ..bench.eval_data import load_beir, load_bitext
 from ..bench.memory import measure_in_child
@@ -58,6 +64,8 @@ class BenchOptions:
     speed: bool = True
     memory: bool = True
     mteb: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=lambda: ["torch"])  # MODEL's; the first is the entry "model"
+    compare_backends: list[str] | None = None  # the base's (None: the same as MODEL's); the first is "base"
 
 
 def _resolve(options: BenchOptions) -> tuple[str, torch.dtype, list[int], list[int]]:
@@ -69,6 +77,12 @@ def _resolve(options: BenchOptions) -> tuple[str, torch.dtype, list[int], list[i
     batches, lengths = options.batch_sizes or batches, options.seq_lengths or lengths
     if min(batches) < 1 or min(lengths) < 2 or options.repeats < 2 or options.warmup < 0:
         raise UsageError("batch sizes must be >= 1, sequence lengths >= 2, --repeats >= 2 and --warmup >= 0")
+    if any(b != "torch" for b in options.backends + (options.compare_backends or [])):
+        if device != "cpu":
+            raise UsageError(f"the ONNX backends run on onnxruntime's CPU provider; pass --device cpu (not {device})")
+        from ..models.onnx_export import require_onnx
+
+        require_onnx()  # exit 4 with the install command before any model loads
     return device, getattr(torch, dtype_name), batches, lengths
 
 
@@ -84,6 +98,11 @@ def _environment(device: str, dtype: torch.dtype, models: dict) -> dict:
            "attn_implementation": {name: m.attn_implementation for name, m in models.items()}}
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(device)
+    graphs = [m.graph for m in models.values() if m.graph is not None]
+    if graphs:
+        import onnxruntime
+
+        env.update(onnxruntime=onnxruntime.__version__, onnx_threads=graphs[0].threads)
     return env
 
 
@@ -123,29 +142,35 @@ def _plot_points(models: dict, point: dict | None, quality: dict) -> tuple[list[
 def run(model: str, compare: str | None, out: Path | None, force: bool, options: BenchOptions) -> dict:
     device, dtype, batch_sizes, lengths = _resolve(options)
     options = replace(options, device=device, dtype=str(dtype).removeprefix("torch."), batch_sizes=batch_sizes,
-                      seq_lengths=lengths)
+                      seq_lengths=lengths, compare_backends=(options.compare_backends or options.backends)
+                      if compare else None)
     beir = [load_beir(path) for path in options.beir]
     bitext = [s for path in options.bitext for s in load_bitext(path)]
     out = Path(out or Path("runs") / "bench" / label_of(model))
-    with claim_output(out):
-        return _bench(model, compare, out, force, options, beir, bitext)
+    with claim_output(out), ExitStack() as stack:
+        # Graphs traced at bench time (models without an onnx/ of their own) live here for the run.
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bgeprune-bench-onnx-")))
+        return _bench(model, compare, out, force, options, beir, bitext, scratch)
 
 
 def _bench(model: str, compare: str | None, out: Path, force: bool, options: BenchOptions, beir: list,
-           bitext: list) -> dict:
+           bitext: list, scratch: Path) -> dict:
     ensure_writable(out, force)
     device, dtype = options.device, getattr(torch, options.dtype)
     batch_sizes, lengths = options.batch_sizes, options.seq_lengths
-    specs = {"model": model, **({"base": compare} if compare else {})}
+    specs = [("model", model, options.backends)] + ([("base", compare, options.compare_backends)] if compare else [])
     models = {}
-    for role, spec in specs.items():
+    for role, spec, backends in specs:
         with step(f"loading {role} {spec}"):
-            models[role] = load_bench_model(spec, dtype, options.attn, device)
+            loaded = load_bench_model(spec, dtype, options.attn, device)
+        for number, backend in enumerate(backends):  # one PyTorch model describes (and may run) every entry
+            models[entry_key(role, backend, number == 0)] = with_backend(loaded, backend, scratch)
 
     sizes = {role: size_summary(m) for role, m in models.items()}
     result: dict = {"command": _command(model, compare, out, options), "models": {
         role: {"spec": m.spec, "label": m.label, "kind": m.kind, "directory": str(m.directory),
-               "dtype": str(m.dtype).removeprefix("torch."), "attn_implementation": m.attn_implementation,
+               "backend": m.backend, "dtype": m.dtype_name, "attn_implementation": m.attn_implementation,
+               **({"graph": str(m.graph.path), "graph_source": m.graph_source} if m.graph is not None else {}),
                "m3_heads": m.heads is not None, **sizes[role]} for role, m in models.items()},
         "environment": _environment(device, dtype, models),
         "options": {**asdict(options), "beir": list(map(str, options.beir)), "bitext": list(map(str, options.bitext))}}
@@ -157,7 +182,7 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
         with Progress("speed", len(batch_sizes) * len(lengths) * options.repeats) as progress:
             points = measure_grid(models, batch_sizes, lengths, options.warmup, options.repeats, progress)
         if compare:
-            add_ratios(points)
+            add_ratios(points, same_backend={k: v for k, v in same_backend_pairs(models).items() if k != v})
     result["speed"] = points
     point = _headline_point(points)
     result["headline"] = {"batch": point["batch"], "length": point["length"]} if point else {}
@@ -168,11 +193,14 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
         batch, length = (point["batch"], point["length"]) if point else HEADLINE
         with step(f"peak memory at batch {batch} × {length} (one fresh process per model)"):
             memory = {role: measure_in_child(m.spec, str(dtype).removeprefix("torch."), options.attn, device,
-                                             batch, length) for role, m in models.items()}
+                                             batch, length, m.graph.path if m.graph is not None else None,
+                                             m.directory) for role, m in models.items()}
         key = "peak_allocated_bytes" if device.startswith("cuda") else "model_rss_bytes"
         if compare and all(key in memory[r] for r in ("model", "base")):
             memory["ratio"] = memory["model"][key] / memory["base"][key]
             memory["ratio_of"] = key
+            memory["ratios"] = {role: memory[role][key] / memory["base"][key] for role in models
+                                if role != "base" and key in memory[role]}
         result["memory"] = memory
 
     result["coverage"] = coverage(models, beir, bitext)  # a trimmed vocabulary on the quality data; None otherwise
@@ -182,6 +210,8 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
     if headline and compare and headline[1] != "top10_overlap":  # agreement alone is not a quality measure
         label, metric, modes = headline
         result["headline"].update(quality_metric=label, quality_ratio=modes["dense"]["ratio"].get(metric))
+    if len(models) > 2 or any(m.backend != "torch" for m in models.values()):
+        result["headline"]["entries"] = _entries_headline(models, point, result.get("memory", {}), headline)
     if options.mteb:
         from ..bench.mteb import run_mteb
 
@@ -203,6 +233,26 @@ def _bench(model: str, compare: str | None, out: Path, force: bool, options: Ben
     return result
 
 
+def _entries_headline(models: dict, point: dict | None, memory: dict, quality) -> dict:
+    """Per (model, backend) entry at the headline point: throughput, its ratios, memory, the quality headline."""
+    entries = {}
+    for key, m in models.items():
+        row = {"label": m.label, "backend": m.backend}
+        if point:
+            row.update({k: point[key][k] for k in ("sentences_per_s", "p50_ms", "p99_ms", "speedup_vs_base",
+                                                   "speedup_vs_base_same_backend") if k in point[key]})
+        if key in memory and "model_rss_bytes" in memory[key]:
+            row["model_rss_bytes"] = memory[key]["model_rss_bytes"]
+        if quality and quality[1] != "top10_overlap":
+            values = quality[2]["dense"]
+            row["quality"] = values[key][quality[1]]
+            ratio = values.get("ratio") if key == "model" else values.get("ratios", {}).get(key)
+            if ratio is not None:
+                row["quality_vs_base"] = ratio.get(quality[1])
+        entries[key] = row
+    return entries
+
+
 def _command(model: str, compare: str | None, out: Path, options: BenchOptions) -> str:
     """The command that reproduces this run, every option spelled out (defaults included)."""
     words = ["bgeprune", "bench", model, *(["--compare", compare] if compare else []), "-o", str(out)]
@@ -215,6 +265,9 @@ def _command(model: str, compare: str | None, out: Path, options: BenchOptions) 
     else:
         words.append("--no-speed")
     words += ["--device", options.device, "--dtype", options.dtype, "--max-length", str(options.max_length)]
+    if options.backends != ["torch"] or (options.compare_backends or ["torch"]) != ["torch"]:
+        words += ["--backend", ",".join(options.backends)]
+        words += ["--compare-backend", ",".join(options.compare_backends)] if options.compare_backends else []
     words += (["--attn", options.attn] if options.attn else []) + ([] if options.memory else ["--no-memory"])
     words += ["--mteb", ",".join(options.mteb)] if options.mteb else []
     return shlex.join(words)

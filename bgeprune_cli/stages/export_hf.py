@@ -10,6 +10,9 @@ vocab_size, and `vocab_map.json` (new id -> the base's id) is written and named 
 For bge-m3 bases also `colbert_linear.pt` and `sparse_linear.pt` (plain state dicts in the dtype of
 the base's head files), without which FlagEmbedding would silently make random heads.
 
+With `--onnx` the export also holds `onnx/`: fp32 and int8 ONNX graphs traced from the files just
+written (models/onnx_export.py), listed in the manifest like every other file.
+
 `--format stock` (default) needs masks every stock config can describe: the same heads and FFN in
 every kept layer, and hidden = head_size * heads. `--format padded` zero-pads other results to a
 stock shape: exact, but padded units still cost compute.
@@ -25,13 +28,14 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from ..filenames import CONFIG, LINEAGE, MODEL_CARD, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
+from ..filenames import CONFIG, LINEAGE, MODEL_CARD, ONNX_DIR, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
 from ..models import m3
 from ..artifacts import Artifact, ensure_writable, read_artifact, write_artifact, write_json
 from ..locks import claim_output
 from ..errors import UsageError
 from ..pruning.masks import Layout, full_layout
 from ..models.card import CardFacts, count_base_params, model_card
+from ..models.onnx_export import export_onnx, require_onnx
 from ..pruning.slicing import pad_to_stock, stock_config
 from ..pruning.sources import RunContext, read_layout, source_weights_file
 from ..models.st_files import write_export_files
@@ -58,13 +62,16 @@ def _count(tensors: dict) -> int:
     return sum(t.numel() for t in tensors.values())
 
 
-def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, name: str | None = None) -> dict:
+def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, name: str | None = None,
+        onnx: bool = False) -> dict:
+    if onnx:
+        require_onnx()  # exit 4 with the install command before any work
     pruned = read_artifact(source, "pruned-model", needed_by="export-hf")
     with claim_output(out):
-        return _export(pruned, Path(out), fmt, force, name)
+        return _export(pruned, Path(out), fmt, force, name, onnx)
 
 
-def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None) -> dict:
+def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None, onnx: bool) -> dict:
     ensure_writable(out, force)
     ctx = RunContext.of(pruned)
     fmt = fmt or ctx.recipe.export.format
@@ -122,4 +129,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
             max_seq_length=ctx.pooling.max_seq_length, train_info={**train.info, "method": method},
             parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None, vocab=vocab)
         (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
+        if onnx:  # traced from the directory as written, like export-onnx does from a finished export
+            (tmp / ONNX_DIR).mkdir()
+            info["onnx"] = export_onnx(tmp, tmp / ONNX_DIR)
     return {"artifact": str(out), "kind": "hf-model", **info}

@@ -26,47 +26,10 @@ from ..config import LoadedRecipe, targeted_masks
 from ..errors import UsageError
 from ..models.probe import probe_batches, probe_texts
 from ..filenames import GATES
+from ..pruning.importance import importance_scores
 from ..pruning.sources import RunContext
 from ..training.vocab_corpus import preflight
 from ..ui import step
-
-
-@torch.no_grad()
-def magnitude_scores(model, ctx: RunContext, wanted: list[str], batches: list[dict]) -> dict[str, torch.Tensor]:
-    adapter, dims = ctx.adapter, ctx.dims
-    layers = model.get_submodule(adapter.layers)
-    scores: dict[str, torch.Tensor] = {}
-    if "heads" in wanted or "ffn" in wanted:
-        heads, ffn = [], []
-        for layer in layers:
-            per_head = torch.zeros(dims.heads)
-            per_unit_in = torch.zeros(dims.ffn)
-            per_unit_out = torch.zeros(dims.ffn)
-            for module, (out_mask, in_mask) in adapter.layer_linears.items():
-                weight = layer.get_submodule(module).weight.float()
-                if out_mask == "heads":
-                    per_head += weight.pow(2).sum(1).view(dims.heads, -1).sum(1)
-                if in_mask == "heads":
-                    per_head += weight.pow(2).sum(0).view(dims.heads, -1).sum(1)
-                if out_mask == "ffn":
-                    per_unit_in += weight.pow(2).sum(1)
-                if in_mask == "ffn":
-                    per_unit_out += weight.pow(2).sum(0)
-            heads.append(per_head.sqrt())
-            ffn.append((per_unit_in * per_unit_out).sqrt())
-        scores["heads"], scores["ffn"] = torch.stack(heads), torch.stack(ffn)
-    if "layer" in wanted or "hidden" in wanted:
-        influence = torch.zeros(dims.layers)
-        activation = torch.zeros(dims.hidden)
-        for batch in batches:
-            states = model(**batch, output_hidden_states=True).hidden_states
-            mask = batch["attention_mask"].bool()
-            for i in range(dims.layers):
-                before, after = states[i][mask].float(), states[i + 1][mask].float()
-                influence[i] += (1 - torch.nn.functional.cosine_similarity(before, after, dim=-1)).mean()
-            activation += sum(s[mask].float().abs().mean(0) for s in states)
-        scores["layer"], scores["hidden"] = influence, activation
-    return {name: scores[name].contiguous() for name in wanted}
 
 
 def run(recipe: LoadedRecipe, run_dir: Path | None = None, force: bool = False) -> dict:
@@ -91,7 +54,7 @@ def _score(recipe: LoadedRecipe, out: Path, force: bool) -> dict:
             tokenizer = load_tokenizer(ctx.base_dir)
         with step("scoring " + ", ".join(wanted)):
             batches = probe_batches(tokenizer, probe_texts(), max_length=recipe.recipe.data.max_length)
-            scores = magnitude_scores(model, ctx, wanted, batches)
+            scores = importance_scores(model, ctx.adapter, ctx.dims, wanted, batches)
     info = {"method": "magnitude" if wanted else "vocab-only", "gate_kind": "score", "masks": wanted, "steps": 0,
             "base_dims": asdict(ctx.dims)}
     with write_artifact(out, "train-run", force=force, recipe=recipe.resolved, recipe_sha256=recipe.sha256,

@@ -38,7 +38,9 @@ from ..device import resolve_device as _device
 from ..errors import BgepruneError, UsageError
 from ..filenames import GATES, LAGRANGIAN, M3_HEADS, METRICS, RECOVERY_MASKS, STUDENT
 from ..models.loading import base_config, load_model, load_tokenizer
-from ..models.st_files import pooling_config_path
+from ..models.probe import probe_batches, probe_texts
+from ..models.st_files import Prompts, pooling_config_path
+from ..pruning.importance import importance_scores
 from ..pruning.masks import Layout
 from ..pruning.sources import RunContext
 from ..training import checkpoints, interrupt, progress
@@ -81,6 +83,7 @@ class Session:
     tokenizer: object
     trainer: Trainer
     cache: object | None  # training.teacher_cache.TeacherCache
+    prompts: Prompts  # the base's query and passage prompts, applied to the training texts
     step: int = 0
     bad_steps: int = 0
     elapsed: float = 0.0
@@ -99,7 +102,11 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
             try:
                 session = _setup(recipe, run_dir, dist, options)
                 _loop(session)
-                return _write(session)
+                result = _write(session)
+                # Every rank waits until rank 0 has written the artifact, so the process group is torn
+                # down by all ranks together (a rank leaving early aborted in gloo's teardown under load).
+                dist.barrier()
+                return result
             except BaseException:
                 if dist.is_main:  # a --force run that never committed a checkpoint gives the old run back
                     train_run_dir.restore(run_dir)
@@ -154,9 +161,15 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
     models = TrainModels(student, teacher, ctx.base_heads, ctx.adapter, ctx.dims, ctx.pooling)
     trainer = Trainer(models, r.train, r.distill, r.target, targeted_masks(r.target, ctx.dims), prune_steps, total,
                       dist, cache)
+    tokenizer = load_tokenizer(ctx.base_dir)
     if options.fixed_masks is not None:
         trainer.fix_masks(options.fixed_masks)
-    session = Session(recipe, run_dir, dist, options, data, load_tokenizer(ctx.base_dir), trainer, cache)
+    elif r.train.importance_init > 0 and checkpoint is None:  # a resumed run reads its gates back instead
+        batches = [{k: v.to(dist.device) for k, v in b.items()}
+                   for b in probe_batches(tokenizer, probe_texts(), r.data.max_length)]
+        trainer.init_gates(importance_scores(student, ctx.adapter, ctx.dims, trainer.types, batches),
+                           r.train.gate_init, r.train.importance_init)
+    session = Session(recipe, run_dir, dist, options, data, tokenizer, trainer, cache, ctx.prompts)
     if checkpoint is not None:
         _resume(session, checkpoint)
     return session
@@ -171,7 +184,8 @@ def _open_cache(root: Path, ctx: RunContext, r, dist: Dist):
                          "set distill.layerwise = 0 or drop --teacher-cache.")
     heads = ctx.base_heads is not None
     fields = ["embedding"] + ["sparse"] * (heads and r.distill.sparse > 0) \
-        + ["colbert"] * (heads and r.distill.colbert > 0)
+        + ["colbert"] * (heads and r.distill.colbert > 0) \
+        + ["tokens"] * (r.distill.tokens > 0 and "hidden" not in targeted_masks(r.target, ctx.dims))
     key = teacher_key(ctx.base_dir, pooling_config_path(ctx.base_dir), r.data.max_length, fields, repr(ctx.pooling),
                       "bf16-autocast" if dist.device.type == "cuda" else "fp32")
     return TeacherCache(Path(root).expanduser(), key, writer=f"rank{dist.rank}",
@@ -208,7 +222,7 @@ def _loop(session: Session) -> None:
                 if s.step == trainer.prune_steps and trainer.fixed is None:
                     trainer.start_recovery()
                 started = time.perf_counter()
-                result = trainer.step(s.step, s.data.next_micro_batches(s.tokenizer, s.dist.device),
+                result = trainer.step(s.step, s.data.next_micro_batches(s.tokenizer, s.dist.device, s.prompts),
                                       stop.requested)
                 s.step += 1
                 s.elapsed += time.perf_counter() - started

@@ -10,6 +10,7 @@ Checks, each with its own message (exit 1 if any fails):
                  bge-m3 bases the sparse token weights and ColBERT vectors too. With a trimmed
                  vocabulary: on the texts it covers, each side tokenizing with its own tokenizer, and
                  the sparse weights' token ids mapped back through vocab_map.json
+  onnx-files, onnx-parity, onnx-int8   the graphs in onnx/, when the export has them (verification/onnx_checks.py)
   compare        with --compare REF: agreement with a reference model per mode (reported, not judged)
 
 The run behind the export comes from `--run` or, when it still exists, from `lineage.json`.
@@ -31,7 +32,7 @@ from safetensors.torch import load_file
 
 from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
 from ..models import m3
-from ..bench.agreement import compare_models
+from ..bench.agreement import agreement, compare_models, m3_agreement
 from ..artifacts import MANIFEST, Artifact, read_artifact, write_artifact, write_json
 from ..locks import claim_output
 from ..models.loading import load_tokenizer
@@ -43,8 +44,9 @@ from ..pruning.masks import Layout
 from ..models.probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
 from ..pruning.slicing import pad_to_stock, slice_state_dict
 from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
-from ..models.st_files import read_modules
+from ..models.st_files import read_modules, read_pooling
 from ..models.vocab_map import VocabMap
+from ..verification.onnx_checks import INT8_MIN_SPEARMAN, onnx_checks
 from ..verification.tokenizer_check import check_tokenizer
 from ..ui import step
 
@@ -157,7 +159,8 @@ def _compare(out: Path, reference: str, probe: Path | None) -> Check:
 
 
 def run(out: Path, run: Path | None = None, compare: str | None = None, atol: float = 1e-5,
-        probe: Path | None = None, report: Path | None = None, force: bool = False) -> dict:
+        probe: Path | None = None, report: Path | None = None, force: bool = False,
+        int8_min_spearman: float = INT8_MIN_SPEARMAN) -> dict:
     out = Path(out)
     if not out.exists():
         raise ArtifactError(f"{out} does not exist; pass a model directory written by 'bgeprune export-hf'.")
@@ -169,11 +172,16 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
     read_modules(out)  # a modules.json path outside the directory: refuse before any loader follows it
     if report is not None:
         with claim_output(report):
-            result = _verify(out, artifact, run, compare, atol, probe)
+            result = _verify(out, artifact, run, compare, atol, probe, int8_min_spearman)
             with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
                 write_json(tmp / REPORT, result)
         return result
-    return _verify(out, artifact, run, compare, atol, probe)
+    return _verify(out, artifact, run, compare, atol, probe, int8_min_spearman)
+
+
+def _agreement(ref: m3.M3Output, got: m3.M3Output, with_heads: bool) -> dict:
+    """Per-mode agreement of two encodings of the same texts (verify's onnx-int8 check)."""
+    return m3_agreement(ref, got) if with_heads else {"dense": agreement(ref.dense, got.dense)}
 
 
 def _vocab_map(out: Path, lineage: dict | None, checks: list[Check]) -> VocabMap | None:
@@ -202,7 +210,8 @@ def _read_lineage(out: Path) -> dict | None:
     return lineage
 
 
-def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: float, probe: Path | None) -> dict:
+def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: float, probe: Path | None,
+            int8_min_spearman: float) -> dict:
     lineage = _read_lineage(out)
     listed = {e["path"] for e in artifact.manifest["files"]} if artifact else set()
     checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out, artifact)]
@@ -227,6 +236,9 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
         with step("loading the export in a fresh process"), tempfile.TemporaryDirectory() as workdir:
             load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir), texts)
         checks.append(load_check)
+        with step("running the ONNX graphs"):  # on the texts the fresh process encoded
+            checks += onnx_checks(out, artifact, exported_outputs, load_tokenizer(out), read_pooling(out),
+                                  texts or probe_texts(), PROBE_MAX_LENGTH, int8_min_spearman, _agreement)
     if masks_art is None or not exported:
         reason = "no run to compare with (pass --run RUN_DIR)" if masks_art is None else "no weights"
         checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]

@@ -22,6 +22,7 @@ from ..config import DataSection, TrainSection
 from ..errors import DataError
 from ..models.probe import PROBE_TEXT
 from .data import DataIndex, open_data
+from ..models.st_files import Prompts
 from .distill_model import MicroBatch
 
 
@@ -205,10 +206,17 @@ class TrainData:
     def summary(self) -> dict:
         return {"train": self.texts.summary(), "pairs": self.pairs_index.summary() if self.pairs_index else None}
 
-    def next_micro_batches(self, tokenizer, device) -> list[MicroBatch]:
-        """This rank's share of the next step, tokenized (texts, and pairs for the contrastive term)."""
-        texts = self.texts.local_share(self.micro_size, self.local)
-        pairs = self.pairs.local_share(self.micro_size, self.local) if self.pairs is not None else [None] * len(texts)
+    def next_micro_batches(self, tokenizer, device, prompts: Prompts = Prompts()) -> list[MicroBatch]:
+        """This rank's share of the next step, tokenized (texts, and pairs for the contrastive term).
+
+        Texts are passages and get the base's passage prompt; pairs get the query prompt on queries,
+        as the base's users would encode them. The prompted text is what the teacher cache keys.
+        """
+        texts = [prompts.passages(t) for t in self.texts.local_share(self.micro_size, self.local)]
+        pairs = [None] * len(texts)
+        if self.pairs is not None:
+            pairs = [(prompts.queries(q), prompts.passages(p), prompts.passages(n))
+                     for q, p, n in self.pairs.local_share(self.micro_size, self.local)]
         return [MicroBatch(tokenize(tokenizer, t, self.max_length, device), t,
                            tuple(tokenize(tokenizer, x, self.max_length, device) if x else None for x in p)
                            if p is not None else None) for t, p in zip(texts, pairs)]

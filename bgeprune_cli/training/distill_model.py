@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import colbert_kl, contrastive_loss, cosine_loss, similarity_kl, sparse_mse
+from .losses import colbert_kl, contrastive_loss, cosine_loss, similarity_kl, sparse_mse, token_cosine_loss
 
 
 @dataclass
@@ -35,6 +35,7 @@ class TeacherOutputs:
     hidden_states: tuple | None = None           # per layer, only for the layer-wise term (never cached)
     sparse: torch.Tensor | None = None           # token weights [B, L]
     colbert: torch.Tensor | None = None          # normalised vectors [B, L-1, D], zero on padding
+    tokens: torch.Tensor | None = None           # last hidden states [B, L, H], float32, for the per-token term
 
 
 def enable_checkpointing(student: nn.Module) -> None:
@@ -67,9 +68,9 @@ def embed(model, batch: dict, pooling, hidden_states: bool, device: torch.device
 class Teacher:
     """The frozen base; `outputs` reads the cache first when there is one."""
 
-    def __init__(self, model, heads, pooling, distill, device: torch.device, cache=None):
+    def __init__(self, model, heads, pooling, distill, device: torch.device, cache=None, want_tokens: bool = False):
         self.model, self.heads, self.pooling, self.device, self.cache = model, heads, pooling, device, cache
-        self.layerwise = distill.layerwise > 0
+        self.layerwise, self.want_tokens = distill.layerwise > 0, want_tokens
         self.want_sparse = heads is not None and distill.sparse > 0
         self.want_colbert = heads is not None and distill.colbert > 0
         self.forwards = 0
@@ -99,7 +100,8 @@ class Teacher:
         states, mask = out.last_hidden_state, batch["attention_mask"]
         return TeacherOutputs(embedding, out.hidden_states if self.layerwise else None,
                               self.heads.token_weights(states) if self.want_sparse else None,
-                              self.heads.colbert_vectors(states, mask) if self.want_colbert else None)
+                              self.heads.colbert_vectors(states, mask) if self.want_colbert else None,
+                              states.float() if self.want_tokens else None)
 
     # Token-level outputs are stored at the text's real tokens only, so an entry does not depend on
     # how much padding its batch had; reading back scatters them into zeros at the real positions.
@@ -112,6 +114,8 @@ class Teacher:
                 entry["sparse"] = out.sparse[i][real[i]].cpu()
             if out.colbert is not None:
                 entry["colbert"] = out.colbert[i][real[i, 1:]].cpu()
+            if out.tokens is not None:
+                entry["tokens"] = out.tokens[i][real[i]].cpu()
             entries.append(entry)
         return entries
 
@@ -130,7 +134,13 @@ class Teacher:
             for i, e in enumerate(entries):
                 colbert[i, real[i, 1:]] = e["colbert"]
             colbert = colbert.to(self.device)
-        return TeacherOutputs(embedding, None, sparse, colbert)
+        tokens = None
+        if self.want_tokens:
+            tokens = torch.zeros(*mask.shape, entries[0]["tokens"].shape[-1], dtype=entries[0]["tokens"].dtype)
+            for i, e in enumerate(entries):
+                tokens[i, real[i]] = e["tokens"]
+            tokens = tokens.to(self.device)
+        return TeacherOutputs(embedding, None, sparse, colbert, tokens)
 
 
 class DistillModel(nn.Module):
@@ -160,6 +170,8 @@ class DistillModel(nn.Module):
             terms["layerwise"] = distill.layerwise * self.layer_maps(
                 student_out.hidden_states, teacher.hidden_states, batch["attention_mask"])
         states, mask = student_out.last_hidden_state, batch["attention_mask"]
+        if teacher.tokens is not None:
+            terms["tokens"] = distill.tokens * token_cosine_loss(states, teacher.tokens, mask)
         if teacher.sparse is not None:
             terms["sparse"] = distill.sparse * sparse_mse(self.heads.sparse_logits(states), teacher.sparse, mask)
         if teacher.colbert is not None:

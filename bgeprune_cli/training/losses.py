@@ -2,7 +2,8 @@
 
 Embedding models are judged by the geometry of their outputs, so besides matching each vector
 (cosine, only when the output dims match) the student matches the teacher's in-batch similarity
-distribution (KL), which survives hidden pruning. For bge-m3 bases the sparse head matches the
+distribution (KL), which survives hidden pruning, and optionally every token's last hidden state
+(per-token cosine, also only when the dims match). For bge-m3 bases the sparse head matches the
 teacher's token weights (MSE) and ColBERT its in-batch late-interaction scores (KL). Optional:
 layer-wise MSE through a learned map (CoFi), and a contrastive loss on labelled pairs.
 
@@ -20,6 +21,17 @@ from torch import nn
 def cosine_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean 1 − cos between matching rows."""
     return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+
+
+def token_cosine_loss(student_states: torch.Tensor, teacher_states: torch.Tensor,
+                      attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean 1 − cos between the student's and the teacher's last hidden state of every real token.
+
+    A pooled vector is one number per text to match; every token's state is many, and they are what
+    mean pooling averages and ColBERT reads, so they pin the student's output space down far more.
+    """
+    real = attention_mask.bool()
+    return cosine_loss(student_states[real].float(), teacher_states[real].float())
 
 
 def _off_diagonal(scores: torch.Tensor) -> torch.Tensor:

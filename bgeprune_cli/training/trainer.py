@@ -30,6 +30,7 @@ from .distributed import Dist
 from .gates import Lagrangian, MaskSet, expected_sizes
 from .losses import LayerMaps
 from ..pruning.hooks import MaskHooks, as_float_masks
+from ..pruning.importance import log_alpha_from_importance
 from ..pruning.masks import LOG_ALPHA_CLAMP, full_layout
 
 GRAD_CLIP = 1.0
@@ -81,7 +82,9 @@ class Trainer:
         # bge-m3's sparse and ColBERT heads: the student's train with it, the teacher's stay frozen.
         self.student_heads = copy.deepcopy(heads).to(device) if heads is not None else None
         teacher_heads = copy.deepcopy(heads).to(device).requires_grad_(False) if heads is not None else None
-        self.teacher = Teacher(teacher, teacher_heads, pooling, distill, device, cache)
+        # The per-token term needs the teacher's token states; like cosine it needs the same hidden dims.
+        self.use_tokens = distill.tokens > 0 and "hidden" not in types
+        self.teacher = Teacher(teacher, teacher_heads, pooling, distill, device, cache, want_tokens=self.use_tokens)
         # One module for everything DDP must all-reduce; in one process `wrap` returns it as is.
         self.model = self.dist.wrap(DistillModel(student, self.masks, self.layer_maps, self.student_heads, self.hooks,
                                                  pooling, distill, self.use_cosine, device))
@@ -119,6 +122,13 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [weights_lr, gates_lr])
 
     # ------------------------------------------------------------------ phases
+
+    @torch.no_grad()
+    def init_gates(self, scores: dict[str, torch.Tensor], init: float, spread: float) -> None:
+        """Start each learned gate ranked as its importance score: log_alpha in [init − spread, init + spread]."""
+        for name, a in self.masks.log_alpha.items():
+            a.copy_(log_alpha_from_importance(scores[name], init, spread).to(a.device))
+        self.masks.clamp_()
 
     def start_recovery(self) -> None:
         """Fix the masks by the finalize rule; from here on only weights train."""

@@ -1,0 +1,157 @@
+"""Quality against speed for three ways of pruning all-MiniLM-L6-v2 at three sizes, under one budget.
+
+Methods, each with the same data (../shared/data/pydocs_train.txt), batch and total step count:
+  l0         `bgeprune train`: learned L0 masks while distilling, then recovery (the recipe's split)
+  magnitude  `bgeprune magnitude` (training-free mask), then recovery-only distillation for every step
+  naive      evenly spaced layers kept (no FFN pruning), recovery-only distillation for every step
+Targets (encoder parameters removed; stock shapes only, hidden 384 and 12 heads kept):
+  30%  l0/magnitude: 5 layers, FFN 1152 (30.5%)   naive: 4 of 6 layers (33.3%)
+  50%  l0/magnitude: 5 layers, FFN 608 (50.2%)    naive: 3 of 6 layers (50.0%)
+  70%  l0/magnitude: 4 layers, FFN 256 (70.3%)    naive: 2 of 6 layers (66.7%)
+Every student goes through finalize-masks → prune → export-hf → verify, then `bgeprune bench` against
+the teacher in one run: nDCG@10 on ../shared/data/pydocs and the measured speedup at batch 32 × 128.
+Writes OUT/results.json (resumable: finished points are kept) and docs/quality-curve.png.
+
+Run (about 15 minutes per point at the full budget on 2 CPU cores; --steps scales every method):
+    python benchmarks/quality_curve.py --out runs/curve --steps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "minilm-50pct.toml"
+TEACHER = "builtin:all-minilm-l6-v2"
+DATA = REPO.parent / "shared" / "data"
+TARGETS = {"30%": {"layers": 5, "ffn": 1152, "naive": 4}, "50%": {"layers": 5, "ffn": 608, "naive": 3},
+           "70%": {"layers": 4, "ffn": 256, "naive": 2}}
+METHODS = ("l0", "magnitude", "naive")
+
+
+def cli(*args: str) -> None:
+    print("$", shlex.join(["bgeprune", *args]), flush=True)
+    subprocess.run(["bgeprune", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def evenly_spaced(keep: int, layers: int = 6) -> torch.Tensor:
+    chosen = {round(i * (layers - 1) / max(1, keep - 1)) for i in range(keep)} if keep > 1 else {layers - 1}
+    return torch.tensor([i in chosen for i in range(layers)])
+
+
+def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]) -> None:
+    sizes = [f"target.layers={target['layers']}", f"target.ffn={target['ffn']}"]
+    common = [*extra, "train.checkpoint_every=100000"]
+    if method == "l0":
+        prune_steps = round(steps * 0.7)
+        sets = sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]
+        cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", *[a for s in sets for a in ("--set", s)])
+        return
+    from bgeprune_cli.config import load_recipe
+    from bgeprune_cli.models.loading import recipe_base_dims
+    from bgeprune_cli.stages import magnitude, train as train_stage
+
+    if method == "magnitude":
+        recipe = load_recipe(RECIPE, sizes + common, base_dims=recipe_base_dims)
+        print(f"$ bgeprune magnitude {RECIPE.name} (sizes {sizes}) + recovery-only distillation", flush=True)
+        magnitude.run(recipe, run_dir / "score", force=True)
+        masks = _finalized(run_dir / "score")
+    else:
+        sizes = [f"target.layers={target['naive']}", "target.ffn=1536"]
+        recipe = load_recipe(RECIPE, sizes + common, base_dims=recipe_base_dims)
+        masks = {"layer": evenly_spaced(target["naive"])}
+        print(f"$ (python) naive: layers {masks['layer'].nonzero().flatten().tolist()} + recovery-only distillation",
+              flush=True)
+    recovery = load_recipe(RECIPE, sizes + common + ["train.steps=1", f"train.recovery_steps={steps}"],
+                           base_dims=recipe_base_dims)
+    train_stage.run(recovery, run_dir, force=True, fixed_masks=masks)
+    del recipe
+
+
+def _finalized(score_run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    from bgeprune_cli.stages import finalize_masks
+
+    finalize_masks.run(score_run / "train", score_run / "masks", force=True)
+    return {k: v.to(torch.bool) for k, v in load_file(str(score_run / "masks" / "masks.safetensors")).items()}
+
+
+def point(method: str, name: str, out: Path, steps: int, extra: list[str]) -> dict:
+    run_dir = out / f"{name.rstrip('%')}-{method}"
+    train(method, TARGETS[name], run_dir, steps, extra)
+    cli("finalize-masks", str(run_dir / "train"), "--force")
+    cli("prune", str(run_dir / "masks"), "--force")
+    cli("export-hf", str(run_dir), str(run_dir / "export"), "--force")
+    cli("verify", str(run_dir / "export"))
+    bench = ["bench", str(run_dir / "export"), "--compare", TEACHER, "--beir", str(DATA / "pydocs"),
+             "--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu",
+             "-o", str(run_dir / "bench"), "--force"]
+    cli(*bench)
+    report = json.loads((run_dir / "bench" / "report.json").read_text())
+    dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
+    return {"method": method, "target": name, "removed": 1 - report["size_ratio"]["params_encoder"],
+            "ndcg@10": dense["model"]["ndcg@10"], "teacher_ndcg@10": dense["base"]["ndcg@10"],
+            "retention": dense["ratio"]["ndcg@10"], "speedup": report["headline"].get("speedup"),
+            "bench_command": shlex.join(["bgeprune", *bench])}
+
+
+def plot(results: dict, path: Path, command: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in METHODS:
+        pts = sorted((r["speedup"], r["retention"], r["target"]) for r in results.values() if r["method"] == method)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], marker="o", label=method)
+            for x, y, label in pts:
+                ax.annotate(label, (x, y * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(95, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("measured speedup vs the teacher (batch 32 × 128, CPU)")
+    ax.set_ylabel("pydocs nDCG@10, % of the teacher")
+    ax.set_title("all-MiniLM-L6-v2 pruned: quality vs speed, same budget per method", fontsize=10)
+    ax.legend()
+    fig.text(0.01, 0.01, command, fontsize=6, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=130)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "curve")
+    parser.add_argument("--steps", type=int, default=1000, help="total training steps of every method")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every run")
+    parser.add_argument("--png", type=Path, default=REPO / "docs" / "quality-curve.png")
+    args = parser.parse_args()
+    command = shlex.join(["python", "benchmarks/quality_curve.py", *sys.argv[1:]])
+    print("command:", command, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    for name in args.targets.split(","):
+        for method in args.methods.split(","):
+            key = f"{name} {method}"
+            if key not in results:
+                results[key] = {**point(method, name, args.out, args.steps, args.extra), "command": command}
+                path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{'target':7} {'method':10} {'nDCG@10':>8} {'vs teacher':>10} {'speedup':>8}")
+    for key, r in results.items():
+        print(f"{r['target']:7} {r['method']:10} {r['ndcg@10']:8.4f} {r['retention']:10.1%} {r['speedup']:8.2f}")
+    plot(results, args.png, command)
+    print(f"→ {path}, {args.png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""`bgeprune export-onnx`: add ONNX graphs (fp32 and int8) to an existing export (docs/design.md, ONNX).
+
+Holding the export's lock, it checks every file the graphs are traced from against the manifest,
+writes `onnx/` complete or not at all (a temporary sibling inside the export, renamed into place;
+`--force` replaces an existing `onnx/` the same way), then rewrites `manifest.json` atomically so
+its file list covers every ONNX file and verify and every reader check their hashes. Killed between
+the two, the export holds an `onnx/` the manifest does not list, which verify reports; a rerun
+with `--force` completes it. `export-hf --onnx` writes the same files as part of the export.
+
+Example:
+    bgeprune export-onnx out/smoke-m3 && bgeprune verify out/smoke-m3
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..artifacts import amend_manifest, read_artifact
+from ..atomic import atomic_dir, probe_writable
+from ..errors import BgepruneError, UsageError, environment_error, os_error_in
+from ..filenames import ONNX_DIR
+from ..locks import claim_output, recover_output
+from ..models.onnx_export import export_onnx, require_onnx
+from ..ui import step
+
+
+def run(out: Path, force: bool = False, int8: bool = True) -> dict:
+    require_onnx()  # exit 4 with the install command before anything is read
+    out = Path(out)
+    read_artifact(out, "hf-model", needed_by="export-onnx")  # not an export: exit 3 before taking a lock
+    with claim_output(out):
+        recover_output(out / ONNX_DIR)  # what a killed export-onnx left inside the export
+        artifact = read_artifact(out, "hf-model", needed_by="export-onnx")  # as it is now that we hold the lock
+        if (out / ONNX_DIR).exists() and not force:
+            raise UsageError(f"{out / ONNX_DIR} exists; pass --force to replace it.")
+        for entry in artifact.manifest["files"]:  # the graphs are traced from these: each must be as written
+            if not entry["path"].startswith(ONNX_DIR + "/"):
+                artifact.file(entry["path"])
+        probe_writable(out)
+        try:
+            with step(f"tracing {out} into {out / ONNX_DIR}"), atomic_dir(out / ONNX_DIR) as tmp:
+                info = export_onnx(out, tmp, int8=int8)
+            with step(f"listing {ONNX_DIR}/ in {out}/manifest.json"):
+                amend_manifest(artifact, ONNX_DIR, {"onnx": info})
+        except BgepruneError:
+            raise
+        except Exception as exc:
+            error = os_error_in(exc)
+            if error is not None:
+                raise environment_error(error, f"writing {out / ONNX_DIR}") from exc
+            raise
+    return {"artifact": str(out), "kind": "hf-model", "onnx": info}
