@@ -132,3 +132,18 @@ def test_trimmed_export_reproduces_the_untrimmed_model_on_corpus_text(tmp_path, 
         assert checks["tokenizer"]["details"]["covered_sample"] == len(TEXTS)  # min_count 1: the whole corpus
         if name.startswith("m3"):
             assert "sparse_token_ids" in checks["parity"]["details"]["max_abs_diff"]
+
+
+def test_trimmed_export_onnx_graphs_verify_on_the_covered_texts(tmp_path):
+    """ONNX graphs of a trimmed export: verify runs them on the texts the fresh process encoded (the covered
+    texts), so fp32 parity compares like with like, and the sparse output carries the trimmed ids."""
+    pytest.importorskip("onnxruntime")
+    from bgeprune_cli.stages import export_onnx
+
+    run = build(tmp_path, "m3-pruned")
+    export_onnx.run(run / "out")
+    result = verify.run(run / "out")
+    checks = {c["name"]: c for c in result["checks"]}
+    assert result["ok"], [c for c in result["checks"] if c["status"] == "fail"]
+    assert checks["onnx-parity"]["status"] == "pass" and checks["onnx-int8"]["status"] == "pass"
+    assert checks["tokenizer"]["details"]["covered_sample"] == len(TEXTS)
