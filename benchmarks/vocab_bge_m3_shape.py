@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -79,7 +80,7 @@ def main() -> None:
     rows = [(name, *measure(bgeprune + command)) for name, command in stages]
     base_bytes, out_bytes = file_bytes(base), file_bytes(out)
     vocab = json.loads((run / "masks" / "manifest.json").read_text())["info"]["vocab"]
-    print(f"\n$ python benchmarks/{Path(__file__).name} --me5 ME5")
+    print("\n$ python " + shlex.join(sys.argv))
     print(f"{'stage':<27}{'wall s':>8}{'peak RSS GiB':>14}")
     for name, wall, peak in rows:
         print(f"{name:<27}{wall:>8.1f}{peak / 2**30:>14.2f}")

@@ -59,7 +59,7 @@ def main() -> None:
 
 def summary(report: dict, times: dict) -> None:
     m, b = report["models"]["model"], report["models"]["base"]
-    print(f"\n$ python benchmarks/{Path(__file__).name} --me5 ME5 --out OUT")
+    print("\n$ python " + shlex.join(sys.argv))
     print("stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     print(f"{'':<34}{'untrimmed':>14}{'trimmed':>14}{'ratio':>9}")
     rows = [("tokens (vocabulary)", b["vocab"], m["vocab"]), ("parameters", b["params"]["total"], m["params"]["total"]),
