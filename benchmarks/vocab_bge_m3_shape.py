@@ -57,6 +57,16 @@ def file_bytes(directory: Path) -> int:
     return sum((directory / name).stat().st_size for name in ("model.safetensors", *HEADS))
 
 
+def encoder_parameters(directory: Path) -> int:
+    """Elements in model.safetensors, read from its header (no weights loaded); the heads add about 1M."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "model.safetensors"), "pt") as f:
+        return sum(prod(f.get_slice(name).get_shape()) for name in f.keys())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--me5", type=Path, required=True, help="multilingual-e5-small built by make_me5_small.py")
@@ -88,6 +98,8 @@ def main() -> None:
           f"{vocab['corpus']['texts']:,} texts, {vocab['corpus']['tokens']:,} tokens")
     print(f"files (model.safetensors + heads): bge-m3 shape {base_bytes / 1e6:,.0f} MB -> export "
           f"{out_bytes / 1e6:,.0f} MB = {out_bytes / base_bytes:.3f}x (goal < 0.35x)")
+    base_params, out_params = encoder_parameters(base), encoder_parameters(out)
+    print(f"parameters (model.safetensors): {base_params:,} -> {out_params:,} = {out_params / base_params:.3f}x")
 
 
 if __name__ == "__main__":
