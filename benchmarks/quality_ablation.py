@@ -100,11 +100,15 @@ def main() -> None:
             continue
         results[name] = {**train_and_export(name, args.out, args.out / "teacher-cache", args.extra), "command": command}
         results_path.write_text(json.dumps(results, indent=2) + "\n")
+    # "q x index": the pruned model's queries against the teacher's document vectors (index compatibility),
+    # as a fraction of the teacher alone.
     print(f"\n{'variant':18} {'pydocs nDCG@10':>14} {'vs teacher':>10} {'bitext acc':>10} {'vs teacher':>10} "
-          f"{'step s':>7} {'train min':>9}")
+          f"{'q x index':>9} {'step s':>7} {'train min':>9}")
     for name, r in results.items():
+        compat = (r.get("asymmetric") or {}).get("model_queries_base_docs")
         print(f"{name:18} {r['ndcg@10']:14.4f} {r['ndcg_retention']:10.1%} {r['bitext']:10.4f} "
-              f"{r['bitext_retention']:10.1%} {r['step_s']:7.3f} {r['train_wall_s'] / 60:9.1f}")
+              f"{r['bitext_retention']:10.1%} {compat['ratio']['ndcg@10'] if compat else float('nan'):9.1%} "
+              f"{r['step_s']:7.3f} {r['train_wall_s'] / 60:9.1f}")
     first = next(iter(results.values()), None)
     if first:
         print(f"teacher: pydocs nDCG@10 {first['teacher_ndcg@10']:.4f}, bitext accuracy {first['teacher_bitext']:.4f}")

@@ -6,8 +6,14 @@ of every gate, the hooks that apply it, the Lagrangian, and the gate and multipl
 teacher's forward pass is the same in both and is left out, so the ratio isolates the masks' cost.
 The two kinds of step alternate so machine drift hits both; the median of each is reported.
 
+With --tokens both steps also pay `distill.tokens` (per-token cosine of the last hidden states
+against the teacher's), so the printed ratio is the masks' overhead with it, and a third, unmasked
+step without it gives that term's own cost. `train.importance_init` only changes the gates' starting
+values: it costs one scoring pass before step 1 (timed here as "importance scoring") and nothing per step.
+
 Run:
     python benchmarks/train_step_overhead.py --steps 20
+    python benchmarks/train_step_overhead.py --steps 20 --masks layer,ffn --tokens
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config,
 from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.config import BaseDims, TargetSection
 from bgeprune_cli.training.gates import Lagrangian, MaskSet
-from bgeprune_cli.training.losses import cosine_loss, similarity_kl
+from bgeprune_cli.models.probe import probe_batches, probe_texts
+from bgeprune_cli.pruning.importance import importance_scores
+from bgeprune_cli.training.losses import cosine_loss, similarity_kl, token_cosine_loss
 from bgeprune_cli.pruning.hooks import MaskHooks
 from bgeprune_cli.models.families import adapter_for
 
@@ -39,6 +47,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--masks", default="layer,heads,ffn,hidden", help="mask types the masked step learns")
+    parser.add_argument("--tokens", action="store_true", help="add distill.tokens (per-token cosine) to both steps")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     torch.manual_seed(0)
@@ -51,7 +60,8 @@ def main() -> None:
     batch = dict(tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt"))
     teacher = load_model(base)
     with torch.no_grad():
-        target = pooling.pool(teacher(**batch).last_hidden_state, batch["attention_mask"])
+        teacher_states = teacher(**batch).last_hidden_state
+        target = pooling.pool(teacher_states, batch["attention_mask"])
 
     plain, masked = load_model(base), load_model(base)
     types = args.masks.split(",")
@@ -65,13 +75,17 @@ def main() -> None:
                                     {"params": list(gates.parameters()), "lr": 0.1, "weight_decay": 0.0}])
     lambda_opt = torch.optim.AdamW(lagrangian.parameters(), lr=0.05, maximize=True, weight_decay=0.0)
 
-    def loss_of(model) -> torch.Tensor:
-        emb = pooling.pool(model(**batch).last_hidden_state, batch["attention_mask"])
-        return cosine_loss(emb, target) + similarity_kl(emb, target, 0.05)
+    def loss_of(model, tokens: bool = args.tokens) -> torch.Tensor:
+        states = model(**batch).last_hidden_state
+        emb = pooling.pool(states, batch["attention_mask"])
+        loss = cosine_loss(emb, target) + similarity_kl(emb, target, 0.05)
+        if tokens:
+            loss = loss + token_cosine_loss(states, teacher_states, batch["attention_mask"])
+        return loss
 
-    def plain_step(step: int) -> None:
+    def plain_step(step: int, tokens: bool = args.tokens) -> None:
         plain_opt.zero_grad(set_to_none=True)
-        loss_of(plain).backward()
+        loss_of(plain, tokens).backward()
         torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
         plain_opt.step()
 
@@ -86,19 +100,30 @@ def main() -> None:
         lambda_opt.step()
         gates.clamp_()
 
-    times = {"plain": [], "masked": []}
+    steps = [("plain", plain_step), ("masked", masked_step)]
+    if args.tokens:
+        steps.append(("plain without tokens", lambda step: plain_step(step, tokens=False)))
+    times = {name: [] for name, _ in steps}
     for step in range(args.steps + 3):
-        for name, fn in (("plain", plain_step), ("masked", masked_step)):
+        for name, fn in steps:
             start = time.perf_counter()
             fn(step)
             if step >= 3:  # warm-up steps are not timed
                 times[name].append(time.perf_counter() - start)
     plain_s, masked_s = statistics.median(times["plain"]), statistics.median(times["masked"])
     print(f"model {args.model}, batch {args.batch_size} x {batch['input_ids'].shape[1]} tokens, masks {types}, "
+          f"tokens {'on' if args.tokens else 'off'}, "
           f"{torch.get_num_threads()} threads, {args.steps} timed steps each")
     print(f"plain step   {plain_s * 1000:8.1f} ms (median)")
     print(f"masked step  {masked_s * 1000:8.1f} ms (median)")
     print(f"overhead     {masked_s / plain_s:8.3f}x")
+    if args.tokens:
+        without = statistics.median(times["plain without tokens"])
+        print(f"distill.tokens costs {plain_s / without:.3f}x a plain step without it ({without * 1000:.1f} ms)")
+    start = time.perf_counter()
+    importance_scores(teacher, adapter_for(config["model_type"]), dims, types,
+                      probe_batches(tokenizer, probe_texts(), max_length=args.max_length))
+    print(f"importance scoring (train.importance_init, once before step 1): {time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":
