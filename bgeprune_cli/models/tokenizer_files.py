@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import BadModelFiles
 from ..filenames import ADDED_TOKENS, FAST_TOKENIZER, SPECIAL_TOKENS_MAP, SPM_MODEL, TOKENIZER_CONFIG, VOCAB_TXT
 from . import sentencepiece_model as spm
+from .st_files import read_json_file
 
 # config.json keys that name token ids (kept by trimming, renumbered in a trimmed export's config)
 SPECIAL_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "unk_token_id",
@@ -105,10 +106,7 @@ def _same(a, b) -> bool:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadModelFiles(f"{path} is not valid JSON ({exc}); restore it from the model it came from.") from None
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise BadModelFiles(f"{path} must hold a JSON object; restore it from the model it came from.")
     return data
