@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from bgeprune_cli.cli import app
 from bgeprune_cli.errors import DataError, RecipeError
 from bgeprune_cli.models.builtins import materialize
+from bgeprune_cli.models.vocab_map import VocabMap
 from bgeprune_cli.pruning.vocab import select_vocabulary
 from bgeprune_cli.stages import bench
 from test_vocab_pipeline import CORPUS, TEXTS
@@ -38,6 +39,16 @@ def test_select_keeps_specials_keep_and_what_the_corpus_produced_in_id_order():
     assert select_vocabulary(counts, {0, 1}, [], 1, 4) == [0, 1, 2, 7]  # the two most frequent
     assert select_vocabulary(np.array([0, 0, 3, 3, 3]), {0}, [], 1, 3) == [0, 2, 3]  # ties to the lower id
     assert select_vocabulary(counts, {0}, [], 100, None, characters={6}) == [0, 6]  # characters always
+
+
+def test_vocab_map_translates_ids_both_ways_keeping_shape_and_dtype():
+    import torch
+
+    vmap = VocabMap([0, 2, 5, 9], base_size=10)
+    new = torch.tensor([[3, 0], [1, 2]], dtype=torch.int32)
+    assert vmap.ids_to_base(new).tolist() == [[9, 0], [2, 5]] and vmap.ids_to_base(new).dtype == torch.int32
+    assert torch.equal(vmap.to_new_ids(vmap.ids_to_base(new).long(), unk=0), new.long())
+    assert vmap.to_new_ids(torch.tensor([1, 9]), unk=0).tolist() == [0, 3]  # a dropped id becomes unk
 
 
 def test_select_refuses_a_corpus_that_keeps_nothing_and_a_cap_below_the_specials():

@@ -66,6 +66,10 @@ class VocabMap:
             return {self.new_to_old[int(i)]: w for i, w in lexical.items()}
         return [self.to_base_ids(row) for row in lexical]
 
+    def ids_to_base(self, ids: torch.Tensor) -> torch.Tensor:
+        """The trimmed model's token ids (any shape) as the base's ids, in the same dtype."""
+        return torch.tensor(self.new_to_old, dtype=torch.long)[ids.long()].to(ids.dtype)
+
     def to_new_ids(self, ids: torch.Tensor, unk: int) -> torch.Tensor:
         """Base ids as the trimmed model's ids; an id it dropped becomes the trimmed `unk`.
 

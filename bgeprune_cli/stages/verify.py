@@ -123,8 +123,7 @@ def _parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, 
         return Check("parity", "skip", "no text to compare on: the tokenizer check found none that the trimmed "
                      "vocabulary covers (see its message)")
     if vmap is not None and "sparse_token_ids" in exported_outputs:  # lexical weights are keyed by token id
-        exported_outputs = {**exported_outputs, "sparse_token_ids": torch.tensor(vmap.new_to_old)[
-            exported_outputs["sparse_token_ids"].long()].to(exported_outputs["sparse_token_ids"].dtype)}
+        exported_outputs = {**exported_outputs, "sparse_token_ids": vmap.ids_to_base(exported_outputs["sparse_token_ids"])}
     batches = probe_batches(load_tokenizer(ctx.base_dir), texts or probe_texts(), PROBE_MAX_LENGTH)
     with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
         masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
