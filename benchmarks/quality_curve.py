@@ -10,7 +10,11 @@ Targets (encoder parameters removed; stock shapes only, hidden 384 and 12 heads 
   70%  l0/magnitude: 4 layers, FFN 256 (70.3%)    naive: 2 of 6 layers (66.7%)
 Every student goes through finalize-masks → prune → export-hf → verify, then `bgeprune bench` against
 the teacher in one run: nDCG@10 on ../shared/data/pydocs and the measured speedup at batch 32 × 128.
+Every method reads the teacher's outputs from one cache (OUT/teacher-cache, bitwise the teacher's
+forward pass), so only the first point pays for the teacher and no method gets different targets.
 Writes OUT/results.json (resumable: finished points are kept) and docs/quality-curve.png.
+`--rebench` measures every finished point again (the speedup wants an otherwise idle machine; the
+quality numbers do not change).
 
 Run (about 15 minutes per point at the full budget on 2 CPU cores; --steps scales every method):
     python benchmarks/quality_curve.py --out runs/curve --steps 1000
@@ -46,13 +50,14 @@ def evenly_spaced(keep: int, layers: int = 6) -> torch.Tensor:
     return torch.tensor([i in chosen for i in range(layers)])
 
 
-def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]) -> None:
+def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str], cache: Path) -> None:
     sizes = [f"target.layers={target['layers']}", f"target.ffn={target['ffn']}"]
     common = [*extra, "train.checkpoint_every=100000"]
     if method == "l0":
         prune_steps = round(steps * 0.7)
         sets = sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]
-        cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", *[a for s in sets for a in ("--set", s)])
+        cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", "--teacher-cache", str(cache),
+            *[a for s in sets for a in ("--set", s)])
         return
     from bgeprune_cli.config import load_recipe
     from bgeprune_cli.models.loading import recipe_base_dims
@@ -71,7 +76,7 @@ def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]
               flush=True)
     recovery = load_recipe(RECIPE, sizes + common + ["train.steps=1", f"train.recovery_steps={steps}"],
                            base_dims=recipe_base_dims)
-    train_stage.run(recovery, run_dir, force=True, fixed_masks=masks)
+    train_stage.run(recovery, run_dir, force=True, fixed_masks=masks, teacher_cache=cache)
     del recipe
 
 
@@ -84,26 +89,35 @@ def _finalized(score_run: Path) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.bool) for k, v in load_file(str(score_run / "masks" / "masks.safetensors")).items()}
 
 
+def run_dir_of(out: Path, method: str, name: str) -> Path:
+    return out / f"{name.rstrip('%')}-{method}"
+
+
 def point(method: str, name: str, out: Path, steps: int, extra: list[str]) -> dict:
-    run_dir = out / f"{name.rstrip('%')}-{method}"
-    train(method, TARGETS[name], run_dir, steps, extra)
+    run_dir = run_dir_of(out, method, name)
+    train(method, TARGETS[name], run_dir, steps, extra, out / "teacher-cache")
     cli("finalize-masks", str(run_dir / "train"), "--force")
     cli("prune", str(run_dir / "masks"), "--force")
     cli("export-hf", str(run_dir), str(run_dir / "export"), "--force")
     cli("verify", str(run_dir / "export"))
+    return {"method": method, "target": name, **measure(run_dir)}
+
+
+def measure(run_dir: Path) -> dict:
+    """`bgeprune bench` of one finished point against the teacher: quality and speed in one run."""
     bench = ["bench", str(run_dir / "export"), "--compare", TEACHER, "--beir", str(DATA / "pydocs"),
              "--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu",
              "-o", str(run_dir / "bench"), "--force"]
     cli(*bench)
     report = json.loads((run_dir / "bench" / "report.json").read_text())
     dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
-    return {"method": method, "target": name, "removed": 1 - report["size_ratio"]["params_encoder"],
+    return {"removed": 1 - report["size_ratio"]["params_encoder"],
             "ndcg@10": dense["model"]["ndcg@10"], "teacher_ndcg@10": dense["base"]["ndcg@10"],
             "retention": dense["ratio"]["ndcg@10"], "speedup": report["headline"].get("speedup"),
             "bench_command": shlex.join(["bgeprune", *bench])}
 
 
-def plot(results: dict, path: Path, command: str) -> None:
+def plot(results: dict, path: Path, command: str, multilingual: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,11 +130,17 @@ def plot(results: dict, path: Path, command: str) -> None:
             ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], marker="o", label=method)
             for x, y, label in pts:
                 ax.annotate(label, (x, y * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if multilingual:  # the multilingual-e5-small point (benchmarks/multilingual_point.py): its own teacher
+        x = multilingual["speedup"]
+        for value, marker, label in ((multilingual["pydocs"]["retention"], "s", "pydocs"),
+                                     (multilingual["bitext_mean_retention"], "^", "bitext, 10 languages")):
+            ax.scatter([x], [value * 100], marker=marker, color="black", zorder=3,
+                       label=f"multilingual-e5-small, l0 50%: {label}")
     ax.axhline(95, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("measured speedup vs the teacher (batch 32 × 128, CPU)")
     ax.set_ylabel("pydocs nDCG@10, % of the teacher")
     ax.set_title("all-MiniLM-L6-v2 pruned: quality vs speed, same budget per method", fontsize=10)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.text(0.01, 0.01, command, fontsize=6, color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=130)
@@ -133,6 +153,9 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every run")
+    parser.add_argument("--rebench", action="store_true", help="bench every finished point again (idle machine)")
+    parser.add_argument("--multilingual", type=Path, default=REPO / "runs" / "multilingual" / "result.json",
+                        help="the multilingual point's result (benchmarks/multilingual_point.py), plotted if present")
     parser.add_argument("--png", type=Path, default=REPO / "docs" / "quality-curve.png")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/quality_curve.py", *sys.argv[1:]])
@@ -140,6 +163,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
+    if args.rebench:
+        for key, r in results.items():
+            r.update(measure(run_dir_of(args.out, r["method"], r["target"])), bench_rerun=command)
+            path.write_text(json.dumps(results, indent=2) + "\n")
     for name in args.targets.split(","):
         for method in args.methods.split(","):
             key = f"{name} {method}"
@@ -149,7 +176,8 @@ def main() -> None:
     print(f"\n{'target':7} {'method':10} {'nDCG@10':>8} {'vs teacher':>10} {'speedup':>8}")
     for key, r in results.items():
         print(f"{r['target']:7} {r['method']:10} {r['ndcg@10']:8.4f} {r['retention']:10.1%} {r['speedup']:8.2f}")
-    plot(results, args.png, command)
+    multilingual = json.loads(args.multilingual.read_text()) if args.multilingual.is_file() else None
+    plot(results, args.png, command, multilingual)
     print(f"→ {path}, {args.png}")
 
 

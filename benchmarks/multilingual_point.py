@@ -1,0 +1,126 @@
+"""The multilingual point of the quality curve: multilingual-e5-small pruned to half its encoder.
+
+multilingual-e5-small (BERT 12 x 384 with XLM-R's 250k vocabulary, a real multilingual teacher rebuilt
+offline by benchmarks/multilingual_teacher.py) goes through `bgeprune train` with the same budget as
+the all-MiniLM curve (700 pruning + 300 recovery steps of 16 passages, the default levers) to the same
+shape ratio: 10 of 12 layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept).
+It distils on ../shared/data/multilingual_train.txt mixed with pydocs_train.txt (one shuffled stream,
+about 9 multilingual texts to 1 English), then finalize-masks -> prune -> export-hf -> verify and one
+`bgeprune bench` against the teacher: bitext_dev accuracy per language (an average hides a language
+that broke), pydocs nDCG@10 and the speedup at batch 32 x 128. Prints a table and writes
+OUT/result.json (read by quality_curve.py for its plot).
+
+    python benchmarks/multilingual_point.py --out runs/multilingual              # about 35 min, 2 CPU cores
+    python benchmarks/multilingual_point.py --out runs/multilingual --bench-only  # re-measure (idle machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from multilingual_teacher import MissingFixture, me5_small_dir  # noqa: E402
+
+RECIPE = """\
+# bgeprune train {recipe} --teacher-cache {cache}
+# written by benchmarks/multilingual_point.py: multilingual-e5-small to 49.8% of its encoder
+[base]
+model = "{base}"
+
+[target]
+mode = "targeted"
+layers = 10
+ffn = 608
+
+[data]
+train = ["{multilingual}", "{pydocs}"]
+max_length = 128
+
+[train]
+steps = {prune_steps}
+recovery_steps = {recovery_steps}
+batch_size = 16
+lr_weights = 5e-5
+lr_gates = 0.2
+lr_lambda = 0.01
+target_warmup_steps = 250
+checkpoint_every = 100
+log_every = 20
+"""
+
+
+def cli(*args) -> None:
+    print("$", shlex.join(["bgeprune", *map(str, args)]), flush=True)
+    subprocess.run([sys.executable, "-m", "bgeprune_cli", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--me5", type=Path, help="a built multilingual-e5-small (default: build it into the cache)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "multilingual")
+    parser.add_argument("--steps", type=int, default=1000, help="total steps (70%% pruning, 30%% recovery)")
+    parser.add_argument("--bench-only", action="store_true", help="bench the finished export again")
+    args = parser.parse_args()
+    command = shlex.join(["python", "benchmarks/multilingual_point.py", *sys.argv[1:]])
+    try:
+        teacher = (args.me5 or me5_small_dir()).resolve()
+    except MissingFixture as exc:
+        sys.exit(str(exc))
+    out = args.out
+    run, export = out / "run", out / "export"
+    if not args.bench_only:
+        out.mkdir(parents=True, exist_ok=True)
+        recipe, prune_steps = out / "me5-50pct.toml", round(args.steps * 0.7)
+        recipe.write_text(RECIPE.format(recipe=recipe, cache=out / "teacher-cache", base=teacher,
+                                        multilingual=DATA / "multilingual_train.txt", pydocs=DATA / "pydocs_train.txt",
+                                        prune_steps=prune_steps, recovery_steps=args.steps - prune_steps))
+        cli("train", recipe, "--run-dir", run, "--force", "--teacher-cache", out / "teacher-cache")
+        cli("finalize-masks", run / "train", "--force")
+        cli("prune", run / "masks", "--force")
+        cli("export-hf", run, export, "--force")
+        cli("verify", export)
+    bench = ["bench", export, "--compare", teacher, "--beir", DATA / "pydocs", "--bitext", DATA / "bitext_dev",
+             "--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu",
+             "-o", out / "bench", "--force"]
+    cli(*bench)
+    report = json.loads((out / "bench" / "report.json").read_text())
+    result = summarize(report, command, shlex.join(["bgeprune", *map(str, bench)]))
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def summarize(report: dict, command: str, bench_command: str) -> dict:
+    quality = report["quality"]
+    languages = {name: data["modes"]["dense"] for name, data in quality.get("bitext", {}).items()}
+    pydocs = quality["beir"]["pydocs"]["modes"]["dense"]
+    result = {"model": "multilingual-e5-small", "method": "l0", "target": "50%",
+              "removed": 1 - report["size_ratio"]["params_encoder"], "speedup": report["headline"].get("speedup"),
+              "pydocs": {"teacher": pydocs["base"]["ndcg@10"], "student": pydocs["model"]["ndcg@10"],
+                         "retention": pydocs["ratio"]["ndcg@10"]},
+              "bitext": {name: {"teacher": v["base"]["accuracy"], "student": v["model"]["accuracy"],
+                                "retention": v["ratio"]["accuracy"]} for name, v in languages.items()},
+              "command": command, "bench_command": bench_command}
+    bitext = result["bitext"]
+    result["bitext_mean_retention"] = sum(v["student"] for v in bitext.values()) / sum(
+        v["teacher"] for v in bitext.values())
+    print(f"\n$ {command}")
+    print(f"multilingual-e5-small, {result['removed']:.1%} of the encoder removed, "
+          f"speedup {result['speedup']:.2f}x (batch 32 x 128, CPU)")
+    print(f"{'data':<24}{'teacher':>9}{'student':>9}{'retention':>11}")
+    for name, v in bitext.items():
+        print(f"{'bitext ' + name + ' accuracy':<24}{v['teacher']:>9.4f}{v['student']:>9.4f}{v['retention']:>11.1%}")
+    print(f"{'bitext, all languages':<24}{'':>18}{result['bitext_mean_retention']:>11.1%}")
+    p = result["pydocs"]
+    print(f"{'pydocs nDCG@10':<24}{p['teacher']:>9.4f}{p['student']:>9.4f}{p['retention']:>11.1%}")
+    print(f"bench command: {bench_command}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The quality benchmarks' own arithmetic (the runs themselves are benchmarks, not tests): the naive
+baseline's evenly spaced layers, and how the multilingual point turns a bench report into per-language
+retention and the pooled bitext number on the curve."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import multilingual_point  # noqa: E402
+import quality_curve  # noqa: E402
+
+
+@pytest.mark.parametrize(("keep", "layers"), [(4, [0, 2, 3, 5]), (3, [0, 2, 5]), (2, [0, 5]), (1, [5])])
+def test_naive_keeps_evenly_spaced_layers_with_the_first_and_last(keep, layers):
+    mask = quality_curve.evenly_spaced(keep)
+    assert mask.nonzero().flatten().tolist() == layers and int(mask.sum()) == keep
+
+
+def test_the_targets_remove_the_fractions_the_docstring_states():
+    # one all-MiniLM-L6-v2 layer: Q, K, V, O (384 x 384 + bias), two LayerNorms, the FFN's output bias,
+    # and per FFN unit one row + bias in and one column out
+    fixed, per_unit = 4 * (384 * 384 + 384) + 2 * 2 * 384 + 384, 384 + 1 + 384
+
+    def kept(layers, ffn):
+        return layers * (fixed + ffn * per_unit)
+
+    removed = {name: 1 - kept(t["layers"], t["ffn"]) / kept(6, 1536) for name, t in quality_curve.TARGETS.items()}
+    assert removed == pytest.approx({"30%": 0.305, "50%": 0.502, "70%": 0.703}, abs=0.0005)
+    # the trainer counts the same: metrics.jsonl of a 50% run reports encoder_params 5304160
+    assert kept(5, 608) == 5304160
+
+
+def _modes(base, model, metric):
+    return {"modes": {"dense": {"base": {metric: base}, "model": {metric: model}, "ratio": {metric: model / base}}}}
+
+
+def test_the_multilingual_summary_keeps_every_language_and_pools_bitext_by_accuracy(capsys):
+    report = {"size_ratio": {"params_encoder": 0.498}, "headline": {"speedup": 1.9},
+              "quality": {"bitext": {"ar": _modes(0.8, 0.4, "accuracy"), "ro": _modes(0.6, 0.6, "accuracy")},
+                          "beir": {"pydocs": _modes(0.5, 0.45, "ndcg@10")}}}
+    result = multilingual_point.summarize(report, "python benchmarks/multilingual_point.py", "bgeprune bench x")
+    assert result["bitext"]["ar"]["retention"] == pytest.approx(0.5)  # the damaged language is not averaged away
+    assert result["bitext"]["ro"]["retention"] == pytest.approx(1.0)
+    assert result["bitext_mean_retention"] == pytest.approx(1.0 / 1.4)  # pooled accuracy, not the mean of ratios
+    assert result["pydocs"]["retention"] == pytest.approx(0.9) and result["removed"] == pytest.approx(0.502)
+    printed = capsys.readouterr().out
+    assert "bitext ar accuracy" in printed and "50.0%" in printed and "bgeprune bench x" in printed
