@@ -13,6 +13,8 @@ the teacher in one run: nDCG@10 on ../shared/data/pydocs and the measured speedu
 Every method reads the teacher's outputs from one cache (OUT/teacher-cache, bitwise the teacher's
 forward pass), so only the first point pays for the teacher and no method gets different targets.
 Writes OUT/results.json (resumable: finished points are kept) and docs/quality-curve.png.
+`--reuse 50%:l0=runs/ablation/importance` takes a point from a run that used exactly this point's
+settings (quality_ablation.py's `importance` variant is the 50% l0 point) instead of training it again.
 `--rebench` measures every finished point again (the speedup wants an otherwise idle machine; the
 quality numbers do not change).
 
@@ -100,16 +102,17 @@ def point(method: str, name: str, out: Path, steps: int, extra: list[str]) -> di
     cli("prune", str(run_dir / "masks"), "--force")
     cli("export-hf", str(run_dir), str(run_dir / "export"), "--force")
     cli("verify", str(run_dir / "export"))
-    return {"method": method, "target": name, **measure(run_dir)}
+    return {"method": method, "target": name, "export": str(run_dir / "export"),
+            **measure(run_dir / "export", run_dir / "bench")}
 
 
-def measure(run_dir: Path) -> dict:
+def measure(export: Path, bench_dir: Path) -> dict:
     """`bgeprune bench` of one finished point against the teacher: quality and speed in one run."""
-    bench = ["bench", str(run_dir / "export"), "--compare", TEACHER, "--beir", str(DATA / "pydocs"),
+    bench = ["bench", str(export), "--compare", TEACHER, "--beir", str(DATA / "pydocs"),
              "--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu",
-             "-o", str(run_dir / "bench"), "--force"]
+             "-o", str(bench_dir), "--force"]
     cli(*bench)
-    report = json.loads((run_dir / "bench" / "report.json").read_text())
+    report = json.loads((bench_dir / "report.json").read_text())
     dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
     return {"removed": 1 - report["size_ratio"]["params_encoder"],
             "ndcg@10": dense["model"]["ndcg@10"], "teacher_ndcg@10": dense["base"]["ndcg@10"],
@@ -153,6 +156,9 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every run")
+    parser.add_argument("--reuse", action="append", default=[], metavar="TARGET:METHOD=RUN_DIR",
+                        help="take a point from a finished run with the same settings (it is benched here), "
+                             "e.g. 50%%:l0=runs/ablation/importance")
     parser.add_argument("--rebench", action="store_true", help="bench every finished point again (idle machine)")
     parser.add_argument("--multilingual", type=Path, default=REPO / "runs" / "multilingual" / "result.json",
                         help="the multilingual point's result (benchmarks/multilingual_point.py), plotted if present")
@@ -165,7 +171,16 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
     if args.rebench:
         for key, r in results.items():
-            r.update(measure(run_dir_of(args.out, r["method"], r["target"])), bench_rerun=command)
+            run_dir = run_dir_of(args.out, r["method"], r["target"])
+            r.update(measure(Path(r.get("export") or run_dir / "export"), run_dir / "bench"), bench_rerun=command)
+            path.write_text(json.dumps(results, indent=2) + "\n")
+    for spec in args.reuse:
+        point_name, run_dir = spec.split("=", 1)
+        name, method = point_name.split(":")
+        if f"{name} {method}" not in results:
+            export, bench_dir = Path(run_dir) / "export", run_dir_of(args.out, method, name) / "bench"
+            results[f"{name} {method}"] = {"method": method, "target": name, "export": str(export),
+                                           **measure(export, bench_dir), "command": command}
             path.write_text(json.dumps(results, indent=2) + "\n")
     for name in args.targets.split(","):
         for method in args.methods.split(","):
@@ -173,9 +188,12 @@ def main() -> None:
             if key not in results:
                 results[key] = {**point(method, name, args.out, args.steps, args.extra), "command": command}
                 path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\n{'target':7} {'method':10} {'nDCG@10':>8} {'vs teacher':>10} {'speedup':>8}")
-    for key, r in results.items():
-        print(f"{r['target']:7} {r['method']:10} {r['ndcg@10']:8.4f} {r['retention']:10.1%} {r['speedup']:8.2f}")
+    print(f"\n{'target':7} {'method':10} {'removed':>8} {'nDCG@10':>8} {'vs teacher':>10} {'speedup':>8}")
+    order = {name: i for i, name in enumerate(TARGETS)} | {m: i for i, m in enumerate(METHODS)}
+    for r in sorted(results.values(), key=lambda r: (order[r["target"]], order[r["method"]])):
+        print(f"{r['target']:7} {r['method']:10} {r['removed']:8.1%} {r['ndcg@10']:8.4f} {r['retention']:10.1%} "
+              f"{r['speedup']:8.2f}")
+    print(f"teacher: pydocs nDCG@10 {next(iter(results.values()))['teacher_ndcg@10']:.4f}")
     multilingual = json.loads(args.multilingual.read_text()) if args.multilingual.is_file() else None
     plot(results, args.png, command, multilingual)
     print(f"→ {path}, {args.png}")
