@@ -52,11 +52,12 @@ def evenly_spaced(keep: int, layers: int = 6) -> torch.Tensor:
     return torch.tensor([i in chosen for i in range(layers)])
 
 
-def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str], cache: Path) -> None:
+def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str], cache: Path,
+          prune_fraction: float) -> None:
     sizes = [f"target.layers={target['layers']}", f"target.ffn={target['ffn']}"]
     common = [*extra, "train.checkpoint_every=100000"]
     if method == "l0":
-        prune_steps = round(steps * 0.7)
+        prune_steps = round(steps * prune_fraction)
         sets = sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]
         cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", "--teacher-cache", str(cache),
             *[a for s in sets for a in ("--set", s)])
@@ -95,9 +96,9 @@ def run_dir_of(out: Path, method: str, name: str) -> Path:
     return out / f"{name.rstrip('%')}-{method}"
 
 
-def point(method: str, name: str, out: Path, steps: int, extra: list[str]) -> dict:
+def point(method: str, name: str, out: Path, steps: int, extra: list[str], prune_fraction: float) -> dict:
     run_dir = run_dir_of(out, method, name)
-    train(method, TARGETS[name], run_dir, steps, extra, out / "teacher-cache")
+    train(method, TARGETS[name], run_dir, steps, extra, out / "teacher-cache", prune_fraction)
     cli("finalize-masks", str(run_dir / "train"), "--force")
     cli("prune", str(run_dir / "masks"), "--force")
     cli("export-hf", str(run_dir), str(run_dir / "export"), "--force")
@@ -155,6 +156,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="total training steps of every method")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--l0-prune-fraction", type=float, default=0.7,
+                        help="l0's share of the steps spent pruning; the rest recovers (the recipe's 700 + 300)")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="an override for every run")
     parser.add_argument("--reuse", action="append", default=[], metavar="TARGET:METHOD=RUN_DIR",
                         help="take a point from a finished run with the same settings (it is benched here), "
@@ -186,7 +189,7 @@ def main() -> None:
         for method in args.methods.split(","):
             key = f"{name} {method}"
             if key not in results:
-                results[key] = {**point(method, name, args.out, args.steps, args.extra), "command": command}
+                results[key] = {**point(method, name, args.out, args.steps, args.extra, args.l0_prune_fraction), "command": command}
                 path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{'target':7} {'method':10} {'removed':>8} {'nDCG@10':>8} {'vs teacher':>10} {'speedup':>8}")
     order = {name: i for i, name in enumerate(TARGETS)} | {m: i for i, m in enumerate(METHODS)}
