@@ -50,7 +50,7 @@ batch_size = 16
 lr_weights = 5e-5
 lr_gates = 0.2
 lr_lambda = 0.01
-target_warmup_steps = 250
+target_warmup_steps = {warmup_steps}
 checkpoint_every = 100
 log_every = 20
 """
@@ -65,7 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--me5", type=Path, help="a built multilingual-e5-small (default: build it into the cache)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "multilingual")
-    parser.add_argument("--steps", type=int, default=1000, help="total steps (70%% pruning, 30%% recovery)")
+    parser.add_argument("--steps", type=int, default=1000,
+                        help="total steps (70%% pruning, 30%% recovery; the target ramps in over the first 25%%)")
     parser.add_argument("--bench-only", action="store_true", help="bench the finished export again")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/multilingual_point.py", *sys.argv[1:]])
@@ -80,7 +81,8 @@ def main() -> None:
         recipe, prune_steps = out / "me5-50pct.toml", round(args.steps * 0.7)
         recipe.write_text(RECIPE.format(recipe=recipe, cache=out / "teacher-cache", base=teacher,
                                         multilingual=DATA / "multilingual_train.txt", pydocs=DATA / "pydocs_train.txt",
-                                        prune_steps=prune_steps, recovery_steps=args.steps - prune_steps))
+                                        prune_steps=prune_steps, recovery_steps=args.steps - prune_steps,
+                                        warmup_steps=round(args.steps * 0.25)))  # 250 of 1000, as the recipe
         cli("train", recipe, "--run-dir", run, "--force", "--teacher-cache", out / "teacher-cache")
         cli("finalize-masks", run / "train", "--force")
         cli("prune", run / "masks", "--force")
