@@ -135,11 +135,12 @@ def plot(results: dict, path: Path, command: str, multilingual: dict | None) -> 
             for x, y, label in pts:
                 ax.annotate(label, (x, y * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if multilingual:  # the multilingual-e5-small point (benchmarks/multilingual_point.py): its own teacher
-        x = multilingual["speedup"]
+        x, words = multilingual["speedup"], shlex.split(multilingual["command"])
+        steps = words[words.index("--steps") + 1] if "--steps" in words else "1000"
         for value, marker, label in ((multilingual["pydocs"]["retention"], "s", "pydocs"),
                                      (multilingual["bitext_mean_retention"], "^", "bitext, 10 languages")):
             ax.scatter([x], [value * 100], marker=marker, color="black", zorder=3,
-                       label=f"multilingual-e5-small, l0 50%: {label}")
+                       label=f"multilingual-e5-small, l0 50%, {steps} steps: {label}")
     ax.axhline(95, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("measured speedup vs the teacher (batch 32 × 128, CPU)")
     ax.set_ylabel("pydocs nDCG@10, % of the teacher")
