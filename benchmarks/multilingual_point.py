@@ -2,8 +2,8 @@
 
 multilingual-e5-small (BERT 12 x 384 with XLM-R's 250k vocabulary, a real multilingual teacher rebuilt
 offline by benchmarks/multilingual_teacher.py) goes through `bgeprune train` with the same budget as
-the all-MiniLM curve (700 pruning + 300 recovery steps of 16 passages, the default levers) to the same
-shape ratio: 10 of 12 layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept).
+the all-MiniLM curve (recipes/minilm-50pct.toml: 700 pruning + 300 recovery steps of 16 passages, its
+learning rates and the default levers; only base, shape, data and name overridden) to the same shape ratio: 10 of 12 layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept).
 It distils on ../shared/data/multilingual_train.txt mixed with pydocs_train.txt (one shuffled stream,
 about 9 multilingual texts to 1 English), then finalize-masks -> prune -> export-hf -> verify and one
 `bgeprune bench` against the teacher: bitext_dev accuracy per language (an average hides a language
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,38 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "benchmarks"))
 from multilingual_teacher import MissingFixture, me5_small_dir  # noqa: E402
-
-RECIPE = """\
-# bgeprune train {recipe} --teacher-cache {cache}
-# written by benchmarks/multilingual_point.py: multilingual-e5-small to 49.8% of its encoder
-[base]
-model = "{base}"
-
-[target]
-mode = "targeted"
-layers = 10
-ffn = 608
-
-[data]
-train = ["{multilingual}", "{pydocs}"]
-max_length = 128
-
-[train]
-steps = {prune_steps}
-recovery_steps = {recovery_steps}
-batch_size = 16
-lr_weights = 5e-5
-lr_gates = 0.2
-lr_lambda = 0.01
-target_warmup_steps = {warmup_steps}
-checkpoint_every = 100
-log_every = 20
-"""
-
-
-def cli(*args) -> None:
-    print("$", shlex.join(["bgeprune", *map(str, args)]), flush=True)
-    subprocess.run([sys.executable, "-m", "bgeprune_cli", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+from quality_curve import RECIPE, SPEED, cli  # noqa: E402  (the curve's recipe, bench settings and runner)
 
 
 def main() -> None:
@@ -77,24 +45,31 @@ def main() -> None:
     out = args.out
     run, export = out / "run", out / "export"
     if not args.bench_only:
-        out.mkdir(parents=True, exist_ok=True)
-        recipe, prune_steps = out / "me5-50pct.toml", round(args.steps * 0.7)
-        recipe.write_text(RECIPE.format(recipe=recipe, cache=out / "teacher-cache", base=teacher,
-                                        multilingual=DATA / "multilingual_train.txt", pydocs=DATA / "pydocs_train.txt",
-                                        prune_steps=prune_steps, recovery_steps=args.steps - prune_steps,
-                                        warmup_steps=round(args.steps * 0.25)))  # 250 of 1000, as the recipe
-        cli("train", recipe, "--run-dir", run, "--force", "--teacher-cache", out / "teacher-cache")
-        cli("finalize-masks", run / "train", "--force")
-        cli("prune", run / "masks", "--force")
-        cli("export-hf", run, export, "--force")
-        cli("verify", export)
-    bench = ["bench", export, "--compare", teacher, "--beir", DATA / "pydocs", "--bitext", DATA / "bitext_dev",
-             "--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu",
-             "-o", out / "bench", "--force"]
+        prune_steps = round(args.steps * 0.7)
+        sets = [f"base.model={json.dumps(str(teacher))}", "target.layers=10", "target.ffn=608",
+                f'data.train={json.dumps([str(DATA / "multilingual_train.txt"), str(DATA / "pydocs_train.txt")])}',
+                f"train.steps={prune_steps}", f"train.recovery_steps={args.steps - prune_steps}",
+                f"train.target_warmup_steps={round(args.steps * 0.25)}",  # 250 of 1000, as the recipe
+                'export.name="multilingual-e5-small-50pct"']
+        cli("train", str(RECIPE), "--run-dir", str(run), "--force", "--teacher-cache", str(out / "teacher-cache"),
+            *[a for s in sets for a in ("--set", s)])
+        cli("finalize-masks", str(run / "train"), "--force")
+        cli("prune", str(run / "masks"), "--force")
+        cli("export-hf", str(run), str(export), "--force")
+        cli("verify", str(export))
+    bench = ["bench", str(export), "--compare", str(teacher), "--beir", str(DATA / "pydocs"),
+             "--bitext", str(DATA / "bitext_dev"), *SPEED, "-o", str(out / "bench"), "--force"]
     cli(*bench)
+    write_result(out, command, shlex.join(["bgeprune", *bench]))
+
+
+def write_result(out: Path, command: str, bench_command: str) -> dict:
+    """OUT/result.json from the bench report and the training run's own record of its steps."""
     report = json.loads((out / "bench" / "report.json").read_text())
-    result = summarize(report, command, shlex.join(["bgeprune", *map(str, bench)]))
+    steps = json.loads((out / "run" / "train" / "manifest.json").read_text())["info"]["steps"]
+    result = {**summarize(report, command, bench_command), "steps": steps}
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def summarize(report: dict, command: str, bench_command: str) -> dict:

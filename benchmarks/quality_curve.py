@@ -40,6 +40,8 @@ DATA = REPO.parent / "shared" / "data"
 TARGETS = {"30%": {"layers": 5, "ffn": 1152, "naive": 4}, "50%": {"layers": 5, "ffn": 608, "naive": 3},
            "70%": {"layers": 4, "ffn": 256, "naive": 2}}
 METHODS = ("l0", "magnitude", "naive")
+# bench's speed settings for every point on the curve (multilingual_point.py uses them too)
+SPEED = ["--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu"]
 
 
 def cli(*args: str) -> None:
@@ -109,8 +111,7 @@ def point(method: str, name: str, out: Path, steps: int, extra: list[str], prune
 
 def measure(export: Path, bench_dir: Path) -> dict:
     """`bgeprune bench` of one finished point against the teacher: quality and speed in one run."""
-    bench = ["bench", str(export), "--compare", TEACHER, "--beir", str(DATA / "pydocs"),
-             "--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu",
+    bench = ["bench", str(export), "--compare", TEACHER, "--beir", str(DATA / "pydocs"), *SPEED,
              "-o", str(bench_dir), "--force"]
     cli(*bench)
     report = json.loads((bench_dir / "report.json").read_text())
@@ -135,8 +136,7 @@ def plot(results: dict, path: Path, command: str, multilingual: dict | None) -> 
             for x, y, label in pts:
                 ax.annotate(label, (x, y * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if multilingual:  # the multilingual-e5-small point (benchmarks/multilingual_point.py): its own teacher
-        x, words = multilingual["speedup"], shlex.split(multilingual["command"])
-        steps = words[words.index("--steps") + 1] if "--steps" in words else "1000"
+        x, steps = multilingual["speedup"], multilingual["steps"]
         for value, marker, label in ((multilingual["pydocs"]["retention"], "s", "pydocs"),
                                      (multilingual["bitext_mean_retention"], "^", "bitext, 10 languages")):
             ax.scatter([x], [value * 100], marker=marker, color="black", zorder=3,
@@ -190,7 +190,8 @@ def main() -> None:
         for method in args.methods.split(","):
             key = f"{name} {method}"
             if key not in results:
-                results[key] = {**point(method, name, args.out, args.steps, args.extra, args.l0_prune_fraction), "command": command}
+                results[key] = {**point(method, name, args.out, args.steps, args.extra, args.l0_prune_fraction),
+                                "command": command}
                 path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{'target':7} {'method':10} {'removed':>8} {'nDCG@10':>8} {'vs teacher':>10} {'speedup':>8}")
     order = {name: i for i, name in enumerate(TARGETS)} | {m: i for i, m in enumerate(METHODS)}
