@@ -200,21 +200,28 @@ def train(recipe: Recipe, run_dir: RunDir = None,
           gradient_checkpointing: Annotated[bool, typer.Option(
               "--gradient-checkpointing", help="Recompute layer activations in the backward pass: less activation "
               "memory for long sequences, one more student forward per step; same results.")] = False,
+          masks: Annotated[Optional[Path], typer.Option(
+              "--masks", help="Recovery only: skip the L0 search and distil for train.recovery_steps with this masks "
+              "artifact's masks (finalize-masks after 'bgeprune magnitude', or another run). They must be what the "
+              "recipe's [target] finalizes to. Use a new --run-dir.")] = None,
           as_json: Json = False) -> None:
     """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
 
     Checkpoints every train.checkpoint_every steps; Ctrl-C (or SIGTERM) saves one and exits 130;
     --resume continues exactly where it stopped. Under torchrun or accelerate launch it trains with
     one process per GPU (bf16 autocast on CUDA), and a checkpoint resumes under any number of processes.
+    With --masks it only recovers: the weights distil under masks chosen elsewhere (e.g. by
+    'bgeprune magnitude' + finalize-masks), the stronger choice for a small step budget.
 
     [bold]Examples[/]:
       bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+      bgeprune train recipes/smoke.toml --masks runs/smoke/masks --run-dir runs/smoke-recovered
       torchrun --nproc_per_node 8 -m bgeprune_cli train recipes/50pct-8gpu.toml --teacher-cache /data/tcache
     """
     def work() -> dict:
         from .stages import train as stage
 
-        return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device,
+        return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device, masks=masks,
                          teacher_cache=teacher_cache, gradient_checkpointing=gradient_checkpointing)
 
     _execute(work, as_json, render.train)

@@ -50,6 +50,8 @@ def train(r: dict) -> None:
     err.print(table(f"Trained {r['steps']} steps ({r['prune_steps']} pruning, {r['recovery_steps']} recovery) "
                     f"in {r['train_seconds']:.0f}s on {r['device']}",
                     ["", "expected (end of pruning)", "finalized", "base"], rows))
+    if r.get("fixed_masks"):
+        err.print(f"recovery only, with the masks of {esc(r['fixed_masks']['source'])}", highlight=False)
     if r["bad_steps"]:
         err.print(f"[yellow]{r['bad_steps']} steps skipped for a non-finite loss[/]")
     _result(r["artifact"], f"bgeprune finalize-masks {r['artifact']}")

@@ -6,7 +6,8 @@ The run reads as its phases, top to bottom:
   2. resume  with --resume: weights, gates, λ, optimizers, RNG and data position from the newest
              complete checkpoint, so the run continues bit for bit
   3. loop    `train.steps` of the pruning phase (gates sampled, Lagrangian on), then
-             `train.recovery_steps` with the masks fixed by the finalize rule; a checkpoint every
+             `train.recovery_steps` with the masks fixed by the finalize rule (with --masks: only
+             the recovery steps, with those masks; training/fixed_masks.py); a checkpoint every
              `train.checkpoint_every` steps; Ctrl-C or SIGTERM checkpoints and exits 130;
              non-finite steps are skipped and counted, and more than `train.max_bad_steps` stop it
   4. write   the `train-run` artifact (RUN/train): gates, student, λ, metrics.jsonl, and for bge-m3
@@ -18,6 +19,7 @@ progress; every rank reads the checkpoint on --resume, whatever the world size t
 
 Example:
     bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
+    bgeprune train recipes/smoke.toml --masks runs/smoke/masks --run-dir runs/smoke-recovered
     torchrun --nproc_per_node 8 -m bgeprune_cli train recipes/50pct-8gpu.toml --teacher-cache /data/teacher
 """
 
@@ -48,6 +50,7 @@ from ..training import run_dir as train_run_dir
 from ..training.batches import TrainData
 from ..training.distill_model import enable_checkpointing
 from ..training.distributed import Dist
+from ..training.fixed_masks import API, FixedMasks, from_tensors, read_fixed_masks
 from ..training.trainer import Trainer, TrainModels
 from ..training.vocab_corpus import preflight
 from ..ui import Progress, err, esc
@@ -66,6 +69,7 @@ class TrainOptions:
     resume: bool = False
     force: bool = False
     fixed_masks: dict[str, torch.Tensor] | None = None  # Python API: recover only, with these masks
+    masks: Path | None = None  # --masks: recover only, with this masks artifact's masks
     teacher_cache: Path | None = None
     gradient_checkpointing: bool = False
     resume_hint: str = ""  # the exact command that continues this run
@@ -84,19 +88,24 @@ class Session:
     trainer: Trainer
     cache: object | None  # training.teacher_cache.TeacherCache
     prompts: Prompts  # the base's query and passage prompts, applied to the training texts
+    fixed: FixedMasks | None  # recovery only, with these masks
     step: int = 0
     bad_steps: int = 0
     elapsed: float = 0.0
 
 
 def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = False, force: bool = False,
-        device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None,
+        device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None, masks: Path | None = None,
         teacher_cache: Path | None = None, gradient_checkpointing: bool = False) -> dict:
-    """Train; `fixed_masks` (Python API) skips the pruning phase and only recovers with those masks."""
+    """Train; `masks` (a masks artifact) or `fixed_masks` (tensors) skip the pruning phase and only
+    recover, with those masks, for train.recovery_steps."""
+    if fixed_masks is not None and masks is not None:
+        raise UsageError("give the masks once: a masks artifact or tensors, not both.")
     run_dir = Path(run_dir or recipe.run_dir())
     dist = Dist(_device(device))
-    options = TrainOptions(resume, force, fixed_masks, teacher_cache, gradient_checkpointing,
-                           resume_command(recipe, run_dir, device, teacher_cache, gradient_checkpointing, dist.world))
+    options = TrainOptions(resume, force, fixed_masks, masks, teacher_cache, gradient_checkpointing,
+                           resume_command(recipe, run_dir, device, teacher_cache, gradient_checkpointing, dist.world,
+                                          masks))
     try:
         with train_run_dir.locked(run_dir, dist):
             try:
@@ -116,11 +125,12 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
 
 
 def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teacher_cache: Path | None,
-                   gradient_checkpointing: bool, world: int) -> str:
+                   gradient_checkpointing: bool, world: int, masks: Path | None = None) -> str:
     """The exact command that continues this run: same recipe, overrides and run directory, plus --resume."""
     words = (["torchrun", "--nproc_per_node", str(world), "-m", "bgeprune_cli"] if world > 1 else ["bgeprune"])
     words += ["train", str(recipe.path), *[w for item in recipe.overrides for w in ("--set", item)],
               "--run-dir", str(run_dir), "--resume"]
+    words += ["--masks", str(masks)] if masks else []
     words += ["--device", device] if device else []
     words += ["--teacher-cache", str(teacher_cache)] if teacher_cache else []
     words += ["--gradient-checkpointing"] if gradient_checkpointing else []
@@ -133,20 +143,23 @@ def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teac
 def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOptions) -> Session:
     r = recipe.recipe
     dims = BaseDims.from_config(base_config(r.base.model, r.base.revision))  # config.json only
-    if not targeted_masks(r.target, dims) and options.fixed_masks is None:
+    if not targeted_masks(r.target, dims):
         raise UsageError(f"nothing to train: {recipe.path} only trims the vocabulary (a [vocab] section and no "
                          f"smaller [target]). Run 'bgeprune magnitude {recipe.path}' instead (no training, seconds), "
                          f"then finalize-masks, prune and export-hf as usual.")
+    fixed = _fixed_masks(options, r, dims, run_dir)
     # Data and run directory first: a missing file or a run that would be clobbered fails before weights load.
     data = TrainData.open(r.data, r.train, r.distill.contrastive, dist.local_block,
                           _warn if dist.is_main else lambda message: None)
     checkpoint = train_run_dir.prepare(run_dir, options.resume, options.force, dist)
     if checkpoint is not None:
         train_run_dir.check_resume(checkpoint, recipe.sha256, data.fingerprints, options.force)
-    prune_steps = 0 if options.fixed_masks is not None else r.train.steps
+        _check_resumed_masks(checkpoint, fixed)
+    prune_steps = 0 if fixed is not None else r.train.steps
     total = prune_steps + r.train.recovery_steps
     if total == 0:
-        raise UsageError("nothing to train: fixed masks need train.recovery_steps > 0.")
+        raise UsageError("nothing to train: recovery with fixed masks (--masks) runs train.recovery_steps, and the "
+                         "recipe sets 0; --set train.recovery_steps=N.")
 
     ctx = RunContext(r)
     preflight(r, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: bad keep tokens or corpus fail now
@@ -162,17 +175,40 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
     trainer = Trainer(models, r.train, r.distill, r.target, targeted_masks(r.target, ctx.dims), prune_steps, total,
                       dist, cache)
     tokenizer = load_tokenizer(ctx.base_dir)
-    if options.fixed_masks is not None:
-        trainer.fix_masks(options.fixed_masks)
+    if fixed is not None:
+        trainer.fix_masks(fixed.masks)
     elif r.train.importance_init > 0 and checkpoint is None:  # a resumed run reads its gates back instead
         batches = [{k: v.to(dist.device) for k, v in b.items()}
                    for b in probe_batches(tokenizer, probe_texts(), r.data.max_length)]
         trainer.init_gates(importance_scores(student, ctx.adapter, ctx.dims, trainer.types, batches),
                            r.train.gate_init, r.train.importance_init)
-    session = Session(recipe, run_dir, dist, options, data, tokenizer, trainer, cache, ctx.prompts)
+    session = Session(recipe, run_dir, dist, options, data, tokenizer, trainer, cache, ctx.prompts, fixed)
     if checkpoint is not None:
         _resume(session, checkpoint)
     return session
+
+
+def _fixed_masks(options: TrainOptions, r, dims: BaseDims, run_dir: Path) -> FixedMasks | None:
+    """The masks of a recovery-only run, checked against the recipe before any weights load."""
+    if options.masks is not None:
+        return read_fixed_masks(options.masks, r, dims, run_dir)
+    if options.fixed_masks is not None:
+        return from_tensors(options.fixed_masks, r, dims)
+    return None
+
+
+def _check_resumed_masks(checkpoint: checkpoints.Checkpoint, fixed: FixedMasks | None) -> None:
+    """A recovery-only run resumes with the same masks, and an L0 run without any."""
+    recorded = checkpoint.artifact.info.get("fixed_masks")  # {"source", "sha256"} or None
+    if (recorded or {}).get("sha256") == (fixed.fingerprint if fixed else None):
+        return
+    if recorded is None:
+        raise UsageError(f"cannot resume {checkpoint.artifact.path} with --masks: it is an L0 run (no fixed masks); "
+                         f"drop --masks to continue it, or start a recovery-only run in a new --run-dir.")
+    again = f"--masks {recorded['source']}" if recorded["source"] != API else "the same fixed masks"
+    raise UsageError(f"cannot resume {checkpoint.artifact.path}: it recovers with fixed masks from "
+                     f"{recorded['source']}, {'and these differ' if fixed else 'and none were given'}; resume "
+                     f"with {again}, or start over with --force.")
 
 
 def _open_cache(root: Path, ctx: RunContext, r, dist: Dist):
@@ -264,11 +300,16 @@ def _checkpoint(s: Session) -> Path:
                  "bad_steps": s.bad_steps, "elapsed_s": s.elapsed}
         r = s.recipe
         path = checkpoints.save(s.run_dir, s.step, trainer.tensors(), state,
-                                {"data": s.data.fingerprints, "world_size": s.dist.world}, r.resolved, r.sha256,
+                                {"data": s.data.fingerprints, "world_size": s.dist.world,
+                                 "fixed_masks": _masks_record(s.fixed)}, r.resolved, r.sha256,
                                 r.recipe.train.keep_checkpoints)
         train_run_dir.drop_set_aside(s.run_dir)  # the new run has a checkpoint: the old one can go
     s.dist.barrier()  # a rank that stops next must not exit before the checkpoint is committed
     return path
+
+
+def _masks_record(fixed: FixedMasks | None) -> dict | None:
+    return {"source": fixed.source, "sha256": fixed.fingerprint} if fixed else None
 
 
 def _diverged(s: Session) -> None:
@@ -317,7 +358,7 @@ def _write(s: Session) -> dict:
             "lambda_1": trainer.lambdas(), "data": s.data.fingerprints, "m3_heads": trainer.student_heads is not None,
             "data_summary": s.data.summary(), "world_size": s.dist.world, "micro_batch_size": s.data.micro_size,
             "micro_batches_per_rank": len(s.data.local), "gradient_checkpointing": s.options.gradient_checkpointing,
-            **usage}
+            "fixed_masks": _masks_record(s.fixed), **usage}
     tensors = trainer.tensors()
     lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
     with write_artifact(out, "train-run", force=True, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
