@@ -58,40 +58,34 @@ def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]
           prune_fraction: float) -> None:
     sizes = [f"target.layers={target['layers']}", f"target.ffn={target['ffn']}"]
     common = [*extra, "train.checkpoint_every=100000"]
+
+    def flags(sets: list[str]) -> list[str]:
+        return [a for s in sets for a in ("--set", s)]
+
     if method == "l0":
         prune_steps = round(steps * prune_fraction)
-        sets = sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]
         cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", "--teacher-cache", str(cache),
-            *[a for s in sets for a in ("--set", s)])
+            *flags(sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]))
         return
+    recovery = [f"train.recovery_steps={steps}"]  # --masks: recovery only, train.steps is not used
+    if method == "magnitude":
+        score = run_dir / "score"
+        cli("magnitude", str(RECIPE), "--run-dir", str(score), "--force", *flags(sizes + common))
+        cli("finalize-masks", str(score / "train"), "--force")
+        cli("train", str(RECIPE), "--masks", str(score / "masks"), "--run-dir", str(run_dir), "--force",
+            "--teacher-cache", str(cache), *flags(sizes + common + recovery))
+        return
+    # naive: masks no stage writes, so through the Python API (the same recovery as --masks)
     from bgeprune_cli.config import load_recipe
     from bgeprune_cli.models.loading import recipe_base_dims
-    from bgeprune_cli.stages import magnitude, train as train_stage
+    from bgeprune_cli.stages import train as train_stage
 
-    if method == "magnitude":
-        recipe = load_recipe(RECIPE, sizes + common, base_dims=recipe_base_dims)
-        print(f"$ bgeprune magnitude {RECIPE.name} (sizes {sizes}) + recovery-only distillation", flush=True)
-        magnitude.run(recipe, run_dir / "score", force=True)
-        masks = _finalized(run_dir / "score")
-    else:
-        sizes = [f"target.layers={target['naive']}", "target.ffn=1536"]
-        recipe = load_recipe(RECIPE, sizes + common, base_dims=recipe_base_dims)
-        masks = {"layer": evenly_spaced(target["naive"])}
-        print(f"$ (python) naive: layers {masks['layer'].nonzero().flatten().tolist()} + recovery-only distillation",
-              flush=True)
-    recovery = load_recipe(RECIPE, sizes + common + ["train.steps=1", f"train.recovery_steps={steps}"],
-                           base_dims=recipe_base_dims)
-    train_stage.run(recovery, run_dir, force=True, fixed_masks=masks, teacher_cache=cache)
-    del recipe
-
-
-def _finalized(score_run: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    from bgeprune_cli.stages import finalize_masks
-
-    finalize_masks.run(score_run / "train", score_run / "masks", force=True)
-    return {k: v.to(torch.bool) for k, v in load_file(str(score_run / "masks" / "masks.safetensors")).items()}
+    sizes = [f"target.layers={target['naive']}", "target.ffn=1536"]
+    masks = {"layer": evenly_spaced(target["naive"])}
+    print(f"$ (python) naive: layers {masks['layer'].nonzero().flatten().tolist()} + recovery-only distillation",
+          flush=True)
+    train_stage.run(load_recipe(RECIPE, sizes + common + recovery, base_dims=recipe_base_dims), run_dir, force=True,
+                    fixed_masks=masks, teacher_cache=cache)
 
 
 def run_dir_of(out: Path, method: str, name: str) -> Path:
