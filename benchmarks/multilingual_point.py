@@ -12,6 +12,7 @@ OUT/result.json (read by quality_curve.py for its plot).
 
     python benchmarks/multilingual_point.py --out runs/multilingual              # about 35 min, 2 CPU cores
     python benchmarks/multilingual_point.py --out runs/multilingual --bench-only  # re-measure (idle machine)
+    python benchmarks/multilingual_point.py --out runs/ml-frozen --steps 300 --set train.freeze_embeddings=true
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000,
                         help="total steps (70%% pruning, 30%% recovery; the target ramps in over the first 25%%)")
     parser.add_argument("--bench-only", action="store_true", help="bench the finished export again")
+    parser.add_argument("--set", dest="extra", action="append", default=[],
+                        help="one more recipe override (e.g. train.freeze_embeddings=true)")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/multilingual_point.py", *sys.argv[1:]])
     try:
@@ -50,7 +53,7 @@ def main() -> None:
                 f'data.train={json.dumps([str(DATA / "multilingual_train.txt"), str(DATA / "pydocs_train.txt")])}',
                 f"train.steps={prune_steps}", f"train.recovery_steps={args.steps - prune_steps}",
                 f"train.target_warmup_steps={round(args.steps * 0.25)}",  # 250 of 1000, as the recipe
-                'export.name="multilingual-e5-small-50pct"']
+                'export.name="multilingual-e5-small-50pct"', *args.extra]
         cli("train", str(RECIPE), "--run-dir", str(run), "--force", "--teacher-cache", str(out / "teacher-cache"),
             *[a for s in sets for a in ("--set", s)])
         cli("finalize-masks", str(run / "train"), "--force")

@@ -41,6 +41,8 @@ VARIANTS = {
     "recovery": ("500 pruning + 500 recovery steps instead of 700 + 300", ["distill.tokens=0", "train.importance_init=0",
                                                                             "train.steps=500", "train.recovery_steps=500"]),
     "tokens+importance": ("+ per-token cosine + importance init", ["distill.tokens=1.0", "train.importance_init=2.0"]),
+    "frozen-embeddings": ("importance + the word-embedding table frozen",
+                          ["distill.tokens=0", "train.importance_init=2.0", "train.freeze_embeddings=true"]),
 }
 
 

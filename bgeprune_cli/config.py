@@ -110,6 +110,9 @@ class TrainSection(_Section):
     importance_init: float = Field(2.0, ge=0, description="spread the initial log_alpha by training-free importance "
                                    "(magnitude, block influence): units rank as their scores from gate_init - x to "
                                    "gate_init + x; 0 starts every gate at gate_init")
+    freeze_embeddings: bool = Field(False, description="keep the word-embedding table at the base's values: no "
+                                    "gradient and no optimizer update for it (most of a multilingual model's "
+                                    "parameters)")
     seed: int = 0
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

@@ -187,3 +187,28 @@ def test_training_with_importance_init_and_token_distillation_runs_and_uses_the_
 
     gates = load_file(str(tmp_path / "run" / "train" / "gates.safetensors"))
     assert gates["ffn"].std() > 0.3  # spread by importance, not all at gate_init
+
+
+def test_frozen_embeddings_keep_the_base_table_while_the_rest_trains(tmp_path, builtin_cache):
+    from safetensors.torch import load_file
+
+    from bgeprune_cli.config import load_recipe
+    from bgeprune_cli.models.loading import load_model, recipe_base_dims
+    from bgeprune_cli.pruning.sources import RunContext
+    from bgeprune_cli.stages import train
+
+    def run(freeze: bool):
+        recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "smoke.toml",
+                             ["train.steps=2", "train.recovery_steps=1", "train.target_warmup_steps=1",
+                              "train.lr_weights=1e-3", f"train.freeze_embeddings={str(freeze).lower()}"],
+                             base_dims=recipe_base_dims)
+        train.run(recipe, tmp_path / str(freeze))
+        return load_file(str(tmp_path / str(freeze) / "train" / "student.safetensors")), recipe
+
+    frozen, recipe = run(True)
+    trained, _ = run(False)
+    base = load_model(RunContext(recipe.recipe).base_dir).state_dict()
+    table = "embeddings.word_embeddings.weight"
+    assert torch.equal(frozen[table], base[table]) and not torch.equal(trained[table], base[table])
+    moved = [k for k in base if k != table and not torch.equal(frozen[k], base[k])]
+    assert "encoder.layer.0.attention.self.query.weight" in moved and "embeddings.LayerNorm.weight" in moved

@@ -62,8 +62,8 @@ def test_cli_recovers_with_the_artifacts_masks_exactly_as_the_python_api(scored,
 
 
 def test_masks_for_another_target_are_refused_before_training(scored, tmp_path):
-    with pytest.raises(UsageError, match=r"keeps layers 2, heads 2 per layer, ffn 64 per layer, hidden 32, but the recipe's \[target\] "
-                                         r"asks for layers 1, heads 2, ffn 64, hidden 32"):
+    with pytest.raises(UsageError, match=r"keeps layers 2, heads 2 per layer, ffn 64 per layer, hidden 32, but the "
+                                         r"recipe's \[target\] asks for layers 1, heads 2, ffn 64, hidden 32"):
         train.run(recipe(*RECOVERY, "target.layers=1"), tmp_path / "run", masks=scored)
     with pytest.raises(UsageError, match=r"holds masks \['ffn', 'heads', 'hidden', 'layer'\], but the recipe's "
                                          r"\[target\] prunes \['ffn', 'layer'\]"):
@@ -117,7 +117,8 @@ def test_an_interrupted_recovery_resumes_only_with_its_own_masks(scored, tmp_pat
     refused = CliRunner().invoke(app, without)
     assert refused.exit_code == UsageError.exit_code and f"resume with --masks {scored}" in refused.output
 
-    l0 = CliRunner().invoke(app, cli_args("--run-dir", str(tmp_path / "l0"), sets=["train.steps=2", "train.target_warmup_steps=1"] + RECOVERY))
+    l0_sets = ["train.steps=2", "train.target_warmup_steps=1"] + RECOVERY
+    l0 = CliRunner().invoke(app, cli_args("--run-dir", str(tmp_path / "l0"), sets=l0_sets))
     assert l0.exit_code == 0, l0.output
     mixed = CliRunner().invoke(app, cli_args("--masks", str(scored), "--run-dir", str(tmp_path / "l0"),
                                              "--resume", "--force"))

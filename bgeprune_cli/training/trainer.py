@@ -88,7 +88,13 @@ class Trainer:
         # One module for everything DDP must all-reduce; in one process `wrap` returns it as is.
         self.model = self.dist.wrap(DistillModel(student, self.masks, self.layer_maps, self.student_heads, self.hooks,
                                                  pooling, distill, self.use_cosine, device))
-        weights = list(student.parameters()) + (list(self.layer_maps.parameters()) if self.layer_maps else []) \
+        if train.freeze_embeddings:
+            # The word-embedding table is most of a multilingual model (bge-m3: 256M of 568M parameters);
+            # frozen, it costs no dense gradient and no AdamW update per step, and every token keeps the
+            # base's vector, seen in the training text or not.
+            student.get_input_embeddings().weight.requires_grad_(False)
+        weights = [p for p in student.parameters() if p.requires_grad] \
+            + (list(self.layer_maps.parameters()) if self.layer_maps else []) \
             + (list(self.student_heads.parameters()) if self.student_heads is not None else [])
         self.weights = weights
         self.optimizer = torch.optim.AdamW([
