@@ -11,9 +11,14 @@ against the teacher's), so the printed ratio is the masks' overhead with it, and
 step without it gives that term's own cost. `train.importance_init` only changes the gates' starting
 values: it costs one scoring pass before step 1 (timed here as "importance scoring") and nothing per step.
 
+The plain and masked steps train every weight, the word-embedding table included (train.freeze_embeddings
+= false). With --frozen-table a third step, masked with the table frozen (the default), gives what freezing
+saves: no dense gradient for the table and no AdamW update of it.
+
 Run:
     python benchmarks/train_step_overhead.py --steps 20
     python benchmarks/train_step_overhead.py --steps 20 --masks layer,ffn --tokens
+    python benchmarks/train_step_overhead.py --steps 10 --masks layer,ffn --frozen-table --model DIR
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--masks", default="layer,heads,ffn,hidden", help="mask types the masked step learns")
     parser.add_argument("--tokens", action="store_true", help="add distill.tokens (per-token cosine) to both steps")
+    parser.add_argument("--frozen-table", action="store_true",
+                        help="add a masked step with the word-embedding table frozen (train.freeze_embeddings)")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     torch.manual_seed(0)
@@ -63,17 +70,38 @@ def main() -> None:
         teacher_states = teacher(**batch).last_hidden_state
         target = pooling.pool(teacher_states, batch["attention_mask"])
 
-    plain, masked = load_model(base), load_model(base)
+    plain = load_model(base)
     types = args.masks.split(",")
-    gates = MaskSet(dims, types, init=3.0)
     # Any feasible target: the constraint's cost does not depend on its value.
-    lagrangian = Lagrangian(TargetSection(mode="sparsity", sparsity=0.5), dims, types, warmup=10)
-    hooks = MaskHooks(masked, adapter_for(config["model_type"]), {}, dims.head_dim)
-    generator = torch.Generator().manual_seed(0)
+    target_section = TargetSection(mode="sparsity", sparsity=0.5)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-5)
-    masked_opt = torch.optim.AdamW([{"params": list(masked.parameters()), "lr": 1e-5},
-                                    {"params": list(gates.parameters()), "lr": 0.1, "weight_decay": 0.0}])
-    lambda_opt = torch.optim.AdamW(lagrangian.parameters(), lr=0.05, maximize=True, weight_decay=0.0)
+
+    class Masked:
+        """A student as `train` runs it: gates, hooks, Lagrangian and the three optimizers."""
+
+        def __init__(self, frozen_table: bool):
+            self.model = load_model(base)
+            if frozen_table:
+                self.model.get_input_embeddings().weight.requires_grad_(False)
+            self.weights = [p for p in self.model.parameters() if p.requires_grad]
+            self.gates = MaskSet(dims, types, init=3.0)
+            self.lagrangian = Lagrangian(target_section, dims, types, warmup=10)
+            self.hooks = MaskHooks(self.model, adapter_for(config["model_type"]), {}, dims.head_dim)
+            self.generator = torch.Generator().manual_seed(0)
+            self.opt = torch.optim.AdamW([{"params": self.weights, "lr": 1e-5},
+                                          {"params": list(self.gates.parameters()), "lr": 0.1, "weight_decay": 0.0}])
+            self.lambda_opt = torch.optim.AdamW(self.lagrangian.parameters(), lr=0.05, maximize=True, weight_decay=0.0)
+
+        def step(self, step: int) -> None:
+            self.opt.zero_grad(set_to_none=True)
+            self.lambda_opt.zero_grad(set_to_none=True)
+            self.hooks.z = self.gates.sample(self.gates.noise(self.generator))
+            penalty, _ = self.lagrangian(self.gates.keep_probs(), step)
+            (loss_of(self.model) + penalty).backward()
+            torch.nn.utils.clip_grad_norm_(self.weights, 1.0)
+            self.opt.step()
+            self.lambda_opt.step()
+            self.gates.clamp_()
 
     def loss_of(model, tokens: bool = args.tokens) -> torch.Tensor:
         states = model(**batch).last_hidden_state
@@ -89,20 +117,11 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(plain.parameters(), 1.0)
         plain_opt.step()
 
-    def masked_step(step: int) -> None:
-        masked_opt.zero_grad(set_to_none=True)
-        lambda_opt.zero_grad(set_to_none=True)
-        hooks.z = gates.sample(gates.noise(generator))
-        penalty, _ = lagrangian(gates.keep_probs(), step)
-        (loss_of(masked) + penalty).backward()
-        torch.nn.utils.clip_grad_norm_(masked.parameters(), 1.0)
-        masked_opt.step()
-        lambda_opt.step()
-        gates.clamp_()
-
-    steps = [("plain", plain_step), ("masked", masked_step)]
+    steps = [("plain", plain_step), ("masked", Masked(frozen_table=False).step)]
     if args.tokens:
         steps.append(("plain without tokens", lambda step: plain_step(step, tokens=False)))
+    if args.frozen_table:
+        steps.append(("masked, table frozen", Masked(frozen_table=True).step))
     times = {name: [] for name, _ in steps}
     for step in range(args.steps + 3):
         for name, fn in steps:
@@ -120,6 +139,10 @@ def main() -> None:
     if args.tokens:
         without = statistics.median(times["plain without tokens"])
         print(f"distill.tokens costs {plain_s / without:.3f}x a plain step without it ({without * 1000:.1f} ms)")
+    if args.frozen_table:
+        frozen = statistics.median(times["masked, table frozen"])
+        print(f"masked step, table frozen {frozen * 1000:8.1f} ms (median): the masked step is "
+              f"{masked_s / frozen:.2f}x that (train.freeze_embeddings saves {1 - frozen / masked_s:.0%} of a step)")
     start = time.perf_counter()
     importance_scores(teacher, adapter_for(config["model_type"]), dims, types,
                       probe_batches(tokenizer, probe_texts(), max_length=args.max_length))
