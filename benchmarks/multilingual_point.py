@@ -10,8 +10,8 @@ about 9 multilingual texts to 1 English), then finalize-masks -> prune -> export
 that broke), pydocs nDCG@10 and the speedup at batch 32 x 128. Prints a table and writes
 OUT/result.json (read by quality_curve.py for its plot).
 
-    python benchmarks/multilingual_point.py --out runs/multilingual              # about 35 min, 2 CPU cores
-    python benchmarks/multilingual_point.py --out runs/multilingual --bench-only  # re-measure (idle machine)
+    python benchmarks/multilingual_point.py --out runs/multilingual-1x              # about 25 min, 2 CPU cores
+    python benchmarks/multilingual_point.py --out runs/multilingual-1x --bench-only  # re-measure (idle machine)
     python benchmarks/multilingual_point.py --out runs/ml-frozen --steps 300 --set train.freeze_embeddings=true
 """
 
@@ -33,7 +33,7 @@ from quality_curve import RECIPE, SPEED, cli  # noqa: E402  (the curve's recipe,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--me5", type=Path, help="a built multilingual-e5-small (default: build it into the cache)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "multilingual")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "multilingual-1x")
     parser.add_argument("--steps", type=int, default=1000,
                         help="total steps (70%% pruning, 30%% recovery; the target ramps in over the first 25%%)")
     parser.add_argument("--bench-only", action="store_true", help="bench the finished export again")

@@ -158,7 +158,7 @@ def main() -> None:
                         help="take a point from a finished run with the same settings (it is benched here), "
                              "e.g. 50%%:l0=runs/ablation/importance")
     parser.add_argument("--rebench", action="store_true", help="bench every finished point again (idle machine)")
-    parser.add_argument("--multilingual", type=Path, default=REPO / "runs" / "multilingual" / "result.json",
+    parser.add_argument("--multilingual", type=Path, default=REPO / "runs" / "multilingual-1x" / "result.json",
                         help="the multilingual point's result (benchmarks/multilingual_point.py), plotted if present")
     parser.add_argument("--png", type=Path, default=REPO / "docs" / "quality-curve.png")
     args = parser.parse_args()
