@@ -203,7 +203,7 @@ def train(recipe: Recipe, run_dir: RunDir = None,
           masks: Annotated[Optional[Path], typer.Option(
               "--masks", help="Recovery only: skip the L0 search and distil for train.recovery_steps with this masks "
               "artifact's masks (finalize-masks after 'bgeprune magnitude', or another run). They must be what the "
-              "recipe's [target] finalizes to. Use a new --run-dir.")] = None,
+              "recipe's target section finalizes to. Use a new --run-dir.")] = None,
           as_json: Json = False) -> None:
     """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
 
