@@ -44,7 +44,11 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, builtin_cache) -> tuple[Path, dict]:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    return run_dir, run_train(recipe(), run_dir)
+    # The 2% bound below was calibrated with the word-embedding table trained, as smoke.toml pins uniform
+    # gates: with this tiny model's table frozen (the default since) the heads end the pruning phase at
+    # 2.06 for 2 (3.2%; finalize-masks still keeps exactly 2). On all-MiniLM-L6-v2 the frozen table ends
+    # at 5.02 layers and 606.5 FFN units for 5 and 608 (README, Quality levers).
+    return run_dir, run_train(recipe("train.freeze_embeddings=false"), run_dir)
 
 
 def test_smoke_recipe_reaches_its_target(smoke_run):
