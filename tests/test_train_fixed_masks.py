@@ -71,6 +71,14 @@ def test_masks_for_another_target_are_refused_before_training(scored, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the run dir was touched
 
 
+def test_masks_of_another_shape_are_refused(scored, tmp_path):
+    masks = {k: v.to(torch.bool) for k, v in load_file(str(scored / "masks.safetensors")).items()}
+    masks["layer"] = torch.tensor([True, True, False, False])  # the smoke base has 3 layers
+    with pytest.raises(UsageError, match=r"gate 'layer' has shape \(4,\), expected \(3,\); masks only fit"):
+        train.run(recipe(*RECOVERY), tmp_path / "run", fixed_masks=masks)
+    assert not (tmp_path / "run").exists()
+
+
 def test_masks_of_another_base_are_refused(scored, tmp_path):
     other = tmp_path / "masks"
     manifest = json.loads((scored / "manifest.json").read_text())

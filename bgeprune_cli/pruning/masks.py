@@ -44,6 +44,11 @@ def sample_gates(log_alpha: torch.Tensor, generator: torch.Generator | None = No
     return gates_from_noise(log_alpha, gate_noise(log_alpha.shape, generator, log_alpha.device))
 
 
+def log_alpha_of(mask: torch.Tensor) -> torch.Tensor:
+    """Gates that hold a binary mask: kept units at +clamp, dropped at -clamp, so finalize reproduces it."""
+    return torch.where(mask.to(torch.bool), LOG_ALPHA_CLAMP, -LOG_ALPHA_CLAMP)
+
+
 def mask_shapes(dims: BaseDims) -> dict[str, tuple[int, ...]]:
     return {"layer": (dims.layers,), "heads": (dims.layers, dims.heads), "ffn": (dims.layers, dims.ffn),
             "hidden": (dims.hidden,)}

@@ -18,7 +18,7 @@ import torch
 from ..artifacts import read_artifact
 from ..config import BaseDims, Recipe, targeted_masks
 from ..errors import UsageError
-from ..pruning.masks import LOG_ALPHA_CLAMP, finalize, mask_shapes
+from ..pruning.masks import finalize, log_alpha_of
 from ..pruning.sources import read_masks
 
 API = "(Python API)"  # the source of masks given as tensors
@@ -29,10 +29,6 @@ class FixedMasks:
     masks: dict[str, torch.Tensor]  # bool, one per mask type the recipe trains
     source: str  # the masks artifact's path, or API
     fingerprint: str  # sha256 over names, shapes and values
-
-    @property
-    def path(self) -> Path | None:
-        return None if self.source == API else Path(self.source)
 
 
 def fingerprint(masks: dict[str, torch.Tensor]) -> str:
@@ -70,19 +66,14 @@ def from_tensors(masks: dict[str, torch.Tensor], recipe: Recipe, dims: BaseDims)
 
 def check(masks: dict[str, torch.Tensor], recipe: Recipe, dims: BaseDims, where: str) -> None:
     """The masks fit the base and are exactly what finalize-masks picks for the recipe's target."""
-    wanted, shapes = targeted_masks(recipe.target, dims), mask_shapes(dims)
+    wanted = targeted_masks(recipe.target, dims)
     if sorted(masks) != sorted(wanted):
         raise UsageError(f"{where} holds masks {sorted(masks)}, but the recipe's [target] prunes {sorted(wanted)}; "
                          f"use the recipe (or --set target.* overrides) the masks were finalized for.")
-    for name, mask in masks.items():
-        if tuple(mask.shape) != tuple(shapes[name]):
-            raise UsageError(f"{where}: the {name} mask has shape {list(mask.shape)}, but the base needs "
-                             f"{list(shapes[name])}; masks only fit the model they were chosen on.")
-    scores = {k: torch.where(v, LOG_ALPHA_CLAMP, -LOG_ALPHA_CLAMP) for k, v in masks.items()}
-    try:
-        chosen = finalize(scores, recipe.target, dims)
+    try:  # finalize checks each mask's shape against the base
+        chosen = finalize({k: log_alpha_of(v) for k, v in masks.items()}, recipe.target, dims)
     except ValueError as exc:
-        raise UsageError(f"{where}: {exc}") from None
+        raise UsageError(f"{where}: {exc}; masks only fit the model they were chosen on.") from None
     if any(not torch.equal(chosen[k], masks[k]) for k in masks):
         raise UsageError(f"{where} keeps {_kept(masks)}, but the recipe's [target] asks for {_target(recipe)}; "
                          f"use the recipe (or --set target.* overrides) the masks were finalized for.")

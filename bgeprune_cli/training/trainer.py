@@ -31,7 +31,7 @@ from .gates import Lagrangian, MaskSet, expected_sizes
 from .losses import LayerMaps
 from ..pruning.hooks import MaskHooks, as_float_masks
 from ..pruning.importance import log_alpha_from_importance
-from ..pruning.masks import LOG_ALPHA_CLAMP, full_layout
+from ..pruning.masks import full_layout, log_alpha_of
 
 GRAD_CLIP = 1.0
 GATES_LR_FLOOR = 0.1  # the gates' learning rate at the end of the pruning phase, relative to lr_gates
@@ -145,7 +145,7 @@ class Trainer:
         """Recovery-only training from given masks: gates set to ±clamp so finalize reproduces them."""
         with torch.no_grad():
             for name, a in self.masks.log_alpha.items():
-                a.copy_(torch.where(masks[name].to(a.device), LOG_ALPHA_CLAMP, -LOG_ALPHA_CLAMP))
+                a.copy_(log_alpha_of(masks[name]).to(a.device))
         self.fixed = {k: v.clone() for k, v in masks.items()}
 
     # ------------------------------------------------------------------ one step
