@@ -3,7 +3,8 @@
 multilingual-e5-small (BERT 12 x 384 with XLM-R's 250k vocabulary, a real multilingual teacher rebuilt
 offline by benchmarks/multilingual_teacher.py) goes through `bgeprune train` with the same budget as
 the all-MiniLM curve (recipes/minilm-50pct.toml: 700 pruning + 300 recovery steps of 16 passages, its
-learning rates and the default levers; only base, shape, data and name overridden) to the same shape ratio: 10 of 12 layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept).
+learning rates and the default levers; only base, shape, data and name overridden) to the same shape
+ratio: 10 of 12 layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept).
 It distils on ../shared/data/multilingual_train.txt mixed with pydocs_train.txt (one shuffled stream,
 about 9 multilingual texts to 1 English), then finalize-masks -> prune -> export-hf -> verify and one
 `bgeprune bench` against the teacher: bitext_dev accuracy per language (an average hides a language
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "benchmarks"))
 from multilingual_teacher import MissingFixture, me5_small_dir  # noqa: E402
-from quality_curve import RECIPE, SPEED, cli  # noqa: E402  (the curve's recipe, bench settings and runner)
+from quality_curve import RECIPE, SPEED, cli, set_flags  # noqa: E402  (the curve's recipe, bench settings, runner)
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
                 f"train.target_warmup_steps={round(args.steps * 0.25)}",  # 250 of 1000, as the recipe
                 'export.name="multilingual-e5-small-50pct"', *args.extra]
         cli("train", str(RECIPE), "--run-dir", str(run), "--force", "--teacher-cache", str(out / "teacher-cache"),
-            *[a for s in sets for a in ("--set", s)])
+            *set_flags(sets))
         cli("finalize-masks", str(run / "train"), "--force")
         cli("prune", str(run / "masks"), "--force")
         cli("export-hf", str(run), str(export), "--force")

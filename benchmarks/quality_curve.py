@@ -49,6 +49,11 @@ def cli(*args: str) -> None:
     subprocess.run(["bgeprune", *args], check=True, stdout=subprocess.DEVNULL)
 
 
+def set_flags(sets: list[str]) -> list[str]:
+    """Recipe overrides as bgeprune's repeated --set options."""
+    return [a for s in sets for a in ("--set", s)]
+
+
 def evenly_spaced(keep: int, layers: int = 6) -> torch.Tensor:
     chosen = {round(i * (layers - 1) / max(1, keep - 1)) for i in range(keep)} if keep > 1 else {layers - 1}
     return torch.tensor([i in chosen for i in range(layers)])
@@ -58,22 +63,18 @@ def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]
           prune_fraction: float) -> None:
     sizes = [f"target.layers={target['layers']}", f"target.ffn={target['ffn']}"]
     common = [*extra, "train.checkpoint_every=100000"]
-
-    def flags(sets: list[str]) -> list[str]:
-        return [a for s in sets for a in ("--set", s)]
-
     if method == "l0":
         prune_steps = round(steps * prune_fraction)
         cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", "--teacher-cache", str(cache),
-            *flags(sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]))
+            *set_flags(sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]))
         return
     recovery = [f"train.recovery_steps={steps}"]  # --masks: recovery only, train.steps is not used
     if method == "magnitude":
         score = run_dir / "score"
-        cli("magnitude", str(RECIPE), "--run-dir", str(score), "--force", *flags(sizes + common))
+        cli("magnitude", str(RECIPE), "--run-dir", str(score), "--force", *set_flags(sizes + common))
         cli("finalize-masks", str(score / "train"), "--force")
         cli("train", str(RECIPE), "--masks", str(score / "masks"), "--run-dir", str(run_dir), "--force",
-            "--teacher-cache", str(cache), *flags(sizes + common + recovery))
+            "--teacher-cache", str(cache), *set_flags(sizes + common + recovery))
         return
     # naive: masks no stage writes, so through the Python API (the same recovery as --masks)
     from bgeprune_cli.config import load_recipe
