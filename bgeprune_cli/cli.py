@@ -29,7 +29,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import __version__, render
-from .errors import BgepruneError, CheckFailed, UsageError, environment_error, os_error_in
+from .errors import BgepruneError, CheckFailed, UsageError, environment_error, missing_module, os_error_in
 from .ui import err, esc
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -108,6 +108,8 @@ def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], N
         raise typer.Exit(130)
     except BgepruneError as exc:
         _fail(exc)
+    except ImportError as exc:  # a runtime dependency that the install did not bring
+        _fail(missing_module(exc, "this command"), exc)
     except Exception as exc:
         error = os_error_in(exc)
         if error is None:  # a bug: say so plainly

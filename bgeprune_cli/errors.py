@@ -64,6 +64,21 @@ class DataError(UsageError):
     """Training data that is missing, empty, unreadable or malformed (named with file and line)."""
 
 
+# Import names whose PyPI distribution is called otherwise.
+_DISTRIBUTION_OF = {"google": "protobuf", "yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
+
+
+def missing_module(exc: ImportError, needed_for: str) -> EnvironmentProblem:
+    """Exit 4 naming the module that actually failed to import (not the package that imported it) and
+    the install line that brings it."""
+    named = re.search(r"No module named '([^']+)'", str(exc))
+    module = exc.name or (named.group(1) if named else str(exc))
+    package = _DISTRIBUTION_OF.get(module.split(".")[0], module.split(".")[0])
+    return EnvironmentProblem(f"{needed_for} needs the Python module '{module}' (package {package}), which is not "
+                              f"installed. bgeprune's own install brings it: reinstall it (`pip install -e .` in "
+                              f"its checkout), or run `pip install {package}`.")
+
+
 _OS_ERROR_IN_TEXT = re.compile(r"os error (\d+)")  # how Rust libraries (safetensors, tokenizers) word it
 
 

@@ -55,7 +55,12 @@ def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length:
     from transformers import AutoModel, AutoTokenizer  # noqa: F401  (their import is baseline, not model)
 
     if graph is not None:
-        import onnxruntime  # noqa: F401  (baseline too)
+        try:
+            import onnxruntime  # noqa: F401  (baseline too)
+        except ImportError:  # the parent loaded the graph, so only a broken install gets here
+            from ..models.onnx_export import require_onnx
+
+            require_onnx()
     baseline = psutil.Process().memory_info().rss
     if graph is not None:  # the graph alone: what serving it with onnxruntime holds
         from ..models.loading import load_tokenizer

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from ..errors import BadModelFiles, EnvironmentProblem
+from ..errors import BadModelFiles, missing_module
 
 FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # HF ids 0..3
 # Unicode White_Space: what `tokenizers`' WhitespaceSplit (Rust char::is_whitespace) splits on.
@@ -28,11 +28,10 @@ WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x
 
 
 def _proto():
-    try:
+    try:  # the proto module imports google.protobuf, which sentencepiece itself does not require
         from sentencepiece import sentencepiece_model_pb2
-    except ImportError:
-        raise EnvironmentProblem("reading or writing sentencepiece.bpe.model needs the sentencepiece package; "
-                                 "run `pip install sentencepiece`.") from None
+    except ImportError as exc:
+        raise missing_module(exc, "reading or writing sentencepiece.bpe.model") from None
     return sentencepiece_model_pb2
 
 
@@ -140,9 +139,8 @@ def encode_ids(path: Path, texts: list[str]) -> list[list[int]]:
     XLMRobertaTokenizer computes them (no <s>/</s> added)."""
     try:
         import sentencepiece
-    except ImportError:
-        raise EnvironmentProblem("checking sentencepiece.bpe.model needs the sentencepiece package; run "
-                                 "`pip install sentencepiece`.") from None
+    except ImportError as exc:
+        raise missing_module(exc, "checking sentencepiece.bpe.model") from None
     processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
     unk = processor.unk_id()
     return [[3 if i == unk else i + 1 for i in ids] for ids in processor.encode(texts)]
