@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
+                      model_serializer)
 
 from .errors import RecipeError
 
@@ -56,7 +57,8 @@ class RunSection(_Section):
 
 
 class StreamSource(_Section):
-    """A Hugging Face `datasets` dataset read in streaming mode (`[data.stream]`; needs `pip install datasets`).
+    """A Hugging Face `datasets` dataset read in streaming mode: one `[data.stream]` table, or several
+    `[[data.stream]]` tables mixed by `weight` (docs/data.md).
 
     `StreamSource("json", data_files=[...])` also works in code (the dataset is the one positional field).
     """
@@ -67,7 +69,10 @@ class StreamSource(_Section):
     text_field: str = "text"
     data_files: list[str] | None = None
     revision: str | None = None
-    shuffle_buffer: int = Field(10_000, ge=1, description="texts held for shuffling (also kept in checkpoints)")
+    shuffle_buffer: int = Field(10_000, ge=1, description="texts held for shuffling (also kept in checkpoints); "
+                                "a mix of sources holds the largest value given")
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False, description="this source's share of a [[data.stream]] mix "
+                          "(weights are normalised over the sources)")
 
     def __init__(self, dataset: str | None = None, /, **data):
         super().__init__(**({"dataset": dataset} if dataset is not None else {}), **data)
@@ -78,7 +83,8 @@ class StreamSource(_Section):
         A hub id's data_files are paths inside the repository, so they are not looked up on disk;
         its `revision` is what pins the content there.
         """
-        digest = hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode())
+        fields = self.model_dump(exclude={"weight"} if self.weight == 1.0 else None)  # as before weights existed
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
         if "/" not in self.dataset:
             for entry in self.data_files or []:
                 for path in sorted(glob.glob(entry, recursive=True)) or [entry]:
@@ -90,9 +96,23 @@ class StreamSource(_Section):
 
 class DataSection(_Section):
     train: list[str] = Field(default_factory=list, description="text/JSONL files, directories or globs")
-    stream: StreamSource | None = Field(None, description="stream from HF datasets instead of data.train")
+    stream: list[StreamSource] = Field(default_factory=list, description="stream from HF datasets instead of "
+                                       "data.train: one [data.stream] table or several [[data.stream]] tables")
     pairs: list[str] = Field(default_factory=list, description='{"query","pos","neg"} JSONL files')
     max_length: int = Field(128, ge=8)
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [] if value is None else [value] if isinstance(value, (dict, StreamSource)) else value
+
+    @field_serializer("stream")
+    def _as_written(self, stream: list[StreamSource]):
+        """One source is stored as the table it is written as (its weight, meaningless alone, left out), so
+        a single-source recipe resolves and hashes as before mixes existed; none as null."""
+        if len(stream) == 1:
+            return stream[0].model_dump(exclude={"weight"})
+        return [s.model_dump() for s in stream] or None
 
 
 class TrainSection(_Section):
@@ -141,7 +161,10 @@ class VocabSection(_Section):
     The base's special and added tokens are always kept; docs/design.md, Masks (the vocab axis).
     """
 
-    corpus: list[str] = Field(min_length=1, description="text/JSONL files, directories or globs (as data.train)")
+    corpus: list[str] = Field(default_factory=list, description="text/JSONL files, directories or globs (as "
+                              "data.train)")
+    stream_texts: int | None = Field(None, ge=1, le=10_000_000, description="instead of corpus files: the first "
+                                     "this many texts of the recipe's data.stream, in stream order")
     min_count: int = Field(1, ge=1, description="keep a token the corpus produces at least this often")
     max_tokens: int | None = Field(None, ge=1, description="at most this many tokens in all: specials and keep "
                                    "first, then the corpus's most frequent (ties to the lower id)")
@@ -149,6 +172,14 @@ class VocabSection(_Section):
                             "spells them ('▁word' for SentencePiece, '##ing' for WordPiece)")
     characters: bool = Field(True, description="also keep the single-character token of every character in the "
                              "corpus, so a word the corpus lacks falls back to characters rather than <unk>")
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler):
+        """stream_texts is left out when unset, so a files-only [vocab] resolves and hashes as before it existed."""
+        dumped = handler(self)
+        if dumped.get("stream_texts") is None:
+            dumped.pop("stream_texts", None)
+        return dumped
 
 
 class ExportSection(_Section):
@@ -223,15 +254,22 @@ def _norm_key(key: str) -> str:
 def key_lines(text: str) -> dict[str, int]:
     """Map each dotted key and table of a TOML text to the line that defines it."""
     lines: dict[str, int] = {}
-    table = ""
+    tables = [""]  # the names a key line is recorded under: `[[x]]` keys also as x.N.key (pydantic's loc)
+    arrays: dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if match := _TABLE.match(stripped):
             table = _norm_key(match.group(1))
-            lines.setdefault(table, number)
+            tables = [table]
+            if stripped.startswith("[["):
+                index = arrays[table] = arrays.get(table, -1) + 1
+                tables.append(f"{table}.{index}")
+            for name in tables:
+                lines.setdefault(name, number)
         elif match := _KEY.match(stripped):
             key = _norm_key(match.group(1))
-            lines.setdefault(f"{table}.{key}" if table else key, number)
+            for table in tables:
+                lines.setdefault(f"{table}.{key}" if table else key, number)
     return lines
 
 
@@ -315,8 +353,20 @@ def _train_problems(recipe: Recipe) -> list[tuple[str, str]]:
     if micro is not None and train.batch_size % micro:
         problems.append(("train.micro_batch_size", f"{micro} does not divide train.batch_size = {train.batch_size}; "
                          f"a step is a whole number of micro-batches"))
-    if recipe.data.stream is not None and recipe.data.train:
+    if recipe.data.stream and recipe.data.train:
         problems.append(("data.stream", "set either data.train (local files) or data.stream (HF datasets), not both"))
+    return problems
+
+
+def _vocab_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    vocab, problems = recipe.vocab, []
+    if vocab is not None and bool(vocab.corpus) == (vocab.stream_texts is not None):
+        problems.append(("vocab.corpus", "name the trimming corpus once: files of your languages in vocab.corpus, or "
+                         "vocab.stream_texts = N to count the first N texts of data.stream"
+                         + ("" if vocab.corpus else " (docs/data.md)")))
+    if vocab is not None and vocab.stream_texts is not None and not recipe.data.stream:
+        problems.append(("vocab.stream_texts", "counts texts of data.stream, and the recipe has no [data.stream]; "
+                         "add one, or name corpus files in vocab.corpus"))
     return problems
 
 
@@ -417,7 +467,8 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
         raise RecipeError(problems) from None
 
     vocab = recipe.vocab is not None
-    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target, vocab) + _train_problems(recipe)]
+    problems = [fmt(k, m) for k, m in _mode_problems(recipe.target, vocab) + _train_problems(recipe)
+                + _vocab_problems(recipe)]
     if problems:
         raise RecipeError(problems)
 
@@ -427,8 +478,10 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
     resolved["data"]["pairs"] = [_resolve_local(p, path.parent) for p in recipe.data.pairs]
     if recipe.vocab is not None:
         resolved["vocab"]["corpus"] = [_resolve_local(p, path.parent) for p in recipe.vocab.corpus]
-    if recipe.data.stream is not None and recipe.data.stream.data_files:
-        resolved["data"]["stream"]["data_files"] = [_resolve_local(p, path.parent) for p in recipe.data.stream.data_files]
+    streams = resolved["data"]["stream"]
+    for source, stored in zip(recipe.data.stream, [streams] if isinstance(streams, dict) else streams or []):
+        if source.data_files:
+            stored["data_files"] = [_resolve_local(p, path.parent) for p in source.data_files]
     recipe = Recipe.model_validate(resolved)
     if base_dims is not None:
         problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe), vocab)]

@@ -23,6 +23,9 @@ def _result(artifact: str, next_command: str | None = None, note: str = "") -> N
 def check(r: dict) -> None:
     target = {k: v for k, v in r["resolved"]["target"].items() if v is not None}
     target = {} if list(target) == ["mode"] else target  # a vocabulary-only recipe
+    if r.get("data"):
+        err.print(table("Data sources (readable here)", ["recipe key", "source", "found"],
+                        [[row["key"], row["source"], row["detail"]] for row in r["data"]]))
     if "vocab" in r:
         v, p = r["vocab"], r["params"]
         corpus = v["corpus"]

@@ -292,3 +292,67 @@ def test_a_recipe_cannot_name_both_local_files_and_a_stream(tmp_path):
     (tmp_path / "r.toml").write_text(STREAM_RECIPE.replace("[data]\n", '[data]\ntrain = ["x.txt"]\n'))
     with pytest.raises(RecipeError, match="either data.train"):
         load_recipe(tmp_path / "r.toml")
+
+
+# --- a mix of sources ([[data.stream]]) ----------------------------------------------------------
+
+
+@pytest.fixture
+def two_languages(tmp_path) -> list[StreamSource]:
+    """Two sources with different text fields and sizes, weighted 3:1."""
+    de = jsonl(tmp_path / "de.jsonl", [{"text": f"de {i}"} for i in range(30)])
+    fr = jsonl(tmp_path / "fr.jsonl", [{"content": f"fr {i}", "other": i} for i in range(8)])
+    return [StreamSource("json", data_files=[str(de)], shuffle_buffer=4, weight=3.0),
+            StreamSource("json", data_files=[str(fr)], text_field="content", shuffle_buffer=6)]
+
+
+def test_a_mix_draws_every_source_by_weight_until_each_has_ended_once(two_languages):
+    stream = StreamBatches(two_languages, batch_size=4, seed=5)
+    texts = flat(stream, 15)  # 60 texts
+    assert stream.shuffle_buffer == 6 and stream.text_field == "text"
+    german, french = [t for t in texts if t.startswith("de")], [t for t in texts if t.startswith("fr")]
+    assert len(german) + len(french) == 60 and 2 * len(french) < len(german)  # 3:1, with the draws' noise
+    assert {f"fr {i}" for i in range(8)} <= set(french)  # the small source is revisited, never dropped
+    assert stream.summary()["datasets"][0]["weight"] == 3.0
+    assert flat(StreamBatches(two_languages, batch_size=4, seed=5), 15) == texts
+    assert flat(StreamBatches(two_languages, batch_size=4, seed=6), 15) != texts
+
+
+def test_a_mix_resumes_exactly_and_under_its_own_seed(two_languages):
+    reference = StreamBatches(two_languages, batch_size=3, seed=2)
+    flat(reference, 5)
+    state = through_torch(reference.state_dict())
+    expected = flat(reference, 25)  # past the end of the mix: the next epoch too
+    for change in ({}, {"stream_state": None}):
+        resumed = StreamBatches(two_languages, batch_size=3, seed=77)  # the checkpoint's seed wins
+        resumed.load_state_dict({**state, **change})
+        assert flat(resumed, 25) == expected
+    reweighted = [two_languages[0].model_copy(update={"weight": 1.0}), two_languages[1]]
+    with pytest.raises(DataError, match="changed since the checkpoint"):
+        StreamBatches(reweighted, batch_size=3, seed=2).load_state_dict(state)
+
+
+def test_a_mix_names_the_source_that_fails(two_languages, tmp_path):
+    broken = StreamSource("json", data_files=[str(jsonl(tmp_path / "x.jsonl", [{"body": "a"}]))])
+    with pytest.raises(DataError, match=r"data.stream\[2\]: .* no field 'text'"):
+        StreamBatches([*two_languages, broken], batch_size=2)
+
+
+def test_a_recipe_takes_one_stream_table_or_several(tmp_path):
+    from bgeprune_cli.config import load_recipe
+
+    head = '[base]\nmodel = "builtin:tiny-xlm-roberta"\n[target]\nlayers = 2\n'
+    one = tmp_path / "one.toml"
+    one.write_text(head + '[data.stream]\ndataset = "text"\ndata_files = ["./a.txt"]\n')
+    loaded = load_recipe(one)
+    assert [s.dataset for s in loaded.recipe.data.stream] == ["text"]
+    assert loaded.resolved["data"]["stream"]["data_files"] == [str(tmp_path / "a.txt")]  # a table, as written
+    assert "weight" not in loaded.resolved["data"]["stream"]
+    many = tmp_path / "many.toml"
+    many.write_text(head + '[[data.stream]]\ndataset = "a/b"\nname = "deu_Latn"\n'
+                    '[[data.stream]]\ndataset = "a/b"\nname = "fra_Latn"\nweight = 0\n')
+    with pytest.raises(Exception) as refused:
+        load_recipe(many)
+    assert "many.toml:11: data.stream.1.weight" in str(refused.value)
+    many.write_text(many.read_text().replace("weight = 0", "weight = 0.5"))
+    assert [s.weight for s in load_recipe(many).recipe.data.stream] == [1.0, 0.5]

@@ -178,7 +178,7 @@ def test_training_distils_both_heads_and_resume_restores_them(tmp_path, builtin_
 def test_50pct_recipe_trains_all_three_heads_on_a_bge_m3_base(tmp_path, builtin_cache):
     """recipes/50pct.toml as written, on a bge-m3-style base small enough for a test."""
     loaded = _recipe("base.model=builtin:tiny-bge-m3", "target.layers=2", "target.heads=2", "target.hidden=32",
-                     "target.ffn=64", 'data.train=["builtin:probe"]', "train.batch_size=4", *SHORT,
+                     "target.ffn=64", "data.stream=[]", 'data.train=["builtin:probe"]', "train.batch_size=4", *SHORT,
                      path=REPO / "recipes" / "50pct.toml")
     assert loaded.recipe.distill.sparse > 0 and loaded.recipe.distill.colbert > 0
     train.run(loaded, tmp_path / "run")

@@ -103,3 +103,15 @@ def test_card_warns_that_resaving_drops_the_heads_and_verify_catches_it(m3_expor
     heads = next(c for c in result["checks"] if c["name"] == "m3-heads")
     assert not result["ok"] and heads["status"] == "fail"
     assert "SentenceTransformer.save_pretrained drops them" in heads["message"]
+
+
+def test_the_card_names_streamed_training_data():
+    """A run trained on [data.stream] has no file count: the card names the datasets (it once crashed here)."""
+    from bgeprune_cli.models.card import _data_sentence
+
+    assert _data_sentence({"files": 2, "items": 1234, "bytes": 9}) == "1,234 passages from 2 file(s)"
+    one = {"dataset": "HuggingFaceFW/fineweb-edu", "name": "sample-10BT", "split": "train", "streaming": True}
+    assert _data_sentence(one) == "streamed from `HuggingFaceFW/fineweb-edu` (sample-10BT)"
+    mix = {"datasets": [{"dataset": "HuggingFaceFW/fineweb-2", "name": f"l{i}", "weight": 1.0} for i in range(10)],
+           "streaming": True}
+    assert _data_sentence(mix).endswith("(l7) and 2 more mixed by weight")

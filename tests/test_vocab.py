@@ -193,3 +193,36 @@ def test_bench_reports_vocabulary_size_and_coverage_per_language(tmp_path, built
     coverage = report["coverage"]
     assert coverage["bitext fr"]["exact"] == 1.0 and coverage["bitext en (every file's English side)"]["exact"] == 1.0
     assert coverage["bitext el"]["exact"] == 0.0 and coverage["bitext el"]["tokens_kept"] < 0.5
+
+
+def test_a_streamed_corpus_keeps_what_the_same_texts_in_files_keep(tmp_path, builtin_cache):
+    """vocab.stream_texts: the first N texts of data.stream, in stream order, counted like corpus files."""
+    pytest.importorskip("datasets")
+    from bgeprune_cli.config import load_recipe
+    from bgeprune_cli.models.loading import recipe_base_dims
+    from bgeprune_cli.pruning.sources import RunContext
+    from bgeprune_cli.training.vocab_corpus import plan_vocabulary
+
+    lines = [line for line in (ROOT / "recipes" / "corpora" / "smoke-en-de-fr.txt").read_text().splitlines() if line]
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(lines[:7]) + "\n")
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps({"body": line}) + "\n" for line in lines))
+    head = '[base]\nmodel = "builtin:tiny-bge-m3"\n'
+    files = tmp_path / "files.toml"
+    files.write_text(head + '[vocab]\ncorpus = ["./first.txt"]\n')
+    streamed = tmp_path / "streamed.toml"
+    streamed.write_text(head + '[data.stream]\ndataset = "json"\ndata_files = ["./all.jsonl"]\ntext_field = "body"\n'
+                        '[vocab]\nstream_texts = 7\n')
+    plans = []
+    for recipe in (files, streamed):
+        loaded = load_recipe(recipe, base_dims=recipe_base_dims).recipe
+        ctx = RunContext(loaded)
+        plans.append(plan_vocabulary(loaded, ctx.base_dir, ctx.base_config, progress=False))
+    assert plans[0].kept == plans[1].kept and plans[1].corpus["texts"] == 7
+    assert plans[1].corpus["files"] == ["data.stream: json"] and plans[1].sample
+    streamed.write_text(head + '[vocab]\nstream_texts = 7\n')
+    with pytest.raises(RecipeError, match="vocab.stream_texts: counts texts of data.stream"):
+        load_recipe(streamed)
+    files.write_text(head + '[vocab]\nmin_count = 1\n')
+    with pytest.raises(RecipeError, match="vocab.corpus: name the trimming corpus once"):
+        load_recipe(files)

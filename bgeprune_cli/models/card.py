@@ -114,8 +114,18 @@ def _how_made(facts: CardFacts) -> str:
                f"with the masks fixed.")
     data = (info.get("data_summary") or {}).get("train")
     if data:
-        how += f" Training data: {data.get('items', '?'):,} passages from {data.get('files', '?')} file(s)."
+        how += f" Training data: {_data_sentence(data)}."
     return how
+
+
+def _data_sentence(data: dict) -> str:
+    """The training data of a run's data summary: indexed files, one streamed dataset, or a mix of them."""
+    if not data.get("streaming"):
+        return f"{data.get('items', 0):,} passages from {data.get('files', 0)} file(s)"
+    sources = data.get("datasets") or [data]
+    named = ", ".join(f"`{s.get('dataset')}`" + (f" ({s['name']})" if s.get("name") else "") for s in sources[:8])
+    more = f" and {len(sources) - 8} more" if len(sources) > 8 else ""
+    return f"streamed from {named}{more}" + (" mixed by weight" if len(sources) > 1 else "")
 
 
 _SNIPPETS = '''```python

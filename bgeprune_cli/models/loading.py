@@ -149,7 +149,9 @@ def base_config(model: str, revision: str | None = None) -> dict:
         config = json.loads(path.read_text())
     except Exception as exc:
         raise EnvironmentProblem(f"cannot read config.json of base model '{model}' from the hub "
-                                 f"({exc.__class__.__name__}); set base.model to a local directory.") from None
+                                 f"({exc.__class__.__name__}); check the network (HF_HUB_OFFLINE=1 uses the hub's "
+                                 f"cache), or download it once (`hf download {model} --local-dir DIR`) and set "
+                                 f"base.model to that directory (--set base.model=DIR).") from None
     return validated_config(config, f"config.json of {model}")
 
 

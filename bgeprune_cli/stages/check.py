@@ -1,7 +1,9 @@
 """`bgeprune check`: validate a recipe against its base without loading weights; with `[vocab]`, a dry run.
 
 The schema, every cross-field rule and the target's feasibility against the base's config.json are
-checked by `config.load_recipe` (cli.py does it for every recipe command). With a `[vocab]` section
+checked by `config.load_recipe` (cli.py does it for every recipe command). Then every data source is
+checked to be readable here (`training/data_sources.py`: local paths exist, streamed datasets open and
+give a first record), all problems reported at once. With a `[vocab]` section
 this also tokenizes the corpus with the base tokenizer (with a progress bar) and reports the tokens
 that would be kept and the parameter count before and after, so a corpus that keeps nothing, a
 `keep` token the vocabulary lacks or a tokenizer trimming cannot rewrite shows up before any run.
@@ -18,13 +20,16 @@ from ..config import LoadedRecipe
 from ..models.card import count_base_params
 from ..pruning.slicing import stock_config
 from ..pruning.sources import RunContext
+from ..training.data_sources import data_sources, raise_unreachable
 from ..training.vocab_corpus import plan_vocabulary
 
 
 def run(loaded: LoadedRecipe) -> dict:
-    result = {"recipe": str(loaded.path), "sha256": loaded.sha256, "run_dir": str(loaded.run_dir()),
-              "resolved": loaded.resolved}
     recipe = loaded.recipe
+    sources = data_sources(recipe)
+    raise_unreachable(sources)
+    result = {"recipe": str(loaded.path), "sha256": loaded.sha256, "run_dir": str(loaded.run_dir()),
+              "resolved": loaded.resolved, "data": [row.as_dict() for row in sources]}
     if recipe.vocab is None:
         return result
     ctx = RunContext(recipe)

@@ -152,7 +152,7 @@ class Batches:
 
 def _open_texts(data: DataSection, train: TrainSection):
     """Local files (indexed) or a streamed HF dataset, as batches of `train.batch_size` texts."""
-    if data.stream is not None:
+    if data.stream:
         from .data_stream import StreamBatches
 
         return StreamBatches(data.stream, train.batch_size, train.seed)

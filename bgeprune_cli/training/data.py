@@ -137,7 +137,8 @@ def _expand(patterns: list[str], key: str, problems: _Problems) -> list[Path]:
         else:
             found = [Path(p) for p in sorted(glob.glob(entry, recursive=True)) if os.path.isfile(p)]
             if not found:
-                problems.add(f"{key}: '{entry}' matches no file; check the path or pattern")
+                problems.add(f"{key}: '{entry}' matches no file; check the path or pattern, or name data you "
+                             f"have with --set {key}='[\"/path/to/your/data\"]' (files, directories or globs)")
         for path in found:
             real = os.path.realpath(path)  # the same file through two entries (or a symlink) counts once
             if real not in seen:

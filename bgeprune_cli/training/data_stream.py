@@ -15,39 +15,81 @@ record without re-reading what came before. Without it (another `datasets` versi
 that has none) the stream is repositioned with `.skip(position)`, which re-reads those records.
 A checkpoint therefore also holds up to `shuffle_buffer` texts.
 
+Several `[[data.stream]]` sources are mixed with `datasets.interleave_datasets`: each record comes from
+a source drawn by weight (seeded by train.seed), and the mix runs until every source has ended once
+(the shorter ones start again meanwhile), so a small language is revisited rather than dropped. Each
+source's text field is renamed to `text` first, so sources with different fields mix.
+
 Example:
     [data.stream]
     dataset = "HuggingFaceFW/fineweb-edu"
     name = "sample-10BT"
     text_field = "text"
 
-    then `bgeprune train recipes/my.toml`.
+    then `bgeprune train recipes/my.toml` (recipes/50pct.toml mixes 36 languages).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .passages import PassageCutter
 from ..config import StreamSource
-from ..errors import DataError, EnvironmentProblem
+from ..errors import DataError, EnvironmentProblem, missing_module
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
 
 
-def _describe(source: StreamSource) -> str:
+MIX_FIELD = "text"  # every source's text field, renamed, in a mix
+OPENING_AT_ONCE = 8
+
+
+def _describe(source: StreamSource | Sequence[StreamSource]) -> str:
+    if not isinstance(source, StreamSource):
+        if len(source) > 1:
+            return f"the mix of {len(source)} [[data.stream]] datasets"
+        source = source[0]
     return f"dataset '{source.dataset}' (name {source.name!r}, split {source.split!r})"
 
 
-def open_stream(source: StreamSource, key: str = "data.stream") -> IterableDataset:
-    """The streaming IterableDataset, checked by reading its first record."""
+def _sources(source: StreamSource | Sequence[StreamSource]) -> list[StreamSource]:
+    sources = [source] if isinstance(source, StreamSource) else list(source)
+    if not sources:
+        raise ValueError("no stream source given")
+    return sources
+
+
+def open_stream(source: StreamSource | Sequence[StreamSource], key: str = "data.stream",
+                seed: int = 0) -> IterableDataset:
+    """The streaming IterableDataset, each source checked by reading its first record; several sources
+    are interleaved by weight, with `seed` drawing which source each record comes from."""
+    sources = _sources(source)
+    if len(sources) == 1:
+        return open_source(sources[0], key)
+    import datasets
+
+    with ThreadPoolExecutor(OPENING_AT_ONCE) as pool:  # opening is waiting on the hub: side by side
+        opened = list(pool.map(open_source, sources, [f"{key}[{i}]" for i in range(len(sources))]))
+    parts = []
+    for one, part in zip(sources, opened):
+        part = part.select_columns([one.text_field])
+        parts.append(part if one.text_field == MIX_FIELD else part.rename_column(one.text_field, MIX_FIELD))
+    total = sum(one.weight for one in sources)
+    return datasets.interleave_datasets(parts, probabilities=[one.weight / total for one in sources], seed=seed,
+                                        stopping_strategy="all_exhausted")
+
+
+def open_source(source: StreamSource, key: str = "data.stream") -> IterableDataset:
+    """One source's streaming IterableDataset, checked by reading its first record."""
     try:
         import datasets
-    except ImportError:
-        raise EnvironmentProblem(f"{key}: streaming data needs the `datasets` package, which is not installed; "
-                                 "run `pip install datasets`") from None
+    except ImportError as exc:
+        raise missing_module(exc, f"{key}: streaming data") from None
     options: dict[str, Any] = {"name": source.name, "split": source.split, "revision": source.revision,
                                "streaming": True}
     if source.data_files is not None:
@@ -59,8 +101,15 @@ def open_stream(source: StreamSource, key: str = "data.stream") -> IterableDatas
     except ImportError as e:  # an optional dependency of one format (zstandard, ...)
         raise EnvironmentProblem(f"{key}: reading {what} needs a package that is missing ({e}); install it") from e
     except ConnectionError as e:  # not a wrong id: the hub was unreachable and nothing is cached
+        if datasets.config.HF_HUB_OFFLINE:
+            raise EnvironmentProblem(f"{key}: {what} is not in this machine's hub cache and HF_HUB_OFFLINE is set; "
+                                     "unset it to stream from the hub, or point data.stream at files downloaded "
+                                     "beforehand: dataset = \"parquet\" (or \"json\", \"text\") with data_files "
+                                     "(docs/data.md)") from e
         raise EnvironmentProblem(f"{key}: cannot reach the Hugging Face hub for {what} ({e}); check the network, "
-                                 "or use a cached copy with HF_HUB_OFFLINE=1") from e
+                                 "or use a copy on this machine: the hub's cache with HF_HUB_OFFLINE=1, or files "
+                                 "downloaded beforehand as dataset = \"parquet\" (or \"json\", \"text\") with "
+                                 "data_files (docs/data.md)") from e
     except Exception as e:
         raise DataError(f"{key}: cannot open {what}: {e}; check the dataset id, name (config), split "
                         "and data_files") from e
@@ -85,14 +134,19 @@ def _plain(value: Any) -> bool:
 class StreamBatches:
     """A deterministic, exactly resumable shuffled stream of text batches from a streaming dataset."""
 
-    def __init__(self, source: StreamSource, batch_size: int, seed: int = 0, key: str = "data.stream"):
+    def __init__(self, source: StreamSource | Sequence[StreamSource], batch_size: int, seed: int = 0,
+                 key: str = "data.stream"):
+        sources = _sources(source)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if source.shuffle_buffer < 1:
-            raise ValueError(f"{key}.shuffle_buffer must be at least 1, got {source.shuffle_buffer}")
-        self.source, self.batch_size, self.seed, self.key = source, batch_size, seed, key
-        self.fingerprint = source.fingerprint()
-        self._base = open_stream(source, key)
+        if any(one.shuffle_buffer < 1 for one in sources):
+            raise ValueError(f"{key}.shuffle_buffer must be at least 1")
+        self.sources, self.batch_size, self.seed, self.key = sources, batch_size, seed, key
+        self.what = _describe(sources)
+        self.text_field = sources[0].text_field if len(sources) == 1 else MIX_FIELD
+        self.shuffle_buffer = max(one.shuffle_buffer for one in sources)
+        self.fingerprint = self._fingerprint(seed)
+        self._base = open_stream(sources, key, seed)
         import datasets  # open_stream succeeded, so it imports
 
         self._version = datasets.__version__
@@ -101,10 +155,20 @@ class StreamBatches:
         self.cutter: PassageCutter | None = None  # set by `cut_passages`
         self._start_epoch(0)
 
+    def _fingerprint(self, seed: int) -> str:
+        if len(self.sources) == 1:
+            return self.sources[0].fingerprint()
+        # A mix's order depends on the sources, their weights and the seed that draws between them.
+        parts = [one.fingerprint() for one in self.sources] + [f"{one.weight!r}" for one in self.sources]
+        return hashlib.sha256(json.dumps(parts + [seed]).encode()).hexdigest()
+
     def _known_total(self) -> int | None:
+        if len(self.sources) > 1:  # a mix ends when its longest source has ended once: no size to show
+            return None
+        source = self.sources[0]
         # The hub's split sizes describe the whole split, not a data_files subset of it.
-        splits = None if self.source.data_files else getattr(self._base.info, "splits", None)
-        info = splits.get(self.source.split) if splits else None
+        splits = None if source.data_files else getattr(self._base.info, "splits", None)
+        info = splits.get(source.split) if splits else None
         return getattr(info, "num_examples", None) or None
 
     def _start_epoch(self, epoch: int) -> None:
@@ -128,15 +192,15 @@ class StreamBatches:
                 self._exhausted, self._iter = True, None
                 return None
             except Exception as e:
-                raise DataError(f"{self.key}: reading {_describe(self.source)} failed after record {self.position} "
+                raise DataError(f"{self.key}: reading {self.what} failed after record {self.position} "
                                 f"of epoch {self.epoch}: {e}; check the connection and data, then resume") from e
             self.position += 1
             self._resume_state = None
-            text = record.get(self.source.text_field) if isinstance(record, dict) else None
+            text = record.get(self.text_field) if isinstance(record, dict) else None
             if isinstance(text, str) and text.strip():
                 if self.cutter is not None:
                     epoch, position = self.epoch, self.position
-                    text = self.cutter(text, lambda: f"{self.key}: {_describe(self.source)}, record {position} of "
+                    text = self.cutter(text, lambda: f"{self.key}: {self.what}, record {position} of "
                                                      f"epoch {epoch}")
                 return text
             self.skipped += 1
@@ -145,7 +209,7 @@ class StreamBatches:
         # A pass that starts at record 0 with an empty buffer and yields nothing proves there is no text.
         full_pass = self.position == 0 and not self._buffer and not self._exhausted
         while True:
-            while not self._exhausted and len(self._buffer) < self.source.shuffle_buffer:
+            while not self._exhausted and len(self._buffer) < self.shuffle_buffer:
                 text = self._pull()
                 if text is not None:
                     self._buffer.append(text)
@@ -162,8 +226,8 @@ class StreamBatches:
                         self._start_epoch(self.epoch + 1)
                 return text
             if full_pass:
-                raise DataError(f"{self.key}: {_describe(self.source)} has no usable text: none of its {self.position} "
-                                f"records has a non-empty string in '{self.source.text_field}'; check text_field")
+                raise DataError(f"{self.key}: {self.what} has no usable text: none of its {self.position} "
+                                f"records has a non-empty string in '{self.text_field}'; check text_field")
             self._start_epoch(self.epoch + 1)
             full_pass = True
 
@@ -186,8 +250,11 @@ class StreamBatches:
         return self.epoch + (min(self.position / self._total, 1.0) if self._total else 0.0)
 
     def summary(self) -> dict:
-        return {"dataset": self.source.dataset, "name": self.source.name, "split": self.source.split,
-                "streaming": True}
+        if len(self.sources) == 1:
+            source = self.sources[0]
+            return {"dataset": source.dataset, "name": source.name, "split": source.split, "streaming": True}
+        return {"datasets": [{"dataset": s.dataset, "name": s.name, "split": s.split, "weight": s.weight}
+                             for s in self.sources], "streaming": True}
 
     def _stream_state(self) -> dict | None:
         if self._exhausted or self.position == 0:
@@ -207,7 +274,8 @@ class StreamBatches:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue where `state` left off, under its seed; the batch size stays the caller's (as in Batches)."""
-        if state.get("fingerprint") != self.fingerprint:
+        seed_then = state.get("seed")  # a mix's fingerprint includes the seed its draws were made with
+        if state.get("fingerprint") != (self._fingerprint(seed_then) if isinstance(seed_then, int) else self.fingerprint):
             raise DataError(f"{self.key}: the stream source changed since the checkpoint (dataset, config, split, "
                             "field, files or shuffle_buffer); restore the original data or start a new run")
         buffer = state.get("buffer")
@@ -218,11 +286,13 @@ class StreamBatches:
             rng = random.Random()
             rng.setstate((int(version), tuple(int(x) for x in internal), gauss))
             valid = (epoch >= 0 and position >= 0 and isinstance(buffer, list)
-                     and all(isinstance(t, str) for t in buffer) and len(buffer) <= self.source.shuffle_buffer)
+                     and all(isinstance(t, str) for t in buffer) and len(buffer) <= self.shuffle_buffer)
         except (KeyError, TypeError, ValueError):
             valid = False
         if not valid:
             raise DataError(f"{self.key}: the checkpoint's data position is invalid or incomplete; start a new run")
+        if seed != self.seed and len(self.sources) > 1:  # the mix draws as the checkpointed run did
+            self._base, self.fingerprint = open_stream(self.sources, self.key, seed), self._fingerprint(seed)
         self.seed = seed
         self._start_epoch(epoch)
         self.position, self.skipped, self._rng = position, skipped, rng
@@ -233,7 +303,7 @@ class StreamBatches:
         if stream_state and state.get("datasets_version") == self._version and hasattr(self._base, "load_state_dict"):
             # A fresh copy takes the resume state: `datasets` reapplies it on every new iteration,
             # so the base stream must stay clean for the following epochs.
-            self._stream = open_stream(self.source, self.key)
+            self._stream = open_stream(self.sources, self.key, self.seed)
             self._stream.load_state_dict(stream_state)
             self._resume_state = stream_state
         else:  # exact too, but re-reads `position` records

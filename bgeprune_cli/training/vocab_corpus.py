@@ -4,7 +4,8 @@
 runs it as a dry run and reports it); `preflight` is the cheap part (tokenizer files understood, `keep`
 tokens in the vocabulary, corpus files readable) that `train` and `magnitude` run before any work, so
 a bad recipe never costs a training run. The corpus is read by the training data reader (files,
-directories, globs, JSONL; every problem as file:line).
+directories, globs, JSONL; every problem as file:line), or is the first `vocab.stream_texts` texts of
+the recipe's data.stream.
 
 Example:
     bgeprune check recipes/vocab-smoke.toml      # tokenizes the corpus and reports the tokens kept
@@ -12,6 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import Recipe, VocabSection
-from ..errors import RecipeError
+from ..errors import DataError, RecipeError
 from ..models.probe import PROBE_TEXT
 from ..models.tokenizer_files import TokenizerFiles, base_tokenizer_files
 from ..pruning.vocab import select_vocabulary, vocab_summary
@@ -29,6 +33,7 @@ from .data import DataIndex, open_data
 CHUNK = 2000  # texts per encode_batch call
 SAMPLE = 64  # corpus texts recorded for verify's tokenizer check
 SAMPLE_MAX_CHARS = 2000  # longer texts are skipped for the sample (never cut: a cut word tokenizes otherwise)
+STREAM_TEXT_MAX_CHARS = 100_000  # a streamed web page is counted up to here, so one huge page costs no minutes
 
 
 @dataclass
@@ -98,6 +103,40 @@ def count_tokens(index: DataIndex, files: TokenizerFiles, progress: bool = True)
     return counts.max(axis=0), int(counts[0].sum()), chars
 
 
+def count_stream(recipe: Recipe, files: TokenizerFiles, progress: bool = True) -> tuple[np.ndarray, int, set[str],
+                                                                                    list[str], dict]:
+    """`count_tokens` over the first `vocab.stream_texts` texts of data.stream, read in stream order (no
+    shuffle buffer: the same texts whenever the stream holds the same data) and a chunk at a time; also
+    the sample and what the corpus was."""
+    from .data_stream import MIX_FIELD, open_stream
+
+    sources, wanted = recipe.data.stream, recipe.vocab.stream_texts
+    field = sources[0].text_field if len(sources) == 1 else MIX_FIELD
+    records = open_stream(sources, "data.stream", recipe.train.seed)
+    texts = (r[field][:STREAM_TEXT_MAX_CHARS] for r in records
+             if isinstance(r, dict) and isinstance(r.get(field), str) and r[field].strip())
+    encoders = files.encoders()
+    counts = np.zeros((len(encoders), len(files)), dtype=np.int64)
+    chars: set[str] = set()
+    sample, seen, every = [], 0, max(1, wanted // SAMPLE)
+    with Progress(f"tokenizing the first {wanted:,} texts of data.stream", -(-wanted // CHUNK), log_every=5,
+                  enabled=progress) as bar:
+        while seen < wanted and (chunk := list(itertools.islice(texts, min(CHUNK, wanted - seen)))):
+            sample += [t for i, t in enumerate(chunk, seen) if i % every == 0 and len(t) <= SAMPLE_MAX_CHARS]
+            chunk_counts, chunk_chars = count_texts(chunk, files, encoders)
+            counts += chunk_counts
+            chars |= chunk_chars
+            seen += len(chunk)
+            bar.advance()
+    if not seen:
+        raise DataError("vocab.stream_texts: data.stream gave no text to count; check its text_field")
+    digest = hashlib.sha256(json.dumps([s.fingerprint() for s in sources] + [s.weight for s in sources]
+                                       + [wanted, recipe.train.seed]).encode())
+    corpus = {"files": [f"data.stream: {s.dataset} {s.name or ''}".strip() for s in sources], "texts": seen,
+              "fingerprint": digest.hexdigest()}
+    return counts.max(axis=0), int(counts[0].sum()), chars, sample[:SAMPLE], corpus
+
+
 def _sample(index: DataIndex) -> list[str]:
     """Up to SAMPLE texts spread evenly over the corpus (deterministic)."""
     step = max(1, len(index) // SAMPLE)
@@ -111,7 +150,12 @@ def preflight(recipe: Recipe, base_dir: Path, base_config: dict, where: Callable
         return
     files = base_tokenizer_files(base_dir, base_config)
     keep_ids(recipe.vocab, files, where)
-    open_corpus(recipe.vocab).close()
+    if recipe.vocab.stream_texts is None:
+        open_corpus(recipe.vocab).close()
+    else:
+        from .data_stream import open_stream
+
+        open_stream(recipe.data.stream, "data.stream", recipe.train.seed)
 
 
 def plan_vocabulary(recipe: Recipe, base_dir: Path, base_config: dict, where: Callable[[str], str] | None = None,
@@ -120,12 +164,16 @@ def plan_vocabulary(recipe: Recipe, base_dir: Path, base_config: dict, where: Ca
     section = recipe.vocab
     files = base_tokenizer_files(base_dir, base_config)
     keep = keep_ids(section, files, where or (lambda key: "recipe"))
-    with open_corpus(section) as index:
-        counts, tokens, chars = count_tokens(index, files, progress)
-        sample = _sample(index)
-        characters = files.character_ids(chars) if section.characters else set()
-        corpus = {"files": [str(f) for f in index.files], "texts": len(index), "tokens": tokens,
-                  "distinct": int(np.count_nonzero(counts)), "characters": len(characters),
-                  "fingerprint": index.fingerprint, "min_count": section.min_count, "max_tokens": section.max_tokens}
+    if section.stream_texts is not None:
+        counts, tokens, chars, sample, corpus = count_stream(recipe, files, progress)
+    else:
+        with open_corpus(section) as index:
+            counts, tokens, chars = count_tokens(index, files, progress)
+            sample = _sample(index)
+            corpus = {"files": [str(f) for f in index.files], "texts": len(index), "fingerprint": index.fingerprint}
+    characters = files.character_ids(chars) if section.characters else set()
+    corpus = {"files": corpus["files"], "texts": corpus["texts"], "tokens": tokens,
+              "distinct": int(np.count_nonzero(counts)), "characters": len(characters),
+              "fingerprint": corpus["fingerprint"], "min_count": section.min_count, "max_tokens": section.max_tokens}
     kept = select_vocabulary(counts, files.special, keep, section.min_count, section.max_tokens, characters)
     return VocabPlan(kept, files, corpus, sample)

@@ -1,0 +1,110 @@
+"""Whether each data source a recipe names can be read from this machine, before anything loads.
+
+`bgeprune check` runs this: every local entry of `data.train`, `data.pairs` and `vocab.corpus` must
+name files here, and every `[data.stream]` source must open and give its first record. A missing
+path is named with the `--set` that replaces it; a hub dataset that cannot be reached says so, with
+how to point at a local copy. Hub sources are opened side by side (it is all waiting on the network),
+and once the hub has proved unreachable the rest are not retried one by one.
+
+Example:
+    bgeprune check recipes/50pct.toml      # 37 streamed sources, each opened and read once
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from ..config import Recipe, StreamSource
+from ..errors import BgepruneError, DataError, EnvironmentProblem
+from .data import expand_sources
+
+PACKAGED = ("builtin:probe",)  # the packaged probe text: always there
+OPENING_AT_ONCE = 8
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    key: str  # data.train, data.pairs, vocab.corpus, data.stream[3]
+    source: str  # the path or pattern, or the dataset with its config
+    ok: bool
+    detail: str  # what was found, or what is wrong and what to do
+    exit_code: int = 0  # of the problem: 2 for data the user must fix, 4 for an unreachable hub
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _local(key: str, patterns: list[str]) -> list[SourceStatus]:
+    rows = []
+    for pattern in patterns:
+        if pattern in PACKAGED:
+            rows.append(SourceStatus(key, pattern, True, "the probe text packaged with bgeprune"))
+            continue
+        try:
+            files = expand_sources([pattern], key)
+        except DataError as exc:
+            problem = "; ".join(getattr(exc, "problems", None) or [str(exc)])
+            rows.append(SourceStatus(key, pattern, False, problem.removeprefix(f"{key}: '{pattern}' "),
+                                     DataError.exit_code))
+            continue
+        size = sum(f.stat().st_size for f in files)
+        rows.append(SourceStatus(key, pattern, True, f"{len(files):,} file{'s' * (len(files) != 1)}, "
+                                                     f"{size / 1e6:,.1f} MB"))
+    return rows
+
+
+def _describe(source: StreamSource) -> str:
+    config = f" {source.name}" if source.name else ""
+    count = len(source.data_files or [])
+    files = f", {count} data_files entr{'ies' if count != 1 else 'y'}" if count else ""
+    return f"{source.dataset}{config} [{source.split}]{files}"
+
+
+def _open(args: tuple[str, StreamSource]) -> SourceStatus:
+    from .data_stream import open_source
+
+    key, source = args
+    try:
+        open_source(source, key)
+    except BgepruneError as exc:
+        return SourceStatus(key, _describe(source), False, str(exc).removeprefix(f"{key}: "), exc.exit_code)
+    field = f"'{source.text_field}'"
+    weight = f", weight {source.weight:g}" if source.weight != 1.0 else ""
+    return SourceStatus(key, _describe(source), True, f"opened; first record has {field}{weight}")
+
+
+def _streams(sources: list[StreamSource]) -> list[SourceStatus]:
+    keyed = [(f"data.stream[{i}]" if len(sources) > 1 else "data.stream", s) for i, s in enumerate(sources)]
+    # One source first: when the hub is unreachable, it alone pays the retries and the rest are not tried.
+    first = _open(keyed[0])
+    if not first.ok and first.exit_code == EnvironmentProblem.exit_code:
+        skipped = [SourceStatus(k, _describe(s), False, f"not tried: {keyed[0][0]} could not reach its source",
+                                EnvironmentProblem.exit_code) for k, s in keyed[1:]]
+        return [first, *skipped]
+    with ThreadPoolExecutor(OPENING_AT_ONCE) as pool:
+        return [first, *pool.map(_open, keyed[1:])]
+
+
+def data_sources(recipe: Recipe) -> list[SourceStatus]:
+    """The status of every data source the recipe names, in recipe order."""
+    rows = _local("data.train", recipe.data.train) + _local("data.pairs", recipe.data.pairs)
+    if recipe.data.stream:
+        rows += _streams(recipe.data.stream)
+    if recipe.vocab is not None:
+        rows += _local("vocab.corpus", recipe.vocab.corpus)
+    return rows
+
+
+def raise_unreachable(rows: list[SourceStatus]) -> None:
+    """One error listing every source that cannot be read: exit 2 when any is the user's to fix (a missing
+    path, a bad field), else 4 (the network)."""
+    bad = [row for row in rows if not row.ok]
+    if not bad:
+        return
+    lines = "\n  ".join(f"{row.key}: {row.source}: {row.detail}" for row in bad)
+    message = (f"{len(bad)} of the recipe's {len(rows)} data sources cannot be read here:\n  {lines}\n"
+               "What to bring and how to name it: docs/data.md.")
+    if any(row.exit_code != EnvironmentProblem.exit_code for row in bad):
+        raise DataError(message)
+    raise EnvironmentProblem(message)
