@@ -269,7 +269,7 @@ def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifa
                   help="stock (default from recipe) or padded.")] = None,
               name: Annotated[Optional[str], typer.Option(help="Title of the model card.")] = None,
               onnx: Annotated[bool, typer.Option("--onnx", help="Also write onnx/: fp32 and int8 ONNX graphs (needs "
-                                                 "pip install 'bgeprune[onnx]').")] = False,
+                                                 "pip install -e '.\\[onnx]').")] = False,
               force: Force = False, as_json: Json = False) -> None:
     """Write a drop-in HF model directory (AutoModel, SentenceTransformer) with no random weights.
 
@@ -291,7 +291,7 @@ def export_onnx(model: Annotated[Path, typer.Argument(help="An export (the outpu
                 as_json: Json = False) -> None:
     """Add onnx/ (fp32 and int8 ONNX graphs, bge-m3's three outputs included) to an export; updates its manifest.
 
-    Needs pip install 'bgeprune[onnx]'. The graphs are traced from the export's own files; onnx/ is
+    Needs pip install -e '.\\[onnx]'. The graphs are traced from the export's own files; onnx/ is
     written whole or not at all.
 
     [bold]Example[/]: bgeprune export-onnx out/smoke-m3 && bgeprune verify out/smoke-m3
@@ -377,7 +377,7 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
           backend: Annotated[str, typer.Option(
               "--backend", metavar="[torch|onnx|onnx-int8,...]",
               help="MODEL's backends, comma-separated; the first is the headline's. onnx/onnx-int8 run the "
-                   "export's onnx/ graphs (needs pip install 'bgeprune[onnx]', CPU).")] = "torch",
+                   "export's onnx/ graphs (needs pip install -e '.\\[onnx]', CPU).")] = "torch",
           compare_backend: Annotated[Optional[str], typer.Option(
               "--compare-backend", metavar="[torch|onnx|onnx-int8,...]",
               help="The base's backends (default: the same as --backend); a base without onnx/ is traced at "

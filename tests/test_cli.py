@@ -137,3 +137,12 @@ def test_interrupt_exits_130_and_leaves_no_partial_output(smoke_run, monkeypatch
 def test_export_format_is_validated(smoke_run):
     result = invoke("export-hf", smoke_run, smoke_run / "out", "--format", "onnx")
     assert result.exit_code == 2 and "'stock' or 'padded'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["export-hf", "export-onnx", "bench"])
+def test_help_keeps_the_extras_install_line(command):
+    """rich reads `[onnx]` as markup unless escaped; the help must still say how to install the extra."""
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=100)
+    assert result.exit_code == 0
+    compact = "".join(c for c in result.output if not c.isspace() and c not in "│╭╮╰╯─")
+    assert "pipinstall-e'.[onnx]'" in compact

@@ -230,7 +230,7 @@ def test_missing_extras_exit_4_with_the_install_command(exports, tmp_path, monke
                  ["bench", str(exports["xlmr"]), "--backend", "onnx", "-o", str(tmp_path / "r")]):
         result = runner.invoke(app, args)
         assert result.exit_code == 4, (args, result.output)
-        assert "pip install 'bgeprune[onnx]'" in result.stderr
+        assert "pip install -e '.[onnx]'" in result.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
 
 

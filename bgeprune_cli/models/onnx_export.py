@@ -39,7 +39,7 @@ from ..filenames import ONNX_DATA, ONNX_INT8, ONNX_MODEL
 from . import m3
 from .loading import load_model, load_tokenizer, read_config
 
-INSTALL = "pip install 'bgeprune[onnx]'"
+INSTALL = "pip install -e '.[onnx]' (in the bgeprune checkout)"
 OPSET = 17  # LayerNormalization is one op from 17 on; every onnxruntime since 1.14 runs it
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 HIDDEN_OUTPUT = "last_hidden_state"
