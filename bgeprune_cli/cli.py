@@ -314,7 +314,7 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
            report: Annotated[Optional[Path], typer.Option(help="Also write a verify-report artifact here.")] = None,
            int8_min_spearman: Annotated[float, typer.Option(
                help="Fail when the int8 ONNX graph's Spearman agreement with the fp32 graph is under this in any "
-                    "mode (README, ONNX: how the default was chosen).")] = 0.9,
+                    "mode (docs/results.md, ONNX: how the default was chosen).")] = 0.9,
            force: Force = False, as_json: Json = False) -> None:
     """Prove an export: strict loading, finite weights, provenance, parity with the masked model.
 

@@ -126,12 +126,12 @@ class TrainSection(_Section):
     lr_lambda: float = Field(0.01, gt=0)
     target_warmup_steps: int = Field(200, ge=0)
     gate_init: float = 3.0
-    # 2.0: measured better than uniform gates on retrieval and bitext (README, Quality levers)
+    # 2.0: measured better than uniform gates on retrieval and bitext (docs/results.md, Quality levers)
     importance_init: float = Field(2.0, ge=0, description="spread the initial log_alpha by training-free importance "
                                    "(magnitude, block influence): units rank as their scores from gate_init - x to "
                                    "gate_init + x; 0 starts every gate at gate_init")
     # True: as good as training the table on MiniLM and multilingual-e5-small, and 1.48x faster steps on
-    # the latter, whose table is 82% of its parameters (README, Quality levers and Training overhead)
+    # the latter, whose table is 82% of its parameters (docs/results.md, Quality levers and Training overhead)
     freeze_embeddings: bool = Field(True, description="keep the word-embedding table at the base's values: no "
                                     "gradient and no optimizer update for it (most of a multilingual model's "
                                     "parameters); false trains it with the rest")

@@ -8,7 +8,7 @@ environment gets: a strict AutoModel load, tokenizer ids (the fast tokenizer fro
 slow one from sentencepiece.bpe.model or vocab.txt), last_hidden_state, SentenceTransformer embeddings
 and, for bge-m3, FlagEmbedding's three outputs and compute_score against bgeprune's M3Encoder.
 
-The compat Python comes from `.ci/compat-env` (README: Compatibility tests); `.ci/run` sets
+The compat Python comes from `.ci/compat-env` (docs/testing.md: Compatibility tests); `.ci/run` sets
 BGEPRUNE_COMPAT_PYTHON. Without it (or the older name BGEPRUNE_FLAGEMBEDDING_PYTHON) every test skips.
 """
 
@@ -50,7 +50,7 @@ COMPAT_PYTHON = os.environ.get("BGEPRUNE_COMPAT_PYTHON") or os.environ.get("BGEP
 pytestmark = pytest.mark.skipif(
     not COMPAT_PYTHON,
     reason="needs a Python with transformers 4.57, sentence-transformers 5.7 and FlagEmbedding 1.4.2: "
-           "export BGEPRUNE_COMPAT_PYTHON=$(.ci/compat-env)  (README: Compatibility tests)")
+           "export BGEPRUNE_COMPAT_PYTHON=$(.ci/compat-env)  (docs/testing.md: Compatibility tests)")
 
 
 def _stock_case(dims: BaseDims, seed: int) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
-"""The README's ONNX snippets, run against a tiny bge-m3 export: onnxruntime's three modes (here) and
+"""The ONNX snippets of docs/onnx.md, run against a tiny bge-m3 export: onnxruntime's three modes (here) and
 sentence-transformers' `backend="onnx"` (in the compatibility environment: Optimum's ONNX part needs
-transformers < 4.58); and the layout text-embeddings-inference reads (its source, cited in the README)."""
+transformers < 4.58); and the layout text-embeddings-inference reads (its source, cited in docs/onnx.md)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from bgeprune_cli.models.onnx_runtime import OnnxEncoder
 from test_compat import COMPAT_PYTHON
 from test_onnx import exports  # noqa: F401  (the module fixture: tiny exports with onnx/)
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ONNX_DOC = (Path(__file__).resolve().parents[1] / "docs" / "onnx.md").read_text()
 
 
 def _snippet(first_line: str) -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", ONNX_DOC, flags=re.S)
     return next(b for b in blocks if first_line in b)
 
 
@@ -31,7 +31,7 @@ def test_onnxruntime_snippet_gives_flagembeddings_three_modes(exports):  # noqa:
     out = exports["m3"]
     code = _snippet("# onnxruntime: bge-m3's dense, sparse and ColBERT").replace("out/bge-m3-50pct", str(out))
     scope: dict = {}
-    exec(compile(code, "README.md (onnxruntime snippet)", "exec"), scope)
+    exec(compile(code, "docs/onnx.md (onnxruntime snippet)", "exec"), scope)
     expected = M3Encoder.from_pretrained(out).encode(scope["texts"])
     assert np.abs(scope["dense"] - expected.dense.numpy()).max() <= 1e-4
     for got, want in zip(scope["lexical"], expected.lexical):
@@ -57,7 +57,7 @@ def test_layout_is_what_text_embeddings_inference_reads(exports):  # noqa: F811
             json.loads((out / "config.json").read_text())["hidden_size"]
 
 
-@pytest.mark.skipif(not COMPAT_PYTHON, reason="needs the compatibility Python (README: Compatibility tests): "
+@pytest.mark.skipif(not COMPAT_PYTHON, reason="needs the compatibility Python (docs/testing.md: Compatibility tests): "
                     "export BGEPRUNE_COMPAT_PYTHON=$(.ci/compat-env)")
 def test_sentence_transformers_onnx_backend_snippet(exports, tmp_path):  # noqa: F811
     out = exports["m3"]

@@ -47,7 +47,7 @@ def smoke_run(tmp_path_factory, builtin_cache) -> tuple[Path, dict]:
     # The 2% bound below was calibrated with the word-embedding table trained, as smoke.toml pins uniform
     # gates: with this tiny model's table frozen (the default since) the heads end the pruning phase at
     # 2.06 for 2 (3.2%; finalize-masks still keeps exactly 2). On all-MiniLM-L6-v2 the frozen table ends
-    # at 5.02 layers and 606.5 FFN units for 5 and 608 (README, Quality levers).
+    # at 5.02 layers and 606.5 FFN units for 5 and 608 (docs/results.md, Quality levers).
     return run_dir, run_train(recipe("train.freeze_embeddings=false"), run_dir)
 
 

@@ -33,7 +33,7 @@ from ..models.probe import max_abs_diff, probe_batches
 from .static_checks import Check
 
 ONNX_ATOL = 1e-4
-# The default floor (README, ONNX and int8: measurements): the lowest per-mode Spearman of int8 vs fp32
+# The default floor (docs/results.md, ONNX): the lowest per-mode Spearman of int8 vs fp32
 # measured on the probe was 0.991 (sparse, bge-m3 50pct shape), with tiny XLM-R/BERT/bge-m3 and the
 # MiniLM 50% export above it; 0.9 leaves room for other texts and models and still fails a graph that
 # quantization broke (which scores near 0).

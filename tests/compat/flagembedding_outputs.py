@@ -1,4 +1,4 @@
-"""Run in the compat environment (transformers 4.57 + FlagEmbedding 1.4.2; README, "Compatibility tests").
+"""Run in the compat environment (transformers 4.57 + FlagEmbedding 1.4.2; docs/testing.md, "Compatibility tests").
 
     python flagembedding_outputs.py MODEL_DIR TEXTS_JSON OUT_JSON
 
