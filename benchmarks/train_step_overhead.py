@@ -15,8 +15,12 @@ The plain and masked steps train every weight, the word-embedding table included
 = false). With --frozen-table a third step, masked with the table frozen (the default), gives what freezing
 saves: no dense gradient for the table and no AdamW update of it.
 
+On CUDA (--device cuda) both steps run under bf16 autocast, as `train` does there, and the clock waits
+for the GPU before every reading.
+
 Run:
     python benchmarks/train_step_overhead.py --steps 20
+    python benchmarks/train_step_overhead.py --steps 20 --device cuda --model builtin:bge-m3-random --text FILE
     python benchmarks/train_step_overhead.py --steps 20 --masks layer,ffn --tokens
     python benchmarks/train_step_overhead.py --steps 10 --masks layer,ffn --frozen-table --model DIR
 """
@@ -41,6 +45,7 @@ from bgeprune_cli.pruning.importance import importance_scores
 from bgeprune_cli.training.losses import cosine_loss, similarity_kl, token_cosine_loss
 from bgeprune_cli.pruning.hooks import MaskHooks
 from bgeprune_cli.models.families import adapter_for
+from bgeprune_cli.training.distill_model import autocast_for
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydocs_train.txt"
 
@@ -55,7 +60,17 @@ def main() -> None:
     parser.add_argument("--tokens", action="store_true", help="add distill.tokens (per-token cosine) to both steps")
     parser.add_argument("--frozen-table", action="store_true",
                         help="add a masked step with the word-embedding table frozen (train.freeze_embeddings)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--text", type=Path, default=TEXT, help="one passage per line (default: ../shared/data's "
+                        "pydocs_train.txt)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+
+    def clock() -> float:  # CUDA runs asynchronously: wait for the work queued so far before reading the time
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     torch.manual_seed(0)
     base = resolve_base(args.model)
@@ -63,14 +78,15 @@ def main() -> None:
     dims = BaseDims.from_config(config)
     pooling = read_pooling(base)
     tokenizer = load_tokenizer(base)
-    texts = [line for line in TEXT.read_text().splitlines() if line.strip()][:args.batch_size]
+    texts = [line for line in args.text.read_text().splitlines() if line.strip()][:args.batch_size]
     batch = dict(tokenizer(texts, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt"))
-    teacher = load_model(base)
-    with torch.no_grad():
-        teacher_states = teacher(**batch).last_hidden_state
+    batch = {k: v.to(device) for k, v in batch.items()}
+    teacher = load_model(base).to(device)
+    with torch.no_grad(), autocast_for(device):
+        teacher_states = teacher(**batch).last_hidden_state.float()
         target = pooling.pool(teacher_states, batch["attention_mask"])
 
-    plain = load_model(base)
+    plain = load_model(base).to(device)
     types = args.masks.split(",")
     # Any feasible target: the constraint's cost does not depend on its value.
     target_section = TargetSection(mode="sparsity", sparsity=0.5)
@@ -80,14 +96,14 @@ def main() -> None:
         """A student as `train` runs it: gates, hooks, Lagrangian and the three optimizers."""
 
         def __init__(self, frozen_table: bool):
-            self.model = load_model(base)
+            self.model = load_model(base).to(device)
             if frozen_table:
                 self.model.get_input_embeddings().weight.requires_grad_(False)
             self.weights = [p for p in self.model.parameters() if p.requires_grad]
-            self.gates = MaskSet(dims, types, init=3.0)
-            self.lagrangian = Lagrangian(target_section, dims, types, warmup=10)
+            self.gates = MaskSet(dims, types, init=3.0).to(device)
+            self.lagrangian = Lagrangian(target_section, dims, types, warmup=10).to(device)
             self.hooks = MaskHooks(self.model, adapter_for(config["model_type"]), {}, dims.head_dim)
-            self.generator = torch.Generator().manual_seed(0)
+            self.generator = torch.Generator(device).manual_seed(0)
             self.opt = torch.optim.AdamW([{"params": self.weights, "lr": 1e-5},
                                           {"params": list(self.gates.parameters()), "lr": 0.1, "weight_decay": 0.0}])
             self.lambda_opt = torch.optim.AdamW(self.lagrangian.parameters(), lr=0.05, maximize=True, weight_decay=0.0)
@@ -104,7 +120,8 @@ def main() -> None:
             self.gates.clamp_()
 
     def loss_of(model, tokens: bool = args.tokens) -> torch.Tensor:
-        states = model(**batch).last_hidden_state
+        with autocast_for(device):
+            states = model(**batch).last_hidden_state.float()
         emb = pooling.pool(states, batch["attention_mask"])
         loss = cosine_loss(emb, target) + similarity_kl(emb, target, 0.05)
         if tokens:
@@ -125,14 +142,15 @@ def main() -> None:
     times = {name: [] for name, _ in steps}
     for step in range(args.steps + 3):
         for name, fn in steps:
-            start = time.perf_counter()
+            start = clock()
             fn(step)
             if step >= 3:  # warm-up steps are not timed
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
     plain_s, masked_s = statistics.median(times["plain"]), statistics.median(times["masked"])
     print(f"model {args.model}, batch {args.batch_size} x {batch['input_ids'].shape[1]} tokens, masks {types}, "
           f"tokens {'on' if args.tokens else 'off'}, "
-          f"{torch.get_num_threads()} threads, {args.steps} timed steps each")
+          f"{f'{device} (bf16 autocast)' if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}, "
+          f"{args.steps} timed steps each")
     print(f"plain step   {plain_s * 1000:8.1f} ms (median)")
     print(f"masked step  {masked_s * 1000:8.1f} ms (median)")
     print(f"overhead     {masked_s / plain_s:8.3f}x")
@@ -143,10 +161,11 @@ def main() -> None:
         frozen = statistics.median(times["masked, table frozen"])
         print(f"masked step, table frozen {frozen * 1000:8.1f} ms (median): the masked step is "
               f"{masked_s / frozen:.2f}x that (train.freeze_embeddings saves {1 - frozen / masked_s:.0%} of a step)")
-    start = time.perf_counter()
-    importance_scores(teacher, adapter_for(config["model_type"]), dims, types,
-                      probe_batches(tokenizer, probe_texts(), max_length=args.max_length))
-    print(f"importance scoring (train.importance_init, once before step 1): {time.perf_counter() - start:.2f} s")
+    start = clock()
+    probes = [{k: v.to(device) for k, v in b.items()}
+              for b in probe_batches(tokenizer, probe_texts(), max_length=args.max_length)]
+    importance_scores(teacher, adapter_for(config["model_type"]), dims, types, probes)
+    print(f"importance scoring (train.importance_init, once before step 1): {clock() - start:.2f} s")
 
 
 if __name__ == "__main__":
