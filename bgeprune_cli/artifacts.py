@@ -24,12 +24,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import __version__
 from .filenames import MANIFEST
 from .atomic import atomic_dir, atomic_file, fsync_path, probe_writable
 from .errors import ArtifactError, BgepruneError, UsageError, environment_error, os_error_in
+from .outputs import check_output
 
 SCHEMA_VERSION = 1
 
@@ -230,14 +231,14 @@ def read_artifact(path: str | Path, *kinds: str, needed_by: str | None = None) -
 # ---------------------------------------------------------------- writing
 
 
-def ensure_writable(out: Path, force: bool) -> None:
-    """Refuse to replace a non-empty directory unless forced, and find out now (not after the work)
-    whether the location can be written at all. Call before any heavy work."""
+def ensure_writable(out: Path, force: bool, kind: str, reads: Iterable[Artifact | Path] = ()) -> None:
+    """Refuse an output that is not a directory, that would destroy what the stage reads (or its lineage),
+    or that holds anything but a previous `kind` output (that one only with `force`; outputs.py), and find
+    out now (not after the work) whether the location can be written at all. Call before any heavy work."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory; choose another output path.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(f"{out} exists and is not empty; pass --force to replace it, or choose another directory.")
+    check_output(out, force, kind, [r.path if isinstance(r, Artifact) else Path(r) for r in reads])
     probe_writable(out.parent)
 
 
@@ -268,7 +269,7 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
     naming `out`. `info` may be updated by the caller inside the block (it is read at commit time).
     """
     out = Path(out)
-    ensure_writable(out, force)
+    ensure_writable(out, force, kind, inputs)
     info = info if info is not None else {}
     try:
         with atomic_dir(out) as tmp:

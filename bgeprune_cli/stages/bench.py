@@ -155,7 +155,8 @@ def run(model: str, compare: str | None, out: Path | None, force: bool, options:
 
 def _bench(model: str, compare: str | None, out: Path, force: bool, options: BenchOptions, beir: list,
            bitext: list, scratch: Path) -> dict:
-    ensure_writable(out, force)
+    local = [Path(spec) for spec in (model, compare) if spec and Path(spec).expanduser().is_dir()]
+    ensure_writable(out, force, "bench-report", local)  # never over a model it measures
     device, dtype = options.device, getattr(torch, options.dtype)
     batch_sizes, lengths = options.batch_sizes, options.seq_lengths
     specs = [("model", model, options.backends)] + ([("base", compare, options.compare_backends)] if compare else [])

@@ -72,7 +72,7 @@ def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, na
 
 
 def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None, onnx: bool) -> dict:
-    ensure_writable(out, force)
+    ensure_writable(out, force, "hf-model", [pruned])
     ctx = RunContext.of(pruned)
     fmt = fmt or ctx.recipe.export.format
     masks = pruned.input("masks")

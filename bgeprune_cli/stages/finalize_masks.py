@@ -37,7 +37,7 @@ def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
 
 
 def _finalize(train, out: Path, force: bool) -> dict:
-    ensure_writable(out, force)
+    ensure_writable(out, force, "masks", [train])
     recipe = recipe_from_resolved(train.recipe)
     dims = BaseDims(**train.info["base_dims"])
     if recipe.target.mode == "sparsity" and train.info.get("gate_kind") != "log_alpha":

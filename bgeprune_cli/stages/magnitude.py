@@ -40,7 +40,7 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, force: bool = False) 
 
 
 def _score(recipe: LoadedRecipe, out: Path, force: bool) -> dict:
-    ensure_writable(out, force)
+    ensure_writable(out, force, "train-run")
     if recipe.recipe.target.mode != "targeted":
         raise UsageError("magnitude scoring needs a targeted recipe (target.mode = \"targeted\"); sparsity mode "
                          "learns per-layer counts, which only 'bgeprune train' can do.")

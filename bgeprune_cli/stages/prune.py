@@ -43,7 +43,7 @@ def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: flo
 
 
 def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
-    ensure_writable(out, force)
+    ensure_writable(out, force, "pruned-model", [masks_art])
     train = masks_art.input("train-run")
     ctx = RunContext.of(masks_art)
     masks = read_masks(masks_art)

@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
 from ..models import m3
 from ..bench.agreement import agreement, compare_models, m3_agreement
-from ..artifacts import MANIFEST, Artifact, read_artifact, write_artifact, write_json
+from ..artifacts import MANIFEST, Artifact, ensure_writable, read_artifact, write_artifact, write_json
 from ..locks import claim_output
 from ..models.loading import load_tokenizer
 from ..verification.static_checks import (Check, check_config_shapes, check_files, check_finite, check_identity,
@@ -171,6 +171,7 @@ def run(out: Path, run: Path | None = None, compare: str | None = None, atol: fl
     read_modules(out)  # a modules.json path outside the directory: refuse before any loader follows it
     if report is not None:
         with claim_output(report):
+            ensure_writable(report, force, "verify-report", [out])  # never inside the export it proves
             result = _verify(out, artifact, run, compare, atol, probe, int8_min_spearman)
             with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
                 write_json(tmp / REPORT, result)

@@ -134,7 +134,7 @@ def prepare(run_dir: Path, resume: bool, force: bool, dist) -> checkpoints.Check
         what = f"checkpoints up to step {existing.step}" if existing else "a finished train-run"
         raise UsageError(f"{run_dir} already has {what}; pass --resume to continue it, --force to start over, "
                          f"or --run-dir for a new directory.")
-    ensure_writable(out, force)
+    ensure_writable(out, force, "train-run")
     dist.barrier()  # nobody may still be reading what rank 0 is about to move
     if dist.is_main:
         set_aside(run_dir)
