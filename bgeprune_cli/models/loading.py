@@ -158,14 +158,17 @@ def base_config(model: str, revision: str | None = None) -> dict:
 def recipe_base_dims(recipe: Recipe) -> BaseDims:
     """For `config.load_recipe(..., base_dims=...)`: sizes of the recipe's base model.
 
-    A local (or builtin) base also has its weight files' headers checked here, so `bgeprune check`
-    and every stage reject a truncated base before any work; a hub base is checked when fetched.
+    A local (or builtin) base is also checked here (`base_checks.check_base`: weight headers, family,
+    layers, modules.json, tokenizer), so `bgeprune check` and every stage reject it before any work; a
+    hub base is checked when fetched (`pruning/sources.RunContext`).
     """
+    from .base_checks import check_base
+
     model = recipe.base.model
     dims = BaseDims.from_config(base_config(model, recipe.base.revision))
     path = Path(model).expanduser()
     if model.startswith("builtin:") or path.is_dir():
-        check_weights(resolve_base(model) if model.startswith("builtin:") else path)
+        check_base(resolve_base(model) if model.startswith("builtin:") else path)
     return dims
 
 
@@ -190,8 +193,9 @@ def load_model(directory: Path, attn_implementation: str | None = None, dtype=to
     bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "mismatched_keys", "error_msgs")}
     if bad:
         detail = "; ".join(f"{k}: {sorted(map(str, v))[:4]}" for k, v in bad.items())
-        raise EnvironmentProblem(f"loading {directory} would leave weights randomly initialised ({detail}); "
-                                 f"bgeprune refuses such a base model.")
+        raise BadModelFiles(f"loading {directory} would leave weights randomly initialised ({detail}); "
+                            f"bgeprune refuses such a base model: restore the config.json and weights that belong "
+                            f"together.")
     return model.eval()
 
 

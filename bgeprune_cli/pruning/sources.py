@@ -20,6 +20,7 @@ from ..filenames import MASKS, STUDENT, WEIGHTS
 from ..models import m3
 from ..artifacts import Artifact
 from ..errors import ArtifactError
+from ..models.base_checks import check_base
 from ..models.loading import load_model, read_config, resolve_base
 from ..models.st_files import read_pooling, read_prompts
 from ..config import BaseDims, Recipe, recipe_from_resolved
@@ -41,7 +42,9 @@ class RunContext:
 
     @cached_property
     def base_dir(self) -> Path:
-        return resolve_base(self.recipe.base.model, self.recipe.base.revision)
+        directory = resolve_base(self.recipe.base.model, self.recipe.base.revision)
+        check_base(directory)  # a base without its tokenizer (say) is refused before any work
+        return directory
 
     @cached_property
     def base_config(self) -> dict:
