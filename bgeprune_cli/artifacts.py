@@ -27,9 +27,9 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
 from . import __version__
-from .filenames import MANIFEST
 from .atomic import atomic_dir, atomic_file, fsync_path, probe_writable
 from .errors import ArtifactError, BgepruneError, UsageError, environment_error, os_error_in
+from .filenames import MANIFEST
 from .outputs import check_output
 
 SCHEMA_VERSION = 1
@@ -46,6 +46,9 @@ PRODUCERS = {
 }
 # kind -> its conventional directory inside a run directory (runs/NAME/train, ...).
 RUN_SUBDIRS = {"train-run": "train", "masks": "masks", "pruned-model": "pruned"}
+# kind -> the command that makes it inside run directory {run}
+MAKE_IN_RUN = {"train-run": "bgeprune train RECIPE --run-dir {run}", "masks": "bgeprune finalize-masks {run}/train",
+               "pruned-model": "bgeprune prune {run}/masks"}
 
 # schema_version N -> function turning a version-N manifest into version N+1. Empty until the
 # schema first changes; older manifests are migrated explicitly, never guessed at.
@@ -203,6 +206,12 @@ def read_artifact(path: str | Path, *kinds: str, needed_by: str | None = None) -
         raise ArtifactError(f"{path} does not exist; {who} {wanted}.")
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
+        done = [sub for sub in RUN_SUBDIRS.values() if (path / sub / MANIFEST).is_file()]
+        missing = next((k for k in kinds if k in MAKE_IN_RUN), None)
+        if done and missing:  # a run directory one stage short
+            raise ArtifactError(f"{path} is a run directory without {RUN_SUBDIRS[missing]}/ yet (it holds "
+                                f"{', '.join(d + '/' for d in done)}); {who} {wanted}: run "
+                                f"'{MAKE_IN_RUN[missing].format(run=path)}' first.")
         raise ArtifactError(f"{path} has no {MANIFEST}, so it is not a bgeprune artifact; {who} {wanted}.")
     raw = manifest_path.read_bytes()
     try:

@@ -74,20 +74,39 @@ def atomic_file(final: Path) -> Iterator[Path]:
         raise
 
 
+def real_output(path: Path) -> Path:
+    """Where an output that is a symlink points: the directory is replaced there and the link kept."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
+def honour_umask(root: Path) -> None:
+    """Give every file and folder under `root` the modes the umask allows: libraries write some files
+    private (safetensors: 0600), which a serving account or a colleague then cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def atomic_dir(final: Path, replace: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory to fill; on success it becomes `final`.
+    """Yield a temporary directory to fill; on success it becomes `final` (where it points, if `final`
+    is a symlink), its modes as the umask allows.
 
     With `replace=False` an existing `final` wins (another process made the same directory first)
     and the new copy is discarded.
     """
-    final = Path(final)
+    final = real_output(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(final)
     tmp.mkdir()
     old = None
     try:
         yield tmp
+        honour_umask(tmp)
         fsync_path(tmp)
         if not replace:
             try:

@@ -97,19 +97,30 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+OUT_OF_MEMORY = ("error: out of memory: this machine's RAM could not hold the work. Lower train.batch_size (or set "
+                 "train.micro_batch_size), data.max_length or bench's --batch-sizes, or use a machine with more "
+                 "memory.\n")
+
+
 def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], None]) -> None:
-    """Run a stage; print its result; map every failure to its exit code and a one-line message."""
+    """Run a stage; print its result; map every failure to its exit code and a one-line message (with
+    --json, also one `{"error", "exit"}` object on stdout, so a script always gets JSON)."""
     try:
         with _sigterm_as_interrupt():
             _quiet_libraries()
             result = work()
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]; completed artifacts are intact, partial outputs were removed.")
+        _json_error(as_json, "interrupted", 130)
         raise typer.Exit(130)
     except BgepruneError as exc:
-        _fail(exc)
+        _fail(exc, as_json)
     except ImportError as exc:  # a runtime dependency that the install did not bring
-        _fail(missing_module(exc, "this command"), exc)
+        _fail(missing_module(exc, "this command"), as_json, exc)
+    except MemoryError:  # before anything that allocates: the message is a constant, printed plainly
+        sys.stderr.write(OUT_OF_MEMORY)
+        _json_error(as_json, OUT_OF_MEMORY.removeprefix("error: ").strip(), 4)
+        raise typer.Exit(4)
     except Exception as exc:
         error = os_error_in(exc)
         if error is None:  # a bug: say so plainly
@@ -117,8 +128,9 @@ def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], N
                 raise
             err.print(f"[red]internal error:[/] {esc(exc.__class__.__name__)}: {esc(exc)}\n"
                       "Re-run with BGEPRUNE_DEBUG=1 for the traceback, and please report it.", highlight=False)
+            _json_error(as_json, f"internal error: {exc.__class__.__name__}: {exc}", 1)
             raise typer.Exit(1)
-        _fail(environment_error(error, "reading or writing a file"), exc)
+        _fail(environment_error(error, "reading or writing a file"), as_json, exc)
     from .training.distributed import is_secondary_process
 
     if is_secondary_process():  # ranks > 0 of torchrun / accelerate launch: rank 0 reports for all
@@ -129,10 +141,16 @@ def _execute(work: Callable[[], dict], as_json: bool, render: Callable[[dict], N
         render(result)
 
 
-def _fail(exc: BgepruneError, cause: BaseException | None = None) -> None:
+def _json_error(as_json: bool, message: str, code: int) -> None:
+    if as_json:
+        print(json.dumps({"error": message, "exit": code}, sort_keys=True), flush=True)
+
+
+def _fail(exc: BgepruneError, as_json: bool = False, cause: BaseException | None = None) -> None:
     if os.environ.get("BGEPRUNE_DEBUG"):
         raise cause or exc
     err.print(f"[red]error:[/] {esc(exc)}", highlight=False, soft_wrap=True)
+    _json_error(as_json and not getattr(exc, "json_printed", False), str(exc), exc.exit_code)
     raise typer.Exit(exc.exit_code)
 
 
@@ -150,9 +168,9 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=_ve
 
 def _load(recipe: Path, sets: Optional[list[str]]):
     from .config import load_recipe
-    from .models.loading import recipe_base_dims
+    from .models.loading import recipe_base_dims, recipe_max_tokens
 
-    return load_recipe(recipe, sets or [], base_dims=recipe_base_dims)
+    return load_recipe(recipe, sets or [], base_dims=recipe_base_dims, base_max_tokens=recipe_max_tokens)
 
 
 @app.command()
@@ -191,7 +209,8 @@ def magnitude(recipe: Annotated[Path, typer.Argument(help="TOML recipe (targeted
 
 @app.command()
 def train(recipe: Recipe, run_dir: RunDir = None,
-          resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint.")] = False,
+          resume: Annotated[bool, typer.Option("--resume",
+                                               help="Continue from the newest complete checkpoint.")] = False,
           device: Device = None, sets: Sets = None,
           force: Annotated[bool, typer.Option("--force", help="Start over in a run dir that has checkpoints (the old "
                                               "run is kept until the new one has a checkpoint), or resume although "
@@ -307,7 +326,8 @@ def export_onnx(model: Annotated[Path, typer.Argument(help="An export (the outpu
 @app.command()
 def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.")],
            run: Annotated[Optional[Path], typer.Option("--run", help="Run dir (or masks artifact) the export came "
-                                                       "from; default: the one lineage.json names, if it exists.")] = None,
+                                                       "from; default: the one lineage.json names, if it "
+                                                       "exists.")] = None,
            compare: Compare = None,
            atol: Annotated[float, typer.Option(help="Largest allowed |export - masked| on the probe batch.")] = 1e-5,
            probe: Annotated[Optional[Path], typer.Option(help="Text file (one passage a line) for --compare.")] = None,
@@ -327,9 +347,12 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
         if not result["ok"]:
             render.verify(result)
             failed = [c["name"] for c in result["checks"] if c["status"] == "fail"]
-            if as_json:
-                print(json.dumps(result, indent=2, sort_keys=True, default=str))
-            raise CheckFailed(f"{model} failed verification: {', '.join(failed)}")
+            error = CheckFailed(f"{model} failed verification: {', '.join(failed)}")
+            if as_json:  # the report is the one JSON object, carrying the error
+                print(json.dumps({**result, "error": str(error), "exit": error.exit_code}, indent=2, sort_keys=True,
+                                 default=str))
+                error.json_printed = True
+            raise error
         return result
 
     _execute(work, as_json, render.verify)
@@ -391,7 +414,8 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
 
     [bold]Examples[/]:
       bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs
-      bgeprune bench out/minilm-50pct --backend onnx-int8,onnx,torch --compare builtin:all-minilm-l6-v2 --compare-backend torch,onnx-int8
+      bgeprune bench out/minilm-50pct --backend onnx-int8,onnx,torch --compare builtin:all-minilm-l6-v2 \\
+        --compare-backend torch,onnx-int8
     """
     def work() -> dict:
         from .bench.backends import parse_backends

@@ -18,13 +18,12 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
-                      model_serializer)
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_serializer
 
 from .errors import RecipeError
 
@@ -32,7 +31,8 @@ MASK_TYPES = ("layer", "heads", "ffn", "hidden")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `--set train.steps=true` is an error, not 1 step; no inf or nan anywhere in a recipe
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class BaseSection(_Section):
@@ -99,7 +99,8 @@ class DataSection(_Section):
     stream: list[StreamSource] = Field(default_factory=list, description="stream from HF datasets instead of "
                                        "data.train: one [data.stream] table or several [[data.stream]] tables")
     pairs: list[str] = Field(default_factory=list, description='{"query","pos","neg"} JSONL files')
-    max_length: int = Field(128, ge=8)
+    max_length: int = Field(128, ge=8, le=1_000_000, description="tokens per text; at most the base's position "
+                            "limit (checked against its config.json)")
 
     @field_validator("stream", mode="before")
     @classmethod
@@ -116,14 +117,16 @@ class DataSection(_Section):
 
 
 class TrainSection(_Section):
-    steps: int = Field(1000, ge=1)
-    recovery_steps: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=2, description="texts per optimizer step, over all processes")
-    micro_batch_size: int | None = Field(None, ge=2, description="texts per forward pass, the group in-batch "
+    steps: int = Field(1000, ge=1, le=100_000_000)
+    recovery_steps: int = Field(0, ge=0, le=100_000_000)
+    batch_size: int = Field(32, ge=2, le=1_000_000, description="texts per optimizer step, over all processes")
+    micro_batch_size: int | None = Field(None, ge=2, le=1_000_000,
+                                         description="texts per forward pass, the group in-batch "
                                          "losses compare within; a divisor of batch_size (default: batch_size)")
-    lr_weights: float = Field(2e-5, gt=0)
-    lr_gates: float = Field(0.05, gt=0)
-    lr_lambda: float = Field(0.01, gt=0)
+    # Bounded above: past these a run only ruins its weights on the first step.
+    lr_weights: float = Field(2e-5, gt=0, le=1.0)
+    lr_gates: float = Field(0.05, gt=0, le=100.0)
+    lr_lambda: float = Field(0.01, gt=0, le=100.0)
     target_warmup_steps: int = Field(200, ge=0)
     gate_init: float = 3.0
     # 2.0: measured better than uniform gates on retrieval and bitext (docs/results.md, Quality levers)
@@ -299,10 +302,13 @@ def apply_overrides(data: dict, sets: list[str]) -> set[str]:
         if not sep or not key:
             problems.append(f"--set: {item!r}: expected dotted.key=value")
             continue
-        try:
+        if "\n" in raw or "\r" in raw:
+            problems.append(f"--set: {key}: the value holds a line break; give one TOML value on one line")
+            continue
+        try:  # on one line, `v = RAW` holds exactly one value or fails to parse
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
-            value = raw
+            value = raw  # an unquoted string: builtin:tiny-bert, a path
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -330,7 +336,8 @@ def _mode_problems(target: TargetSection, vocab_only_ok: bool = False) -> list[t
         if target.sparsity is not None:
             problems.append(("target.sparsity", "only used with mode = \"sparsity\"; targeted mode names sizes"))
         if target.masks is not None:
-            problems.append(("target.masks", "only used with mode = \"sparsity\"; targeted mode derives masks from sizes"))
+            problems.append(("target.masks",
+                             "only used with mode = \"sparsity\"; targeted mode derives masks from sizes"))
         if all(v is None for v in sizes.values()) and not vocab_only_ok:
             problems.append(("target", "targeted mode needs at least one of layers, heads, ffn, hidden "
                              "(or a [vocab] section, to trim only the vocabulary)"))
@@ -429,10 +436,12 @@ def _resolve_local(value: str, base_dir: Path) -> str:
     return value
 
 
-def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None) -> LoadedRecipe:
-    """Parse, override, validate and (given `base_dims(recipe) -> BaseDims`) check feasibility.
+def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None,
+                base_max_tokens=None) -> LoadedRecipe:
+    """Parse, override, validate and (given `base_dims(recipe) -> BaseDims`) check feasibility; given
+    `base_max_tokens(recipe) -> int`, also that data.max_length fits the base's positions.
 
-    `base_dims` reads only the base model's config.json, so this fails before any weights load.
+    Both read only the base model's config.json, so this fails before any weights load.
 
     Raises RecipeError listing every problem found.
     """
@@ -487,6 +496,9 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None)
         problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe), vocab)]
         if problems:
             raise RecipeError(problems)
+    if base_max_tokens is not None and recipe.data.max_length > (limit := base_max_tokens(recipe)):
+        raise RecipeError([fmt("data.max_length", f"{recipe.data.max_length} is more than the base takes ({limit} "
+                               f"tokens, its position embeddings); set data.max_length to at most {limit}")])
     return LoadedRecipe(recipe, path, resolved, recipe_sha256(resolved), tuple(sets or ()))
 
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .atomic import is_tmp_of
+from .atomic import is_tmp_of, real_output
 from .errors import Busy, environment_error
 
 RUN_LOCK = ".lock"  # in a run directory, held by the stage that writes RUN/train (train, magnitude)
@@ -113,8 +113,9 @@ def lock_path_for(out: Path) -> Path:
 
 @contextmanager
 def claim_output(out: Path) -> Iterator[None]:
-    """Hold `out`'s lock for the rest of the block and recover what a dead writer of `out` left."""
-    out = Path(out)
+    """Hold `out`'s lock for the rest of the block and recover what a dead writer of `out` left (for a
+    symlink, those of the directory it points to, which is where the output is written)."""
+    out = real_output(out)
     with exclusive(lock_path_for(out), str(out)):
         recover_output(out)
         yield

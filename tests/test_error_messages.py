@@ -18,9 +18,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from bgeprune_cli.cli import app
 from bgeprune_cli.models import m3
 from bgeprune_cli.models.loading import resolve_base
-from bgeprune_cli.cli import app
 from bgeprune_cli.stages import export_hf, prune
 from conftest import SHORT_TRAIN, keep_only, make_run
 
@@ -37,7 +37,8 @@ def _base_copy(tmp_path: Path, name: str = "builtin:tiny-xlm-roberta") -> Path:
 
 def _recipe(tmp_path: Path, base: Path | str) -> Path:
     recipe = tmp_path / "recipe.toml"
-    recipe.write_text(SMOKE.read_text().replace('model = "builtin:tiny-xlm-roberta"', f"model = {json.dumps(str(base))}"))
+    recipe.write_text(SMOKE.read_text().replace('model = "builtin:tiny-xlm-roberta"',
+                                                f"model = {json.dumps(str(base))}"))
     assert str(base) in recipe.read_text()
     return recipe
 
@@ -105,7 +106,8 @@ def test_check_catches_a_truncated_base_weights_file(tmp_path, builtin_cache):
     weights = base / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:weights.stat().st_size - 100])
     for command in ("check", "train"):
-        result = runner.invoke(app, [command, str(_recipe(tmp_path, base)), "--set", "run.dir=" + json.dumps(str(tmp_path / "r"))])
+        result = runner.invoke(app, [command, str(_recipe(tmp_path, base)), "--set",
+                                     "run.dir=" + json.dumps(str(tmp_path / "r"))])
         assert result.exit_code == 3, (command, result.output)
         assert f"{weights} is truncated or corrupt" in result.stderr
     assert not (tmp_path / "r").exists()
@@ -192,3 +194,33 @@ def test_user_text_with_brackets_survives_rich_markup(tmp_path):
     recipe.write_text(SMOKE.read_text().replace('train = ["builtin:probe"]', "train = []"))
     result = runner.invoke(app, ["train", str(recipe)])
     assert result.exit_code == 2 and "[data.stream]" in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- second pass: messages that misled
+
+
+def test_bench_compare_with_a_missing_path_or_a_file_says_so(tmp_path, builtin_cache):
+    for compare, needle in ((tmp_path / "nowhere", "does not exist; check the path"),
+                            (SMOKE, "is a file, not a model directory")):
+        result = runner.invoke(app, ["bench", "builtin:tiny-bert", "--compare", str(compare), "--no-memory",
+                                     "--batch-sizes", "2", "--seq-lengths", "8", "-o", str(tmp_path / "b")])
+        assert result.exit_code == 4, result.output
+        assert needle in " ".join(result.output.split()) and "fix base.model in the recipe" not in result.output
+
+
+def test_export_of_a_run_one_stage_short_names_the_stage_to_run(tmp_path, builtin_cache):
+    run = make_run(tmp_path / "run", "builtin:tiny-xlm-roberta", {"layer": keep_only(3, 0, 2)})
+    result = runner.invoke(app, ["export-hf", str(run), str(tmp_path / "out")])
+    assert result.exit_code == 3
+    assert f"run 'bgeprune prune {run}/masks' first" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("args, code", [
+    (["check", str(SMOKE), "--set", "train.steps=0"], 2),
+    (["export-hf", "/nonexistent/run", "/tmp/never-written"], 3),
+    (["verify", "/nonexistent/export"], 3),
+])
+def test_json_errors_are_one_object_on_stdout(args, code):
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == code
+    assert json.loads(result.stdout) == {"error": json.loads(result.stdout)["error"], "exit": code}

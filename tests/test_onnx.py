@@ -10,7 +10,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from bgeprune_cli.artifacts import read_artifact, sha256_file
@@ -23,7 +22,8 @@ from bgeprune_cli.models.onnx_export import M3_OUTPUTS, export_onnx, quantize_in
 from bgeprune_cli.models.onnx_runtime import OnnxEncoder, probe_outputs
 from bgeprune_cli.models.probe import max_abs_diff, model_outputs
 from bgeprune_cli.models.st_files import read_pooling
-from bgeprune_cli.stages import export_hf, export_onnx as export_onnx_stage, prune, verify
+from bgeprune_cli.stages import export_hf, prune, verify
+from bgeprune_cli.stages import export_onnx as export_onnx_stage
 from bgeprune_cli.verification.onnx_checks import INT8_MIN_SPEARMAN
 from conftest import make_run
 from test_compat import _stock_case
@@ -288,3 +288,29 @@ def test_bench_backends_side_by_side(exports, tmp_path):
     result = runner.invoke(app, ["bench", str(exports["m3"].parent / "run"), "--backend", "onnx", "--no-speed",
                                  "--no-memory", "-o", str(tmp_path / "y")])
     assert result.exit_code == 2 and "export-hf" in result.stderr and "--onnx" in result.stderr
+
+
+def test_verify_reports_a_graph_from_another_export_as_failed_checks(exports, tmp_path):
+    """A hand-copied graph crashed verify inside onnxruntime; now the manifest check names the changed
+    file, the ONNX check fails with what onnxruntime said, and every check is in the report."""
+    copy = tmp_path / "m3"
+    shutil.copytree(exports["m3"], copy)
+    for name in ("model.onnx", "model.onnx_data"):
+        shutil.copy(exports["bert"] / "onnx" / name, copy / "onnx" / name)
+    result = CliRunner().invoke(app, ["verify", str(copy), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["manifest"]["status"] == "fail" and "onnx/model.onnx" in checks["manifest"]["message"]
+    assert any(c["status"] == "fail" for name, c in checks.items() if name.startswith("onnx"))
+    assert "internal error" not in result.output and {"parity", "strict-load"} <= checks.keys()
+
+
+def test_verify_fails_an_int8_file_that_holds_the_fp32_graph(exports, tmp_path):
+    copy = tmp_path / "xlmr"
+    shutil.copytree(exports["xlmr"], copy)
+    shutil.copy(copy / "onnx" / "model.onnx", copy / "onnx" / "model_qint8_avx512_vnni.onnx")
+    result = CliRunner().invoke(app, ["verify", str(copy), "--json"])
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.exit_code == 1
+    assert checks["onnx-int8"]["status"] == "fail" and "holds no quantized operator" in checks["onnx-int8"]["message"]

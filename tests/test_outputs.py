@@ -69,7 +69,8 @@ def test_a_symlink_to_an_input_is_resolved_before_the_comparison(runs):
 def test_force_replaces_only_a_previous_output_of_the_same_kind(runs):
     (runs / "notes").mkdir()
     (runs / "notes" / "todo.txt").write_text("mine")
-    refused(runs, "export-hf", "runs/x", "notes", "--force", needle="notes holds files that are not a bgeprune hf-model")
+    refused(runs, "export-hf", "runs/x", "notes", "--force",
+            needle="notes holds files that are not a bgeprune hf-model")
     refused(runs, "prune", "runs/x/masks", "-o", "out/x", "--force", needle="out/x holds a hf-model artifact")
 
 
@@ -84,3 +85,29 @@ def test_without_force_the_refusal_says_what_would_be_deleted(runs):
         os.chdir(old)
     assert result.exit_code == 0, result.output
     assert (runs / "runs" / "x" / "pruned" / "manifest.json").is_file()
+
+
+def test_exported_files_are_readable_as_the_umask_allows(runs):
+    """safetensors writes its files 0600; a serving account could not read the export."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [runs / "out" / "x", *(runs / "out" / "x").rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~mask, (path, oct(mode))
+
+
+def test_an_output_that_is_a_symlink_is_written_where_it_points(runs, tmp_path):
+    target = tmp_path / "elsewhere" / "export"
+    target.parent.mkdir()
+    (runs / "out" / "link").symlink_to(target, target_is_directory=True)
+    old = os.getcwd()
+    os.chdir(runs)
+    try:
+        assert runner.invoke(app, ["export-hf", "runs/x", "out/link"]).exit_code == 0
+        assert runner.invoke(app, ["export-hf", "runs/x", "out/link", "--force"]).exit_code == 0
+    finally:
+        os.chdir(old)
+    assert (runs / "out" / "link").is_symlink() and (target / "manifest.json").is_file()
+    left = [p.name for p in [*(runs / "out").iterdir(), *target.parent.iterdir()]
+            if ".old-" in p.name or ".tmp-" in p.name]
+    assert not left  # no hidden copy of the link or of the old export stays behind

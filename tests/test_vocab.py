@@ -99,7 +99,8 @@ def test_train_with_a_vocab_section_then_finalize_masks_trims(tmp_path):
     from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.stages import export_hf, finalize_masks, prune, train
 
-    path = _recipe(tmp_path, base="builtin:tiny-bert", target="[target]\nlayers = 2\n[data]\ntrain = [\"builtin:probe\"]\n"
+    path = _recipe(tmp_path, base="builtin:tiny-bert",
+                   target="[target]\nlayers = 2\n[data]\ntrain = [\"builtin:probe\"]\n"
                    "max_length = 32\n[train]\nbatch_size = 4")
     steps = ["train.steps=4", "train.recovery_steps=2", "train.target_warmup_steps=2", "train.checkpoint_every=100"]
     train.run(load_recipe(path, steps, base_dims=recipe_base_dims), tmp_path / "run")
@@ -114,7 +115,8 @@ def test_train_with_a_vocab_section_then_finalize_masks_trims(tmp_path):
 def test_a_keep_token_not_in_the_vocabulary_exits_2_with_its_line(tmp_path):
     path = _recipe(tmp_path, vocab=f'corpus = ["{CORPUS}"]\nkeep = ["meeting", "<mask>"]')
     for command in ("check", "magnitude"):
-        result = invoke(command, path, "--run-dir", tmp_path / "run") if command == "magnitude" else invoke(command, path)
+        result = (invoke(command, path, "--run-dir", tmp_path / "run") if command == "magnitude"
+                  else invoke(command, path))
         assert result.exit_code == 2, result.output
         assert f"{path}:6: vocab.keep[0]: 'meeting' is not a token" in result.stderr
         assert "did you mean '▁meeting'?" in result.stderr
@@ -226,3 +228,15 @@ def test_a_streamed_corpus_keeps_what_the_same_texts_in_files_keep(tmp_path, bui
     files.write_text(head + '[vocab]\nmin_count = 1\n')
     with pytest.raises(RecipeError, match="vocab.corpus: name the trimming corpus once"):
         load_recipe(files)
+
+
+def test_the_word_start_piece_is_kept_like_a_special_token(builtin_cache):
+    """With vocab.characters = false a corpus may never produce the bare "▁"; dropping it made
+    sentencepiece.bpe.model fuse unknown runs across words while tokenizer.json split them, and verify
+    failed without saying why. It is kept, as special tokens are."""
+    from bgeprune_cli.models.loading import read_config, resolve_base
+    from bgeprune_cli.models.tokenizer_files import WORD_START, base_tokenizer_files
+
+    for name in ("builtin:tiny-xlm-roberta", "builtin:tiny-bge-m3"):
+        files = base_tokenizer_files(resolve_base(name), read_config(resolve_base(name)))
+        assert files.ids[WORD_START] in files.special

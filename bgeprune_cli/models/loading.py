@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..filenames import CONFIG
-from . import builtins as tiny
 from ..config import BaseDims, Recipe
 from ..errors import BadModelFiles, BgepruneError, EnvironmentProblem, environment_error, os_error_in
+from ..filenames import CONFIG
+from . import builtins as tiny
 
 # Config, tokenizer, sentence-transformers and bge-m3 head files; weights as safetensors when the repo has them
 # (bge-m3 ships both formats, and the .bin would double a 2.3 GB download).
@@ -49,8 +49,12 @@ def resolve_base(model: str, revision: str | None = None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
+    if path.exists():
+        raise EnvironmentProblem(f"{model} is a file, not a model directory; give the directory that holds "
+                                 f"config.json and the weights (or a hub id).")
     if path.is_absolute() or model.startswith(".") or model.count("/") > 1:
-        raise EnvironmentProblem(f"base model directory {model} does not exist; fix base.model in the recipe.")
+        raise EnvironmentProblem(f"model directory {model} does not exist; check the path (base.model in a "
+                                 f"recipe, or the model given to bench or verify --compare).")
     try:
         from huggingface_hub import snapshot_download
 
@@ -140,7 +144,7 @@ def base_config(model: str, revision: str | None = None) -> dict:
         name = model.removeprefix("builtin:")
         return read_config(_packaged_dir(name)) if name in PACKAGED else tiny.builtin_config(name)
     path = Path(model).expanduser()
-    if path.is_dir() or path.is_absolute() or model.startswith("."):
+    if path.exists() or path.is_absolute() or model.startswith("."):
         return read_config(path)
     try:
         from huggingface_hub import hf_hub_download
@@ -170,6 +174,14 @@ def recipe_base_dims(recipe: Recipe) -> BaseDims:
     if model.startswith("builtin:") or path.is_dir():
         check_base(resolve_base(model) if model.startswith("builtin:") else path)
     return dims
+
+
+def recipe_max_tokens(recipe: Recipe) -> int:
+    """For `config.load_recipe(..., base_max_tokens=...)`: the longest input the base's positions take."""
+    from .families import adapter_for
+
+    config = base_config(recipe.base.model, recipe.base.revision)
+    return adapter_for(config["model_type"]).max_tokens(config)
 
 
 def load_model(directory: Path, attn_implementation: str | None = None, dtype=torch.float32):

@@ -24,6 +24,7 @@ from ..filenames import ADDED_TOKENS, FAST_TOKENIZER, SPECIAL_TOKENS_MAP, SPM_MO
 from . import sentencepiece_model as spm
 from .st_files import read_json_file
 
+WORD_START = "\u2581"  # SentencePiece marks the start of a word with this piece ("▁")
 # config.json keys that name token ids (kept by trimming, renumbered in a trimmed export's config)
 SPECIAL_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "unk_token_id",
                    "mask_token_id")
@@ -141,8 +142,13 @@ def read_tokenizer_files(directory: Path, extra_special: set[int] = frozenset())
             raise BadModelFiles(f"{path}: added token {content!r} has id {token_id}, which is neither its id in the "
                                 f"vocabulary nor the next free id; the file is inconsistent.")
     files = TokenizerFiles(directory, kind, data, pieces, model_size)
-    files.special = {token_id for token_id, _ in added} | {files.unk_id()} | _processor_ids(data.get("post_processor")) \
+    files.special = {token_id for token_id, _ in added} | {files.unk_id()} \
+        | _processor_ids(data.get("post_processor")) \
         | {i for i in extra_special if 0 <= i < len(pieces)} | _config_special(directory, files)
+    if kind == "unigram" and files.ids.get(WORD_START, model_size) < model_size:
+        # The bare word-start piece: without it SentencePiece fuses unknown runs across words while
+        # tokenizer.json splits them per word, and the two trimmed files would disagree.
+        files.special.add(files.ids[WORD_START])
     if (directory / SPM_MODEL).is_file():
         if kind != "unigram":
             raise BadModelFiles(f"{directory / SPM_MODEL} beside a WordPiece tokenizer.json: the two files do not "
@@ -152,7 +158,8 @@ def read_tokenizer_files(directory: Path, extra_special: set[int] = frozenset())
         lines = (directory / VOCAB_TXT).read_text(encoding="utf-8").split("\n")
         if kind != "wordpiece" or [line.rstrip("\r") for line in lines if line] != pieces[:model_size]:
             raise BadModelFiles(f"{directory / VOCAB_TXT} does not list tokenizer.json's vocabulary in id order, so "
-                                f"the slow and fast tokenizers disagree already; bgeprune cannot trim them consistently.")
+                                f"the slow and fast tokenizers disagree already; bgeprune cannot trim them "
+                                "consistently.")
     return files
 
 

@@ -278,7 +278,8 @@ def _loop(session: Session) -> None:
                     path = last_saved if saved else _checkpoint(s)
                     bar.stop()
                     if s.dist.is_main:
-                        err.print(f"[yellow]interrupted at step {s.step}[/]; checkpoint {esc(path)}. Continue with:\n"
+                        where = f"checkpoint {esc(path)}" if path else "no checkpoint yet"
+                        err.print(f"[yellow]interrupted at step {s.step}[/]; {where}. Continue with:\n"
                                   f"  {esc(s.options.resume_hint)}", highlight=False, soft_wrap=True)
                     raise KeyboardInterrupt
     finally:
@@ -288,18 +289,29 @@ def _loop(session: Session) -> None:
             s.cache.close()
 
 
-def _checkpoint(s: Session) -> Path:
-    """Write a checkpoint (rank 0, after checking every rank holds the same model); all ranks wait for it."""
+def _checkpoint(s: Session) -> Path | None:
+    """Write a checkpoint (rank 0, after checking every rank holds the same model); all ranks wait for it.
+
+    Weights that are no longer finite are not checkpointed: rotation would delete the good checkpoints
+    for them, and a resume from one could only fail. The last good one is returned instead."""
     trainer = s.trainer
     s.dist.check_in_sync(trainer.sync_tensors)
     if s.cache is not None:
         s.cache.flush()
+    tensors = trainer.tensors()
+    if not all(bool(torch.isfinite(t).all()) for group in tensors.values() for t in group.values()
+               if t.is_floating_point()):
+        last = checkpoints.latest(s.run_dir)
+        if s.dist.is_main:
+            _warn(f"step {s.step}: the weights are not finite, so no checkpoint is written; "
+                  + (f"the last good one is {last.artifact.path}" if last else "none was written before"))
+        return last.artifact.path if last else None
     path = checkpoints.checkpoint_dir(s.run_dir) / f"step-{s.step:08d}"
     if s.dist.is_main:
         state = {"trainer": trainer.state(), **s.data.state_dict(), "rng": checkpoints.rng_state(trainer.generator),
                  "bad_steps": s.bad_steps, "elapsed_s": s.elapsed}
         r = s.recipe
-        path = checkpoints.save(s.run_dir, s.step, trainer.tensors(), state,
+        path = checkpoints.save(s.run_dir, s.step, tensors, state,
                                 {"data": s.data.fingerprints, "world_size": s.dist.world,
                                  "fixed_masks": _masks_record(s.fixed)}, r.resolved, r.sha256,
                                 r.recipe.train.keep_checkpoints)

@@ -26,29 +26,38 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file
 
-from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
-from ..models import m3
-from ..bench.agreement import agreement, compare_models, m3_agreement
 from ..artifacts import MANIFEST, Artifact, ensure_writable, read_artifact, write_artifact, write_json
+from ..bench.agreement import agreement, compare_models, m3_agreement
+from ..errors import ArtifactError, BgepruneError, EnvironmentProblem, os_error_in
+from ..filenames import CONFIG, LINEAGE, REPORT, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
 from ..locks import claim_output
+from ..models import m3
 from ..models.loading import load_tokenizer
-from ..verification.static_checks import (Check, check_config_shapes, check_files, check_finite, check_identity,
-                                          check_m3_heads, check_manifest, check_serving_config)
-from ..errors import ArtifactError, BgepruneError
-from ..pruning.hooks import MaskHooks, as_float_masks
-from ..pruning.masks import Layout
 from ..models.probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
-from ..pruning.slicing import pad_to_stock, slice_state_dict
-from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
 from ..models.st_files import read_modules, read_pooling
 from ..models.vocab_map import VocabMap
-from ..verification.onnx_checks import INT8_MIN_SPEARMAN, onnx_checks
-from ..verification.tokenizer_check import check_tokenizer
+from ..pruning.hooks import MaskHooks, as_float_masks
+from ..pruning.masks import Layout
+from ..pruning.slicing import pad_to_stock, slice_state_dict
+from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
 from ..ui import step
+from ..verification.onnx_checks import INT8_MIN_SPEARMAN, onnx_checks
+from ..verification.static_checks import (
+    Check,
+    check_config_shapes,
+    check_files,
+    check_finite,
+    check_identity,
+    check_m3_heads,
+    check_manifest,
+    check_serving_config,
+)
+from ..verification.tokenizer_check import check_tokenizer
 
 PROBE_MAX_LENGTH = 64
 
@@ -56,7 +65,8 @@ PROBE_MAX_LENGTH = 64
 def _load_in_fresh_process(out: Path, workdir: Path, texts: list[str]) -> tuple[Check, dict[str, torch.Tensor]]:
     if texts:
         (workdir / "texts.json").write_text(json.dumps(texts))
-    command = [sys.executable, "-m", "bgeprune_cli.verification.fresh_load", str(out), str(workdir), str(PROBE_MAX_LENGTH)]
+    command = [sys.executable, "-m", "bgeprune_cli.verification.fresh_load", str(out), str(workdir),
+               str(PROBE_MAX_LENGTH)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     report_path = workdir / "loading.json"
     if proc.returncode != 0 or not report_path.is_file():
@@ -123,7 +133,8 @@ def _parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, 
         return Check("parity", "skip", "no text to compare on: the tokenizer check found none that the trimmed "
                      "vocabulary covers (see its message)")
     if vmap is not None and "sparse_token_ids" in exported_outputs:  # lexical weights are keyed by token id
-        exported_outputs = {**exported_outputs, "sparse_token_ids": vmap.ids_to_base(exported_outputs["sparse_token_ids"])}
+        exported_outputs = {**exported_outputs,
+                            "sparse_token_ids": vmap.ids_to_base(exported_outputs["sparse_token_ids"])}
     batches = probe_batches(load_tokenizer(ctx.base_dir), texts or probe_texts(), PROBE_MAX_LENGTH)
     with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
         masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
@@ -184,6 +195,22 @@ def _agreement(ref: m3.M3Output, got: m3.M3Output, with_heads: bool) -> dict:
     return m3_agreement(ref, got) if with_heads else {"dense": agreement(ref.dense, got.dense)}
 
 
+def _contained(name: str, work: Callable[[], list[Check]]) -> list[Check]:
+    """`work`'s checks, or one failed check named `name` saying what it raised: a file that breaks a
+    loader (a graph from another export, say) fails its own check, and every other check still reports.
+    The environment's problems (a missing package, a full disk) still stop verify with their exit code."""
+    try:
+        return work()
+    except (EnvironmentProblem, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if os_error_in(exc) is not None:
+            raise
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        return [Check(name, "fail", f"{exc.__class__.__name__}: {detail} (see the other checks, the manifest "
+                      f"first, for what changed)")]
+
+
 def _vocab_map(out: Path, lineage: dict | None, checks: list[Check]) -> VocabMap | None:
     """The export's vocab_map.json (lineage.json names it when the vocabulary was trimmed)."""
     try:
@@ -237,8 +264,9 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
             load_check, exported_outputs = _load_in_fresh_process(out, Path(workdir), texts)
         checks.append(load_check)
         with step("running the ONNX graphs"):  # on the texts the fresh process encoded
-            checks += onnx_checks(out, artifact, exported_outputs, load_tokenizer(out), read_pooling(out),
-                                  texts or probe_texts(), PROBE_MAX_LENGTH, int8_min_spearman, _agreement)
+            checks += _contained("onnx-parity", lambda: onnx_checks(
+                out, artifact, exported_outputs, load_tokenizer(out), read_pooling(out), texts or probe_texts(),
+                PROBE_MAX_LENGTH, int8_min_spearman, _agreement))
     if masks_art is None or not exported:
         reason = "no run to compare with (pass --run RUN_DIR)" if masks_art is None else "no weights"
         checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]
@@ -250,8 +278,9 @@ def _verify(out: Path, artifact, run: Path | None, compare: str | None, atol: fl
             train = masks_art.input("train-run")
             model, heads = source_model(train, ctx), source_heads(train, ctx)
             padded = (lineage or {}).get("format") == "padded"
-            checks.append(_provenance(exported, model, heads, out, ctx, layout, padded))
-            checks.append(_parity(exported_outputs, model, heads, ctx, masks, layout, atol, texts, vmap))
+            checks += _contained("provenance", lambda: [_provenance(exported, model, heads, out, ctx, layout, padded)])
+            checks += _contained("parity", lambda: [_parity(exported_outputs, model, heads, ctx, masks, layout, atol,
+                                                            texts, vmap)])
     if compare:
         with step(f"comparing with {compare}"):
             try:

@@ -41,7 +41,8 @@ INT8_MIN_SPEARMAN = 0.9
 
 
 def onnx_checks(out: Path, artifact: Artifact | None, torch_outputs: dict, tokenizer, pooling, texts: list[str],
-                max_length: int, min_spearman: float, agreement: Callable[[M3Output, M3Output, bool], dict]) -> list[Check]:
+                max_length: int, min_spearman: float,
+                agreement: Callable[[M3Output, M3Output, bool], dict]) -> list[Check]:
     """The ONNX checks of `out`; `torch_outputs` are the PyTorch export's probe outputs (fresh process)."""
     info = artifact.info.get("onnx") if artifact is not None else None
     if info is None:
@@ -65,9 +66,23 @@ def onnx_checks(out: Path, artifact: Artifact | None, torch_outputs: dict, token
     checks.append(_parity(fp32, torch_outputs, probe_batches(tokenizer, texts, max_length), pooling))
     if "int8" in files:
         int8 = _session(files["int8"])
+        if not isinstance(int8, Check) and not _quantized_nodes(files["int8"]):
+            int8 = Check("onnx-int8", "fail", f"{files['int8'].name} holds no quantized operator, so it is not an int8 "
+                         f"graph (the fp32 graph copied over it?); run 'bgeprune export-onnx {out} --force'")
         checks.append(int8 if isinstance(int8, Check) else
                       _int8(fp32, int8, tokenizer, pooling, texts, max_length, min_spearman, agreement))
     return checks
+
+
+QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DequantizeLinear", "QuantizeLinear",
+                 "ConvInteger", "QLinearConv", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def _quantized_nodes(path: Path) -> int:
+    """How many of the graph's nodes are quantized operators (the weights are not read)."""
+    onnx, _ = require_onnx()
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(node.op_type in QUANTIZED_OPS for node in graph.node)
 
 
 def _session(path: Path) -> OnnxEncoder | Check:
