@@ -48,7 +48,8 @@ ROWS = {"default": [], "--gradient-checkpointing": ["--gradient-checkpointing"],
 
 
 def run(batch: int, data: Path, run_dir: Path, extra: list[str]) -> dict:
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "bgeprune_cli", "train", str(REPO / "recipes" / "50pct.toml"),
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "bgeprune_cli", "train",
+               str(REPO / "recipes" / "50pct.toml"),
                "--run-dir", str(run_dir), "--force", "--device", "cpu", "--json",
                "--set", "base.model=builtin:bge-m3-random", "--set", f'data.train=["{data}"]',
                "--set", f"train.steps={STEPS}", "--set", "train.recovery_steps=0", "--set", f"train.batch_size={batch}",

@@ -51,8 +51,8 @@ def train_l0(out: Path, sets: list[str]) -> float:
 
 def train_naive(out: Path, sets: list[str], steps: int) -> float:
     """Every other layer kept (0, 2, 4): half the encoder; only the recovery phase, same step count."""
-    from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.config import load_recipe
+    from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.stages import train
 
     naive_sets = sets + ["target.layers=3", "target.ffn=1536", "train.steps=1", f"train.recovery_steps={steps}"]
@@ -104,7 +104,8 @@ def main() -> None:
             results[label] = bench(export, args.out / f"bench-{name}")
     if not results:
         sys.exit(f"no exports under {args.out}; train first (--train l0,naive)")
-    print(f"\n{'model':34} {'nDCG@10':>8} {'vs teacher':>10} {'MRR@10':>7} {'R@100':>6} {'speedup':>8} {'efficiency':>10}")
+    print(f"\n{'model':34} {'nDCG@10':>8} {'vs teacher':>10} {'MRR@10':>7} {'R@100':>6} "
+          f"{'speedup':>8} {'efficiency':>10}")
     for label, report in results.items():
         dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
         h = report["headline"]

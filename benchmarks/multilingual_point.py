@@ -27,8 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "benchmarks"))
-from multilingual_teacher import MissingFixture, me5_small_dir  # noqa: E402
 from quality_curve import RECIPE, SPEED, cli, set_flags  # noqa: E402  (the curve's recipe, bench settings, runner)
+
+from multilingual_teacher import MissingFixture, me5_small_dir  # noqa: E402
 
 
 def main() -> None:

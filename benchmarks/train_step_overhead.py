@@ -36,16 +36,16 @@ from pathlib import Path
 
 import torch
 
-from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, resolve_base
-from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.config import BaseDims, TargetSection
-from bgeprune_cli.training.gates import Lagrangian, MaskSet
-from bgeprune_cli.models.probe import probe_batches, probe_texts
-from bgeprune_cli.pruning.importance import importance_scores
-from bgeprune_cli.training.losses import cosine_loss, similarity_kl, token_cosine_loss
-from bgeprune_cli.pruning.hooks import MaskHooks
 from bgeprune_cli.models.families import adapter_for
+from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, resolve_base
+from bgeprune_cli.models.probe import probe_batches, probe_texts
+from bgeprune_cli.models.st_files import read_pooling
+from bgeprune_cli.pruning.hooks import MaskHooks
+from bgeprune_cli.pruning.importance import importance_scores
 from bgeprune_cli.training.distill_model import autocast_for
+from bgeprune_cli.training.gates import Lagrangian, MaskSet
+from bgeprune_cli.training.losses import cosine_loss, similarity_kl, token_cosine_loss
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydocs_train.txt"
 

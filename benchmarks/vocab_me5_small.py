@@ -42,17 +42,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/vocab-me5"))
     args = parser.parse_args()
     if not (args.me5 / "tokenizer.json").is_file():
-        sys.exit(f"{args.me5} is not a model; build it: python {DATA.parent / 'tools' / 'make_me5_small.py'} --out {args.me5}")
+        sys.exit(f"{args.me5} is not a model; build it: "
+                 f"python {DATA.parent / 'tools' / 'make_me5_small.py'} --out {args.me5}")
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = args.out / "me5-10lang.toml"
-    recipe.write_text(f'[base]\nmodel = "{args.me5.resolve()}"\n\n[vocab]\ncorpus = {json.dumps(list(map(str, CORPUS)))}\n')
+    recipe.write_text(f'[base]\nmodel = "{args.me5.resolve()}"\n\n'
+                      f'[vocab]\ncorpus = {json.dumps(list(map(str, CORPUS)))}\n')
     run, export = args.out / "run", args.out / "export"
     times = {"check": cli("check", recipe), "magnitude": cli("magnitude", recipe, "--run-dir", run, "--force"),
              "finalize-masks": cli("finalize-masks", run / "train", "--force"),
              "prune": cli("prune", run / "masks", "--force"), "export-hf": cli("export-hf", run, export, "--force"),
              "verify": cli("verify", export)}
     times["bench"] = cli("bench", export, "--compare", args.me5.resolve(), "-o", args.out / "bench", "--force",
-                         "--beir", DATA / "pydocs", "--bitext", DATA / "bitext_dev", "--no-speed", "--max-length", "256")
+                         "--beir", DATA / "pydocs", "--bitext", DATA / "bitext_dev", "--no-speed",
+                         "--max-length", "256")
     report = json.loads((args.out / "bench" / "report.json").read_text())
     summary(report, times)
 
@@ -76,7 +79,8 @@ def summary(report: dict, times: dict) -> None:
     coverage = report["coverage"]
     for name, data in quality.get("bitext", {}).items():
         values, c = data["modes"]["dense"], coverage[f"bitext {name}"]
-        print(f"{'bitext ' + name + ' acc':<22}{c['exact']:>9.1%}{c['tokens_kept']:>12.2%}{values['base']['accuracy']:>11.4f}"
+        print(f"{'bitext ' + name + ' acc':<22}{c['exact']:>9.1%}{c['tokens_kept']:>12.2%}"
+              f"{values['base']['accuracy']:>11.4f}"
               f"{values['model']['accuracy']:>9.4f}{values['ratio']['accuracy']:>8.1%}")
     english = coverage["bitext en (every file's English side)"]
     print(f"{'bitext en (all files)':<22}{english['exact']:>9.1%}{english['tokens_kept']:>12.2%}")

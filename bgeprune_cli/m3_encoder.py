@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from .errors import ArtifactError
 from .models import m3
 from .models.encoding import encode
-from .models.m3 import M3Output  # noqa: F401  (the type encode returns; imported from here by users)
 from .models.loading import load_model, load_tokenizer, max_tokens, read_config
+from .models.m3 import M3Output  # noqa: F401  (the type encode returns; imported from here by users)
 from .models.st_files import read_pooling
 from .models.vocab_map import VocabMap
-from .errors import ArtifactError
 
 
 class M3Encoder:

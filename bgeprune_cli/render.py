@@ -34,7 +34,8 @@ def check(r: dict) -> None:
             ["word-embedding parameters", f"{v['base_embedding_params']:,}", f"{v['embedding_params']:,}"],
             ["parameters" + ("" if p["encoder_counted"] else " (vocabulary only: sparsity mode learns the encoder)"),
              f"{p['base']:,}", f"{p['after']:,} ({p['after'] / p['base']:.1%})"],
-            ["corpus", "", f"{corpus['texts']:,} texts, {corpus['tokens']:,} tokens, {corpus['distinct']:,} distinct"]]))
+            ["corpus", "", f"{corpus['texts']:,} texts, {corpus['tokens']:,} tokens, "
+                           f"{corpus['distinct']:,} distinct"]]))
     out.print("[green]✓[/] " + esc(f"{r['recipe']} is valid: base {r['resolved']['base']['model']}, target "
                                   f"{target or 'unchanged'}" + (f", vocabulary {r['vocab']['kept']:,} of "
                                   f"{r['vocab']['base']:,} tokens" if "vocab" in r else "") +
@@ -42,7 +43,8 @@ def check(r: dict) -> None:
 
 
 def magnitude(r: dict) -> None:
-    what = f"scored {', '.join(r['masks'])}" if r["masks"] else "nothing to score (the recipe only trims the vocabulary)"
+    what = (f"scored {', '.join(r['masks'])}" if r["masks"]
+            else "nothing to score (the recipe only trims the vocabulary)")
     out.print("[green]✓[/] " + esc(f"{what} → {r['artifact']}"), highlight=False)
 
 

@@ -67,8 +67,7 @@ class Progress:
 
     def __init__(self, label: str, total: int, log_every: int = 10, *, start: int = 0, enabled: bool = True,
                  transient: bool = True, log_label: str | None = None):
-        from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
         self.label, self.total, self.log_every, self.done = label, total, max(1, log_every), start

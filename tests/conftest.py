@@ -14,11 +14,13 @@ import torch
 from safetensors.torch import save_file
 
 from bgeprune_cli.artifacts import write_artifact, write_json
-from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.config import BaseDims, Recipe, recipe_sha256
+from bgeprune_cli.filenames import GATES as GATES_FILE
+from bgeprune_cli.filenames import MASKS as MASKS_FILE
+from bgeprune_cli.filenames import VOCAB_SAMPLE
+from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.pruning.masks import Layout, masks_summary
 from bgeprune_cli.pruning.vocab import vocab_summary
-from bgeprune_cli.filenames import GATES as GATES_FILE, MASKS as MASKS_FILE, VOCAB_SAMPLE
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -102,8 +104,8 @@ SHORT_TRAIN = ["train.steps=12", "train.recovery_steps=4", "train.checkpoint_eve
 
 def train_until_crash(monkeypatch, loaded, run_dir: Path, step: int = 8) -> None:
     """Train until the step-`step` checkpoint is committed, then crash (an exception out of the loop)."""
-    from bgeprune_cli.training import checkpoints
     from bgeprune_cli.stages import train
+    from bgeprune_cli.training import checkpoints
 
     real_save = checkpoints.save
 

@@ -43,7 +43,8 @@ def test_failure_inside_the_block_leaves_nothing(tmp_path):
 
 def test_refuses_non_empty_output_unless_forced(tmp_path):
     make(tmp_path / "out")
-    with pytest.raises(UsageError, match=r"holds a previous masks \(\d+ files\); --force replaces it \(they are deleted\)"):
+    with pytest.raises(UsageError,
+                       match=r"holds a previous masks \(\d+ files\); --force replaces it \(they are deleted\)"):
         make(tmp_path / "out", content="second")
     assert make(tmp_path / "out", content="second", force=True).file("data.txt").read_text() == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or old copies left

@@ -70,7 +70,8 @@ def test_a_family_bgeprune_does_not_prune_is_a_bad_model_file(tmp_path, builtin_
 def test_a_config_with_more_layers_than_the_weights_is_refused(tmp_path, builtin_cache):
     base = base_copy(tmp_path)
     edit_config(base, num_hidden_layers=4)
-    refused(tmp_path, base, "says num_hidden_layers = 4, but the weights hold 3 layers", commands=("check", "magnitude"))
+    refused(tmp_path, base, "says num_hidden_layers = 4, but the weights hold 3 layers",
+            commands=("check", "magnitude"))
 
 
 def test_check_refuses_a_modules_json_that_leaves_the_directory(tmp_path, builtin_cache):

@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bgeprune_cli.models import m3
 from bgeprune_cli.artifacts import read_artifact
 from bgeprune_cli.bench.eval_data import load_beir, load_bitext
 from bgeprune_cli.bench.models import load_bench_model
@@ -20,6 +19,7 @@ from bgeprune_cli.bench.size import flops_per_token
 from bgeprune_cli.bench.speed import latency_stats, make_batch, measure_grid
 from bgeprune_cli.cli import app
 from bgeprune_cli.errors import DataError
+from bgeprune_cli.models import m3
 from bgeprune_cli.stages import export_hf, prune
 from conftest import bool_mask, make_run
 
@@ -167,7 +167,8 @@ def test_bench_report_schema_png_and_artifact(tmp_path, export):
     assert report["models"]["model"]["kind"] == "hf-model" and report["models"]["model"]["layers"] == 2
     for point in report["speed"]:
         assert point["speedup"] == pytest.approx(point["model"]["sentences_per_s"] / point["base"]["sentences_per_s"])
-        assert point["flops_speedup"] == pytest.approx(point["base"]["flops_per_token"] / point["model"]["flops_per_token"])
+        assert point["flops_speedup"] == pytest.approx(point["base"]["flops_per_token"]
+                                                       / point["model"]["flops_per_token"])
         assert point["speedup_efficiency"] == pytest.approx(point["speedup"] / point["flops_speedup"])
         assert {"p50_ms", "p90_ms", "p99_ms", "cv", "tokens_per_s"} <= set(point["model"])
     assert report["speed"][0]["flops_speedup"] == pytest.approx(1.5, rel=0.01)  # 2 of 3 identical layers

@@ -113,7 +113,8 @@ def test_existing_output_exits_2_and_is_kept(smoke_run):
     assert invoke("finalize-masks", smoke_run / "train").exit_code == 0
     before = (smoke_run / "masks" / "manifest.json").read_bytes()
     result = invoke("finalize-masks", smoke_run / "train")
-    assert result.exit_code == 2 and "holds a previous masks" in result.stderr and "--force replaces it" in result.stderr
+    assert (result.exit_code == 2 and "holds a previous masks" in result.stderr
+            and "--force replaces it" in result.stderr)
     assert (smoke_run / "masks" / "manifest.json").read_bytes() == before
     assert invoke("finalize-masks", smoke_run / "train", "--force").exit_code == 0
 

@@ -26,11 +26,11 @@ from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
-from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.config import BaseDims
 from bgeprune_cli.m3_encoder import M3Encoder
-from bgeprune_cli.pruning.masks import Layout
+from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.models.probe import probe_texts
+from bgeprune_cli.pruning.masks import Layout
 from bgeprune_cli.stages import export_hf, prune
 from conftest import corpus_vocab, keep_only, make_run
 from test_parity import cases, every_other

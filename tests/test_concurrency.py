@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bgeprune_cli.training import checkpoints
-from bgeprune_cli.locks import exclusive, lock_path_for, recover_output
-from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.cli import app
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import BadModelFiles, Busy
+from bgeprune_cli.locks import exclusive, lock_path_for, recover_output
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.stages import prune, train
+from bgeprune_cli.training import checkpoints
 from conftest import SHORT_TRAIN, keep_only, make_run, train_until_crash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_lock_is_exclusive_between_processes_and_reentrant_within_one(tmp_path):
     assert Busy("x").exit_code == 2
 
 
-# ---------------------------------------------------------------- --force keeps the old run until the new one proves itself
+# ------------------------------------------------------------ --force keeps the old run until the new one proves itself
 
 
 def _truncated_base(tmp_path: Path) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bgeprune_cli.errors import DataError, UsageError
 from bgeprune_cli.training.batches import Batches
 from bgeprune_cli.training.data import DataIndex, build_index, expand_sources, open_data
-from bgeprune_cli.errors import DataError, UsageError
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -369,7 +369,8 @@ def test_fingerprint_depends_on_kind_and_files(tmp_path):
     a = jsonl(tmp_path / "a.jsonl", PAIRS)
     b = jsonl(tmp_path / "b.jsonl", PAIRS)
     prints = {open_data([str(a)], "text", "k").fingerprint, open_data([str(a)], "pairs", "k").fingerprint,
-              open_data([str(a), str(b)], "pairs", "k").fingerprint, open_data([str(b), str(a)], "pairs", "k").fingerprint}
+              open_data([str(a), str(b)], "pairs", "k").fingerprint,
+              open_data([str(b), str(a)], "pairs", "k").fingerprint}
     assert len(prints) == 4
 
 

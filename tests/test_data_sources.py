@@ -46,7 +46,8 @@ def test_a_streamed_local_dataset_is_opened_and_reported(tmp_path):
     (tmp_path / "fr.txt").write_text("Bonjour le monde\n")
     recipe = tmp_path / "r.toml"
     recipe.write_text(HEAD + '[data]\nstream = [\n'
-                      f'  {{ dataset = "json", data_files = ["{tmp_path}/de.jsonl"], text_field = "body", weight = 2 }},\n'
+                      f'  {{ dataset = "json", data_files = ["{tmp_path}/de.jsonl"], text_field = "body", '
+                      f'weight = 2 }},\n'
                       f'  {{ dataset = "text", data_files = ["{tmp_path}/fr.txt"] }},\n]\n')
     out = check(recipe)
     assert out.returncode == 0, out.stderr
@@ -102,4 +103,5 @@ def test_the_streamed_smoke_recipe_header_runs_in_a_shell(tmp_path):
     header = (ROOT / "recipes" / "smoke-stream.toml").read_text().splitlines()[0].removeprefix("# ")
     out = subprocess.run(["bash", "-c", header], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "streamed from `text`, `text` mixed by weight" in (tmp_path / "out" / "smoke-stream" / "README.md").read_text()
+    assert ("streamed from `text`, `text` mixed by weight"
+            in (tmp_path / "out" / "smoke-stream" / "README.md").read_text())

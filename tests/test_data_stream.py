@@ -16,8 +16,8 @@ import torch
 datasets = pytest.importorskip("datasets")
 
 from bgeprune_cli.config import StreamSource  # noqa: E402
-from bgeprune_cli.training.data_stream import StreamBatches, open_stream  # noqa: E402
 from bgeprune_cli.errors import DataError, EnvironmentProblem  # noqa: E402
+from bgeprune_cli.training.data_stream import StreamBatches, open_stream  # noqa: E402
 
 N_GOOD = 23
 
@@ -265,8 +265,8 @@ target_warmup_steps = 4
 def test_training_on_a_stream_resumes_exactly(tmp_path, monkeypatch, builtin_cache):
     from safetensors.torch import load_file
 
-    from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.config import load_recipe
+    from bgeprune_cli.models.loading import recipe_base_dims
     from bgeprune_cli.stages import train
     from conftest import train_until_crash
 

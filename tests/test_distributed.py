@@ -21,11 +21,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bgeprune_cli.training import checkpoints
 from bgeprune_cli.config import load_recipe
-from bgeprune_cli.training.distributed import Dist
 from bgeprune_cli.errors import RecipeError, UsageError
 from bgeprune_cli.stages import finalize_masks
+from bgeprune_cli.training import checkpoints
+from bgeprune_cli.training.distributed import Dist
 from conftest import SHORT_TRAIN
 
 SMOKE = Path(__file__).parents[1] / "recipes" / "smoke.toml"
@@ -123,7 +123,8 @@ def _rank_pid(launcher_pid: int, rank: int) -> int:
             environ = (child / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue
-        if child.name.isdigit() and f"RANK={rank}".encode() in environ and _descends_from(int(child.name), launcher_pid):
+        if (child.name.isdigit() and f"RANK={rank}".encode() in environ
+                and _descends_from(int(child.name), launcher_pid)):
             return int(child.name)
     raise AssertionError(f"no worker with RANK={rank} under {launcher_pid}")
 

@@ -80,7 +80,8 @@ def broken_links(page: Path, root: Path = ROOT) -> list[str]:
 
 
 def test_slugs_follow_githubs_rules():
-    assert slug("Keeping your index: when you can skip re-indexing") == "keeping-your-index-when-you-can-skip-re-indexing"
+    assert slug("Keeping your index: when you can skip re-indexing") == \
+        "keeping-your-index-when-you-can-skip-re-indexing"
     assert slug("Quality levers, one at a time (all-MiniLM-L6-v2 at 50%)") == \
         "quality-levers-one-at-a-time-all-minilm-l6-v2-at-50"
     assert slug("Benchmarking: `bgeprune bench`") == "benchmarking-bgeprune-bench"

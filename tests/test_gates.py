@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bgeprune_cli.config import BaseDims, TargetSection
-from bgeprune_cli.training.gates import Lagrangian, MaskSet, expected_sizes
 from bgeprune_cli.pruning.masks import BETA, LIMIT_L, LIMIT_R, Layout, finalize, full_layout, keep_prob, sample_gates
+from bgeprune_cli.training.gates import Lagrangian, MaskSet, expected_sizes
 
 # hidden 4, 2 heads of 2, FFN 3, 2 layers: small enough to count by hand.
 TINY = BaseDims(layers=2, heads=2, ffn=3, hidden=4)
@@ -54,7 +54,8 @@ def test_expected_size_with_binary_probabilities_equals_the_pruned_layout():
     dims = BaseDims(layers=3, heads=4, ffn=8, hidden=16)
     for _ in range(5):
         masks = {"layer": torch.tensor([True, False, True]), "heads": torch.rand(3, 4, generator=generator) > 0.5,
-                 "ffn": torch.rand(3, 8, generator=generator) > 0.3, "hidden": torch.rand(16, generator=generator) > 0.4}
+                 "ffn": torch.rand(3, 8, generator=generator) > 0.3,
+                 "hidden": torch.rand(16, generator=generator) > 0.4}
         masks["heads"][:, 0] = True
         masks["ffn"][:, 0] = True
         expected = expected_sizes({k: v.float() for k, v in masks.items()}, dims)["encoder_params"]

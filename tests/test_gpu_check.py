@@ -131,7 +131,8 @@ def test_a_step_that_exits_0_can_still_fail_on_its_output(tmp_path):
 
 
 def test_key_numbers_are_read_from_each_tools_output():
-    overhead = "command: x\nplain step       12.5 ms (median)\nmasked step      15.0 ms (median)\noverhead        1.200x\n"
+    overhead = ("command: x\nplain step       12.5 ms (median)\nmasked step      15.0 ms (median)\n"
+                "overhead        1.200x\n")
     assert gpu_check.overhead_key(overhead) == ("1.200x masked/plain (12.5 ms plain)",
                                                 {"ratio": 1.2, "plain_ms": 12.5, "masked_ms": 15.0})
     with pytest.raises(StepFailed):

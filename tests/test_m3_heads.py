@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from bgeprune_cli.errors import ArtifactError
 from bgeprune_cli.models import m3
 from bgeprune_cli.models.loading import resolve_base
-from bgeprune_cli.errors import ArtifactError
 from bgeprune_cli.training.losses import colbert_in_batch_scores, sparse_mse
 
 

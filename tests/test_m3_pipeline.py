@@ -14,16 +14,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
-from bgeprune_cli.models import m3
-from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, recipe_base_dims, resolve_base
-from bgeprune_cli.verification.static_checks import check_serving_config
 from bgeprune_cli.config import BaseDims, load_recipe
 from bgeprune_cli.m3_encoder import M3Encoder
+from bgeprune_cli.models import m3
+from bgeprune_cli.models.families import adapter_for
+from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, recipe_base_dims, resolve_base
+from bgeprune_cli.models.probe import probe_texts
 from bgeprune_cli.pruning.hooks import MaskHooks, as_float_masks
 from bgeprune_cli.pruning.masks import Layout
-from bgeprune_cli.models.families import adapter_for
-from bgeprune_cli.models.probe import probe_texts
 from bgeprune_cli.stages import export_hf, prune, train, verify
+from bgeprune_cli.verification.static_checks import check_serving_config
 from conftest import SHORT_TRAIN, make_run, train_until_crash
 from test_parity import cases
 

@@ -8,8 +8,17 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from bgeprune_cli.config import BaseDims, TargetSection
-from bgeprune_cli.pruning.masks import (BETA, LIMIT_L, LIMIT_R, Layout, finalize, full_layout, keep_prob,
-                                        sample_gates, top_k)
+from bgeprune_cli.pruning.masks import (
+    BETA,
+    LIMIT_L,
+    LIMIT_R,
+    Layout,
+    finalize,
+    full_layout,
+    keep_prob,
+    sample_gates,
+    top_k,
+)
 
 DIMS = BaseDims(layers=4, heads=4, ffn=16, hidden=64)
 

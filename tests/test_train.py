@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bgeprune_cli.training import checkpoints
-from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import DataError, UsageError
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.stages import finalize_masks, train
 from bgeprune_cli.stages.train import TrainingDiverged
+from bgeprune_cli.training import checkpoints
 from conftest import SHORT_TRAIN, train_until_crash
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,7 +121,8 @@ def test_killed_run_resumes_bitwise_identical(tmp_path):
         assert a[name].keys() == b[name].keys()
         for key in a[name]:
             assert torch.equal(a[name][key], b[name][key]), (name, key)
-    losses = lambda run: [(r["step"], r["loss"], r["penalty"]) for r in metrics(run)]
+    def losses(run):
+        return [(r["step"], r["loss"], r["penalty"]) for r in metrics(run)]
     assert losses(straight) == losses(killed) and len(losses(straight)) == 150
 
 
@@ -320,7 +321,6 @@ def test_interrupt_hint_is_the_exact_command_that_resumes_this_run(tmp_path, mon
     from typer.testing import CliRunner
 
     from bgeprune_cli.cli import app
-
     from bgeprune_cli.training import interrupt
 
     class InterruptAtOnce(interrupt.StopRequest):  # as if Ctrl-C came during the first step

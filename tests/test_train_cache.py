@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.config import load_recipe
 from bgeprune_cli.errors import UsageError
+from bgeprune_cli.models.loading import recipe_base_dims
 from bgeprune_cli.stages import train
 from conftest import SHORT_TRAIN
 

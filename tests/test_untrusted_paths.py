@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bgeprune_cli.artifacts import read_artifact, unsafe_member_reason
-from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.cli import app
 from bgeprune_cli.errors import ArtifactError
+from bgeprune_cli.models.loading import resolve_base
 from bgeprune_cli.stages import export_hf, prune
 from conftest import keep_only, make_run
 

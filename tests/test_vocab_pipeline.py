@@ -84,9 +84,11 @@ def check_ids(run: Path) -> None:
     out, vmap = run / "out", VocabMap.read(run / "out")
     assert vmap.new_to_old == layout.vocab and len(vmap.new_to_old) < vmap.base_size
     config = json.loads((out / "config.json").read_text())
-    assert config["vocab_size"] == len(vmap.new_to_old) == AutoModel.from_pretrained(out).get_input_embeddings().num_embeddings
+    assert (config["vocab_size"] == len(vmap.new_to_old)
+            == AutoModel.from_pretrained(out).get_input_embeddings().num_embeddings)
     texts = probe_texts() + TEXTS
-    fast = [e.ids for e in Tokenizer.from_file(str(out / "tokenizer.json")).encode_batch(texts, add_special_tokens=False)]
+    fast = [e.ids for e in
+            Tokenizer.from_file(str(out / "tokenizer.json")).encode_batch(texts, add_special_tokens=False)]
     tokenizer = load_tokenizer(out)
     assert tokenizer(texts, add_special_tokens=False)["input_ids"] == fast
     if ctx.base_config["model_type"] == "xlm-roberta":

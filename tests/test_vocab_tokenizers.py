@@ -199,7 +199,8 @@ def test_special_tokens_inside_the_vocabulary_are_renumbered_everywhere(tmp_path
     assert check.status == "pass" and set(ENGLISH) <= set(covered), check.message
     as_written = Tokenizer.from_file(str(out / "tokenizer.json")).encode("a").ids  # transformers 4, TEI: the file's ids
     assert (as_written[0], as_written[-1]) == (tokenizer.cls_token_id, tokenizer.sep_token_id)
-    ours = model_outputs(AutoModel.from_pretrained(out).eval(), probe_batches(tokenizer, ENGLISH, 64), read_pooling(out))
+    ours = model_outputs(AutoModel.from_pretrained(out).eval(), probe_batches(tokenizer, ENGLISH, 64),
+                         read_pooling(out))
     theirs = model_outputs(AutoModel.from_pretrained(base).eval(), probe_batches(load_tokenizer(base), ENGLISH, 64),
                            read_pooling(base))
     assert max(max_abs_diff(theirs, ours).values()) <= 1e-5

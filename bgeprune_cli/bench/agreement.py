@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from ..models import m3
-from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
-from ..models.st_files import read_pooling, read_prompts
 from ..models.encoding import encode
+from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
 from ..models.m3 import M3Output
+from ..models.st_files import read_pooling, read_prompts
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:

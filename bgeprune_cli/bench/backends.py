@@ -13,7 +13,8 @@ Any other model directory (a base, a foreign model) is traced at bench time by t
 says which for each entry (`graph_source`). Graphs run on onnxruntime's CPU provider.
 
 Example:
-    bgeprune bench out/minilm-50pct --backend onnx-int8,onnx,torch --compare builtin:all-minilm-l6-v2 --compare-backend torch,onnx-int8
+    bgeprune bench out/minilm-50pct --backend onnx-int8,onnx,torch --compare builtin:all-minilm-l6-v2 \\
+        --compare-backend torch,onnx-int8
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A process's peak RSS cannot be reset, so each model gets its own child process: 
 then the model's alone, not whichever model ran first. On CPU it reports the peak RSS and the RSS
 before loading (Python, torch, transformers), so `peak - baseline` is the model's weights plus the
 activations of the batch, plus what loading imports lazily (transformers' modeling code, about
-200 MB, the same for every model of a family): compare models by the ratio at real sizes. On CUDA it reports `torch.cuda.max_memory_allocated` around the forward
-pass and the memory the weights hold.
+200 MB, the same for every model of a family): compare models by the ratio at real sizes. On CUDA it
+reports `torch.cuda.max_memory_allocated` around the forward pass and the memory the weights hold.
 
 Example (what `bgeprune bench` runs per model):
     python -m bgeprune_cli.bench.memory builtin:tiny-bert float32 sdpa cpu 32 128
@@ -49,10 +49,10 @@ def _peak_rss() -> int:
 def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length: int, graph: str | None = None,
          directory: str | None = None) -> dict:
     import torch
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401  (their import is baseline, not model)
 
     from .models import BenchModel, load_bench_model
     from .speed import forward_seconds, make_batch
-    from transformers import AutoModel, AutoTokenizer  # noqa: F401  (their import is baseline, not model)
 
     if graph is not None:
         try:

@@ -22,20 +22,20 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..artifacts import MANIFEST, Artifact, read_artifact
+from ..errors import ArtifactError
 from ..filenames import CONFIG, LINEAGE, TORCH_WEIGHTS, WEIGHTS
 from ..models import m3
-from ..artifacts import MANIFEST, Artifact, read_artifact
-from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
-from ..models.st_files import Pooling, Prompts, read_pooling, read_prompts
-from ..errors import ArtifactError
 from ..models.encoding import encode
-from ..models.m3 import M3Output
-from ..pruning.masks import Layout
 from ..models.families import adapter_for
-from ..pruning.slicing import build_model
-from ..pruning.sources import RunContext, read_layout
+from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
+from ..models.m3 import M3Output
+from ..models.st_files import Pooling, Prompts, read_pooling, read_prompts
 from ..models.tokenizer_trim import trimmed_tokenizer_dir
 from ..models.vocab_map import VocabMap
+from ..pruning.masks import Layout
+from ..pruning.slicing import build_model
+from ..pruning.sources import RunContext, read_layout
 
 WEIGHT_FILES = (WEIGHTS, TORCH_WEIGHTS, m3.COLBERT_FILE, m3.SPARSE_FILE, m3.HEADS_FILE)
 WHAT_IS_A_MODEL = ("pass an exported model directory (bgeprune export-hf), a run's pruned model (RUN or "

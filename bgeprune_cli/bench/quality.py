@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 
 from ..models import m3
-from .agreement import agreement, score_agreement
-from .eval_data import BeirSet, BitextSet
 from ..models.m3 import M3Output
 from ..ui import Progress
+from .agreement import agreement, score_agreement
+from .eval_data import BeirSet, BitextSet
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}
 M3_MODES = ("sparse", "colbert", "m3")

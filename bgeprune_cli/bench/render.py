@@ -122,7 +122,8 @@ def render_bench(r: dict) -> None:
     if mem:
         key = "peak_allocated_bytes" if env["device"].startswith("cuda") else "model_rss_bytes"
         what = "peak CUDA memory allocated" if key.startswith("peak") else "peak RSS above baseline"
-        value = lambda role: mem.get(role, {}).get(key)
+        def value(role):
+            return mem.get(role, {}).get(key)
         err.print(table(f"Memory ({what}, MB)", ["", *_labels(r), "ratio"], [[
             "load + one batch", *[_num(value(k) and value(k) / 1e6, ",.0f") for k in _entries(r)],
             _ratio(value("model"), value("base"))]]))

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import torch
 
-from ..filenames import CONFIG, FAST_TOKENIZER, SPM_MODEL, VOCAB_TXT, WEIGHTS
 from ..atomic import atomic_dir
 from ..errors import UsageError
+from ..filenames import CONFIG, FAST_TOKENIZER, SPM_MODEL, VOCAB_TXT, WEIGHTS
 from .probe import PROBE_TEXT
 from .st_files import write_default_files
-
 
 # bge-m3's config.json (BAAI/bge-m3), kept as data so its shape can be checked offline.
 BGE_M3_CONFIG = {
@@ -198,7 +197,8 @@ def _write_tokenizer(directory: Path, family: str, lines: list[str]) -> int:
 def _write_sentencepiece(directory: Path) -> None:
     """`sentencepiece.bpe.model` with tokenizer.json's pieces and scores (built through the proto, not trained:
     deterministic). Its charsmap maps every Unicode space to ' ', which SentencePiece then collapses and
-    strips, as WhitespaceSplit does in tokenizer.json, so both files give the same ids (tests/test_vocab_tokenizers.py)."""
+    strips, as WhitespaceSplit does in tokenizer.json, so both files give the same ids
+    (tests/test_vocab_tokenizers.py)."""
     from . import sentencepiece_model as spm
 
     vocab = [tuple(v) for v in json.loads((directory / FAST_TOKENIZER).read_text(encoding="utf-8"))["model"]["vocab"]]

@@ -192,7 +192,8 @@ def model_card(facts: CardFacts) -> str:
     b, s = facts.base_sizes, facts.sizes
     enc, base_enc = facts.encoder_params, facts.base_encoder_params
     heads = " (with the sparse and ColBERT heads)" if facts.has_heads else ""
-    padded = " (zero-padded to a stock shape: exact, but padded units still cost compute)" if facts.fmt == "padded" else ""
+    padded = (" (zero-padded to a stock shape: exact, but padded units still cost compute)"
+              if facts.fmt == "padded" else "")
     reference = hub_base_model(facts.base_model, facts.base_dir) or facts.base_model
     architecture = (facts.base_config.get("architectures") or ["model"])[0]
     lines = [
@@ -207,13 +208,14 @@ def model_card(facts: CardFacts) -> str:
         f"| attention heads | {b['heads']} | {s['heads']} |",
         f"| FFN size | {b['ffn']} | {s['ffn']} |",
         f"| hidden size = output dimension | {b['hidden']} | {s['hidden']} |",
-        f"| parameters, total{heads} | {facts.base_params:,} | {facts.params:,} ({facts.params / facts.base_params:.1%}) |",
+        f"| parameters, total{heads} | {facts.base_params:,} | {facts.params:,} "
+        f"({facts.params / facts.base_params:.1%}) |",
         f"| parameters, encoder layers | {base_enc:,} | {enc:,} ({enc / base_enc:.1%}) |",
         f"| max sequence length | {facts.max_seq_length} | {facts.max_seq_length} |",
         *([f"| vocabulary (tokens) | {facts.vocab['base']:,} | {facts.vocab['kept']:,} "
            f"({facts.vocab['kept'] / facts.vocab['base']:.1%}) |"] if facts.vocab else []),
         "",
-        f"The encoder layers are what costs compute per token. " + (_vocab_note(facts) if facts.vocab else
+        "The encoder layers are what costs compute per token. " + (_vocab_note(facts) if facts.vocab else
         f"The word-embedding table, {_embedding_share(facts):.0%} of the base's parameters, is kept whole, so the "
         f"file shrinks less than the compute does.\n"),
         "## How it was made\n",

@@ -9,7 +9,8 @@ same export, `onnx_runtime.OnnxEncoder`) the graph runs each batch, heads includ
 only gives the config that caps the length.
 
 Example (what M3Encoder.encode runs):
-    python -c "from bgeprune_cli.m3_encoder import M3Encoder as E; print(E.from_pretrained('out/smoke-m3').encode(['hi']))"
+    python -c "from bgeprune_cli.m3_encoder import M3Encoder as E; \\
+        print(E.from_pretrained('out/smoke-m3').encode(['hi']))"
 """
 
 from __future__ import annotations

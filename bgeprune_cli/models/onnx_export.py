@@ -182,9 +182,9 @@ def _put_quantized_table(proto, name: str, table, chunk_rows: int = 16384) -> No
     """The table quantized as onnxruntime quantizes a Gather's weight (an activation: asymmetric uint8
     over the whole table's range), computed in row chunks so no full-size temporary exists; scale and
     zero point replace the stand-in's. Equal to quantizing the full graph (tests/test_onnx.py)."""
+    import numpy as np
     from onnx import TensorProto, numpy_helper
     from onnxruntime.quantization.quant_utils import quantize_data
-    import numpy as np
 
     quantized = _initializer(proto, name + "_quantized")
     if quantized.data_type != TensorProto.UINT8:

@@ -7,7 +7,8 @@ turns them into the same `M3Output` the PyTorch encode loop makes, so bench, ver
 ONNX and PyTorch outputs with one piece of code.
 
 Example:
-    python -c "from bgeprune_cli.models.onnx_runtime import OnnxEncoder as E; print(E('out/smoke-m3/onnx/model.onnx').outputs)"
+    python -c "from bgeprune_cli.models.onnx_runtime import OnnxEncoder as E; \\
+        print(E('out/smoke-m3/onnx/model.onnx').outputs)"
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ def model_outputs(model, batches: list[dict], pooling, hidden: list[int] | None 
                            vectors.shape[-1] == hidden_z.shape[0] else vectors)
     result = {"last_hidden": torch.cat(tokens), "embedding": torch.cat(embeddings)}
     if heads is not None:
-        result.update(sparse_weights=torch.cat(sparse), sparse_token_ids=torch.cat(token_ids), colbert=torch.cat(colbert))
+        result.update(sparse_weights=torch.cat(sparse), sparse_token_ids=torch.cat(token_ids),
+                      colbert=torch.cat(colbert))
     if pooled:
         result["pooler"] = torch.cat(pooled)
     return result

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ..filenames import CONFIG, MODULES, ST_CONFIG, ST_MODEL_CONFIG
 from ..artifacts import unsafe_member_reason, write_json
 from ..errors import BadModelFiles
+from ..filenames import CONFIG, MODULES, ST_CONFIG, ST_MODEL_CONFIG
 
 POOLING_MODES = ("cls", "mean")  # what bgeprune's pooling reproduces exactly
 # Legacy boolean keys -> the mode name sentence-transformers 5.7+ uses.

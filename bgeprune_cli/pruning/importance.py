@@ -18,7 +18,8 @@ from ..config import BaseDims
 
 
 @torch.no_grad()
-def importance_scores(model, adapter, dims: BaseDims, wanted: list[str], batches: list[dict]) -> dict[str, torch.Tensor]:
+def importance_scores(model, adapter, dims: BaseDims, wanted: list[str],
+                      batches: list[dict]) -> dict[str, torch.Tensor]:
     """Per mask type, a score per unit (higher = keep): `wanted` of layer, heads, ffn, hidden."""
     layers = model.get_submodule(adapter.layers)
     scores: dict[str, torch.Tensor] = {}

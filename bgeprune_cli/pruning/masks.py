@@ -116,7 +116,8 @@ class Layout:
         hidden = kept(masks["hidden"]) if "hidden" in masks else list(range(dims.hidden))
         if not layers or not hidden or any(not h for h in heads) or any(not f for f in ffn):
             raise ValueError("masks leave a kept layer with no heads or FFN units, or no layers or hidden dims")
-        return cls(layers, heads, ffn, hidden, dims.head_dim, asdict(dims), sorted(vocab) if vocab is not None else None)
+        return cls(layers, heads, ffn, hidden, dims.head_dim, asdict(dims),
+                   sorted(vocab) if vocab is not None else None)
 
     @classmethod
     def from_json(cls, data: dict) -> "Layout":

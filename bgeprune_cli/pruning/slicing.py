@@ -15,9 +15,9 @@ import contextlib
 import torch
 from torch import nn
 
-from .masks import Layout
 from ..models.families import Adapter
 from ..models.tokenizer_files import SPECIAL_ID_KEYS
+from .masks import Layout
 
 PARAMS = ("weight", "bias")
 

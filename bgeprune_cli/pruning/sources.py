@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..artifacts import Artifact
+from ..config import BaseDims, Recipe, recipe_from_resolved
+from ..errors import ArtifactError
 from ..filenames import MASKS, STUDENT, WEIGHTS
 from ..models import m3
-from ..artifacts import Artifact
-from ..errors import ArtifactError
 from ..models.base_checks import check_base
+from ..models.families import Adapter, adapter_for
 from ..models.loading import load_model, read_config, resolve_base
 from ..models.st_files import read_pooling, read_prompts
-from ..config import BaseDims, Recipe, recipe_from_resolved
 from .masks import Layout
-from ..models.families import Adapter, adapter_for
 
 LINEAGE = "lineage.json"  # an export's record of the artifacts it came from
 

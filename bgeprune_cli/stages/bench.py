@@ -28,9 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..filenames import REPORT, REPORT_PNG
 from ..artifacts import ensure_writable, library_versions, write_artifact, write_json
-from ..locks import claim_output
 from ..bench.backends import entry_key, same_backend_pairs, with_backend
 from ..bench.coverage import coverage
 from ..bench.eval_data import load_beir, load_bitext
@@ -42,6 +40,8 @@ from ..bench.size import ratios, size_summary
 from ..bench.speed import add_ratios, default_grid, measure_grid
 from ..device import resolve_device
 from ..errors import UsageError
+from ..filenames import REPORT, REPORT_PNG
+from ..locks import claim_output
 from ..models.probe import probe_texts
 from ..ui import Progress, step
 

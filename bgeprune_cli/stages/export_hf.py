@@ -28,21 +28,22 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from ..filenames import CONFIG, LINEAGE, MODEL_CARD, ONNX_DIR, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
-from ..models import m3
 from ..artifacts import Artifact, ensure_writable, read_artifact, write_artifact, write_json
-from ..locks import claim_output
 from ..errors import UsageError
-from ..pruning.masks import Layout, full_layout
+from ..filenames import CONFIG, LINEAGE, MODEL_CARD, ONNX_DIR, TOKENIZER_FILES, VOCAB_MAP, WEIGHTS
+from ..locks import claim_output
+from ..models import m3
 from ..models.card import CardFacts, count_base_params, model_card
 from ..models.onnx_export import export_onnx, require_onnx
-from ..pruning.slicing import pad_to_stock, stock_config
-from ..pruning.sources import RunContext, read_layout, source_weights_file
 from ..models.st_files import write_export_files
 from ..models.tokenizer_files import base_tokenizer_files
 from ..models.tokenizer_trim import write_trimmed
 from ..models.vocab_map import VocabMap
+from ..pruning.masks import Layout, full_layout
+from ..pruning.slicing import pad_to_stock, stock_config
+from ..pruning.sources import RunContext, read_layout, source_weights_file
 from ..ui import step
+
 
 def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, has_heads: bool) -> dict:
     chain, artifact = [], pruned
@@ -119,15 +120,19 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
         if heads is not None:
             m3.save_heads(heads, tmp)
         write_json(tmp / LINEAGE, _lineage(pruned, layout, fmt, source_weights_file(train, ctx), heads is not None))
-        title = name or ctx.recipe.export.name or f"{Path(ctx.recipe.base.model.removeprefix('builtin:')).name}-bgeprune"
+        title = (name or ctx.recipe.export.name
+                 or f"{Path(ctx.recipe.base.model.removeprefix('builtin:')).name}-bgeprune")
         facts = CardFacts(
             title=title, path=str(out), base_model=ctx.recipe.base.model, base_dir=ctx.base_dir,
             base_config=ctx.base_config, target=ctx.recipe.target.model_dump(exclude_none=True),
             base_sizes=layout.base, sizes=sizes, kept_layers=layout.layers, encoder_params=layout.encoder_params(),
-            base_encoder_params=full_layout(layout.base_dims).encoder_params(), fmt=fmt, params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
-            base_params=count_base_params(ctx.base_config) + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
+            base_encoder_params=full_layout(layout.base_dims).encoder_params(), fmt=fmt,
+            params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
+            base_params=count_base_params(ctx.base_config)
+            + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
             max_seq_length=ctx.pooling.max_seq_length, train_info={**train.info, "method": method},
-            parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None, vocab=vocab)
+            parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None,
+            vocab=vocab)
         (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
         if onnx:  # traced from the directory as written, like export-onnx does from a finished export
             (tmp / ONNX_DIR).mkdir()

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS, VOCAB_SAMPLE
 from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
-from ..locks import claim_output
 from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
+from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS, VOCAB_SAMPLE
+from ..locks import claim_output
 from ..pruning.masks import Layout, finalize, masks_summary
 from ..pruning.sources import RunContext
 from ..training.vocab_corpus import plan_vocabulary

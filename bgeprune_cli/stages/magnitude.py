@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import save_file
 
 from ..artifacts import ensure_writable, write_artifact
-from ..locks import RUN_LOCK, exclusive, recover_output
-from ..models.loading import load_model, load_tokenizer
 from ..config import LoadedRecipe, targeted_masks
 from ..errors import UsageError
-from ..models.probe import probe_batches, probe_texts
 from ..filenames import GATES
+from ..locks import RUN_LOCK, exclusive, recover_output
+from ..models.loading import load_model, load_tokenizer
+from ..models.probe import probe_batches, probe_texts
 from ..pruning.importance import importance_scores
 from ..pruning.sources import RunContext
 from ..training.vocab_corpus import preflight

@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..filenames import CONFIG, WEIGHTS
-from ..models import m3
 from ..artifacts import ensure_writable, read_artifact, write_artifact, write_json
-from ..locks import claim_output
-from ..models.loading import load_tokenizer, weights_dtype
 from ..errors import CheckFailed
+from ..filenames import CONFIG, WEIGHTS
+from ..locks import claim_output
+from ..models import m3
+from ..models.loading import load_tokenizer, weights_dtype
+from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
 from ..pruning.hooks import MaskHooks, as_float_masks
 from ..pruning.masks import full_layout
-from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
 from ..pruning.slicing import build_model, slice_state_dict, stock_config
 from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
 from ..pruning.vocab import parity_batches

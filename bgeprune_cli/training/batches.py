@@ -21,8 +21,8 @@ import torch
 from ..config import DataSection, TrainSection
 from ..errors import DataError
 from ..models.probe import PROBE_TEXT
-from .data import DataIndex, open_data
 from ..models.st_files import Prompts
+from .data import DataIndex, open_data
 from .distill_model import MicroBatch
 
 

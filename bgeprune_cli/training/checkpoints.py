@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..filenames import CHECKPOINT_STATE, MANIFEST
 from ..artifacts import Artifact, read_artifact, write_artifact
 from ..errors import ArtifactError
+from ..filenames import CHECKPOINT_STATE, MANIFEST
 
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")

@@ -23,7 +23,6 @@ from array import array
 from pathlib import Path
 from typing import Callable, Literal
 
-
 from ..errors import DataError
 from .passages import PassageCutter, line_number
 

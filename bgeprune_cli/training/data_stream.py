@@ -37,9 +37,9 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .passages import PassageCutter
 from ..config import StreamSource
 from ..errors import DataError, EnvironmentProblem, missing_module
+from .passages import PassageCutter
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
@@ -275,7 +275,8 @@ class StreamBatches:
     def load_state_dict(self, state: dict) -> None:
         """Continue where `state` left off, under its seed; the batch size stays the caller's (as in Batches)."""
         seed_then = state.get("seed")  # a mix's fingerprint includes the seed its draws were made with
-        if state.get("fingerprint") != (self._fingerprint(seed_then) if isinstance(seed_then, int) else self.fingerprint):
+        if state.get("fingerprint") != (self._fingerprint(seed_then) if isinstance(seed_then, int)
+                                        else self.fingerprint):
             raise DataError(f"{self.key}: the stream source changed since the checkpoint (dataset, config, split, "
                             "field, files or shuffle_buffer); restore the original data or start a new run")
         buffer = state.get("buffer")

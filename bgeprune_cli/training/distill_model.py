@@ -150,7 +150,8 @@ class DistillModel(nn.Module):
                  device: torch.device):
         super().__init__()
         self.student, self.masks, self.layer_maps, self.heads = student, masks, layer_maps, heads
-        self.hooks, self.pooling, self.distill, self.use_cosine, self.device = hooks, pooling, distill, use_cosine, device
+        self.hooks, self.pooling, self.distill, self.use_cosine, self.device = (
+            hooks, pooling, distill, use_cosine, device)
 
     def forward(self, batch: dict, teacher: TeacherOutputs, noise: dict | None, fixed: dict | None,
                 pairs: tuple | None) -> dict[str, torch.Tensor]:

@@ -28,12 +28,11 @@ from typing import Iterator
 
 import torch
 
-from . import checkpoints
-from ..locks import RUN_LOCK, exclusive, recover_output
-from ..filenames import METRICS
-from ..errors import Busy, UsageError
 from ..artifacts import ensure_writable
-from ..filenames import MANIFEST
+from ..errors import Busy, UsageError
+from ..filenames import MANIFEST, METRICS
+from ..locks import RUN_LOCK, exclusive, recover_output
+from . import checkpoints
 
 TRAIN = "train"  # RUN/train, the train-run artifact
 SET_ASIDE = ".replaced"

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import BaseDims, DistillSection, TargetSection, TrainSection
+from ..pruning.hooks import MaskHooks, as_float_masks
+from ..pruning.importance import log_alpha_from_importance
+from ..pruning.masks import full_layout, log_alpha_of
 from .distill_model import DistillModel, MicroBatch, Teacher
 from .distributed import Dist
 from .gates import Lagrangian, MaskSet, expected_sizes
 from .losses import LayerMaps
-from ..pruning.hooks import MaskHooks, as_float_masks
-from ..pruning.importance import log_alpha_from_importance
-from ..pruning.masks import full_layout, log_alpha_of
 
 GRAD_CLIP = 1.0
 GATES_LR_FLOOR = 0.1  # the gates' learning rate at the end of the pruning phase, relative to lr_gates

@@ -95,8 +95,8 @@ def count_tokens(index: DataIndex, files: TokenizerFiles, progress: bool = True)
     with Progress(f"tokenizing vocab.corpus ({len(index):,} texts)", len(chunks), log_every=5,
                   enabled=progress) as bar:
         for start in chunks:
-            chunk_counts, chunk_chars = count_texts([index.text(i) for i in range(start, min(start + CHUNK, len(index)))],
-                                                    files, encoders)
+            chunk_counts, chunk_chars = count_texts(
+                [index.text(i) for i in range(start, min(start + CHUNK, len(index)))], files, encoders)
             counts += chunk_counts
             chars |= chunk_chars
             bar.advance()

@@ -23,8 +23,8 @@ def main(out: str, result_dir: str, max_length: int = 64) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from ..models import m3
-    from ..models.st_files import read_pooling
     from ..models.probe import model_outputs, probe_batches, probe_texts
+    from ..models.st_files import read_pooling
 
     result = Path(result_dir)
     texts = json.loads((result / "texts.json").read_text()) if (result / "texts.json").is_file() else probe_texts()

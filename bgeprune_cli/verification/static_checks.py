@@ -20,10 +20,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
 from safetensors import safe_open
 
-from ..filenames import CONFIG, FAST_TOKENIZER, MODULES, WEIGHTS
-from ..models import m3
 from ..artifacts import Artifact, sha256_file
 from ..errors import ArtifactError
+from ..filenames import CONFIG, FAST_TOKENIZER, MODULES, WEIGHTS
+from ..models import m3
 from ..models.st_files import pooling_config_path
 
 TOKENIZER_ANY = (FAST_TOKENIZER, "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")

@@ -40,7 +40,8 @@ def _ids(out: Path, special: bool = False) -> dict:
     as_written.no_padding()  # token sequences are compared; a padding length set in the file is not a token
     as_written.no_truncation()
     auto = load_tokenizer(out)
-    found = {"tokenizer.json": lambda texts: [e.ids for e in as_written.encode_batch(texts, add_special_tokens=special)],
+    found = {"tokenizer.json":
+             lambda texts: [e.ids for e in as_written.encode_batch(texts, add_special_tokens=special)],
              "AutoTokenizer": lambda texts: auto(texts, add_special_tokens=special)["input_ids"]}
     if (out / SPM_MODEL).is_file() and not special:
         found[SPM_MODEL] = lambda texts: encode_ids(out / SPM_MODEL, texts)
@@ -96,7 +97,8 @@ def check_tokenizer(out: Path, vmap: VocabMap | None, masks_art, base_dir: Path 
         if wrong:
             k = wrong[0]
             return Check("tokenizer", "fail", f"{len(wrong)} text(s) the base tokenizes with kept tokens only tokenize "
-                         f"differently after trimming ({name}{', with special tokens' if special else ''}), e.g. {texts[k][:60]!r}: base {base_ids[k][:12]}, "
+                         f"differently after trimming ({name}{', with special tokens' if special else ''}), "
+                         f"e.g. {texts[k][:60]!r}: base {base_ids[k][:12]}, "
                          f"export mapped back {mapped[k][:12]}", {**details, "wrong": len(wrong)}), []
     chosen = [t for t, ok in zip(texts, covered) if ok]
     if not chosen:
@@ -105,4 +107,5 @@ def check_tokenizer(out: Path, vmap: VocabMap | None, masks_art, base_dir: Path 
     in_sample = sum(covered[len(texts) - len(sample):]) if sample else 0
     details.update(covered=len(chosen), covered_sample=in_sample)
     return Check("tokenizer", "pass", f"{agree}; on the {len(chosen)} that use kept tokens only ({in_sample} of "
-                 f"{len(sample)} from the trimming corpus) the ids map through vocab_map.json to the base's", details), chosen
+                 f"{len(sample)} from the trimming corpus) the ids map through vocab_map.json to the base's",
+                 details), chosen
