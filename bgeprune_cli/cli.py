@@ -343,7 +343,8 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
     def work() -> dict:
         from .stages import verify as stage
 
-        result = stage.run(model, run, compare, atol, probe, report, force, int8_min_spearman)
+        result = stage.run(model, run_dir=run, compare=compare, atol=atol, probe=probe, report=report, force=force,
+                           int8_min_spearman=int8_min_spearman)
         if not result["ok"]:
             render.verify(result)
             failed = [c["name"] for c in result["checks"] if c["status"] == "fail"]

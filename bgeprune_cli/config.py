@@ -27,8 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from .errors import RecipeError
 
-MASK_TYPES = ("layer", "heads", "ffn", "hidden")
-
 
 class _Section(BaseModel):
     # strict: `--set train.steps=true` is an error, not 1 step; no inf or nan anywhere in a recipe

@@ -6,7 +6,9 @@ offline all-MiniLM-L6-v2 package (slow tests).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,31 @@ def train_until_crash(monkeypatch, loaded, run_dir: Path, step: int = 8) -> None
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.run(loaded, run_dir)
     monkeypatch.setattr(checkpoints, "save", real_save)
+
+
+E5_PROMPTS = {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None,
+              "similarity_fn_name": "cosine"}
+
+
+@pytest.fixture()
+def prompted_base(tmp_path, builtin_cache) -> Path:
+    """tiny BERT with multilingual-e5's prompts in its sentence-transformers config."""
+    base = tmp_path / "base"
+    shutil.copytree(resolve_base("builtin:tiny-bert"), base)
+    (base / "config_sentence_transformers.json").write_text(json.dumps(E5_PROMPTS))
+    return base
+
+
+class Recorder:
+    """A BenchModel stand-in that records the texts it is asked to encode (dense vectors from a real model)."""
+
+    def __init__(self, directory: Path, hidden: int = 64):
+        from bgeprune_cli.bench.models import load_bench_model
+
+        self.real = load_bench_model(str(directory))
+        self.prompts, self.pooling, self.heads, self.hidden = self.real.prompts, self.real.pooling, None, hidden
+        self.texts: list[str] = []
+
+    def encode(self, texts, max_length, batch_size, with_heads, progress=None):
+        self.texts += texts
+        return self.real.encode(texts, max_length, batch_size, with_heads, progress)

@@ -136,15 +136,14 @@ def test_verify_proves_the_graphs_and_reports_int8_agreement(exports):
 def _onnx_checks(out, min_spearman: float = INT8_MIN_SPEARMAN) -> dict[str, dict]:
     """verify's ONNX checks alone (the full verify runs once, in the test above and on the command line)."""
     from bgeprune_cli.models.probe import probe_batches, probe_texts
-    from bgeprune_cli.stages.verify import PROBE_MAX_LENGTH, _agreement
+    from bgeprune_cli.verification import PROBE_MAX_LENGTH
     from bgeprune_cli.verification.onnx_checks import onnx_checks
 
     tokenizer, pooling, model = load_tokenizer(out), read_pooling(out), load_model(out)
     heads = m3.load_heads(out, model.config.hidden_size)
     reference = model_outputs(model, probe_batches(tokenizer, probe_texts(), PROBE_MAX_LENGTH), pooling, heads=heads)
     artifact = read_artifact(out, "hf-model")
-    checks = onnx_checks(out, artifact, reference, tokenizer, pooling, probe_texts(), PROBE_MAX_LENGTH, min_spearman,
-                         _agreement)
+    checks = onnx_checks(out, artifact, reference, tokenizer, pooling, probe_texts(), PROBE_MAX_LENGTH, min_spearman)
     return {c.name: c.to_json() for c in checks}
 
 

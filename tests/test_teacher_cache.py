@@ -214,3 +214,28 @@ def test_file_fingerprint_sees_one_byte(tmp_path):
     (tmp_path / "moved").mkdir()
     assert file_fingerprint([big, small.rename(tmp_path / "moved" / small.name)]) == changed
     assert text_key("é") == hashlib.sha256("é".encode()).hexdigest() != text_key("e")
+
+
+@pytest.mark.parametrize("weights, heads, types", [
+    ({}, False, ["layer"]), ({}, True, ["layer"]), ({"sparse": 0.0}, True, ["ffn"]), ({"colbert": 0.0}, True, []),
+    ({"tokens": 1.0}, True, ["heads"]), ({"tokens": 1.0}, False, ["hidden"]), ({"sparse": 0, "colbert": 0}, True, []),
+])
+def test_what_the_teacher_computes_is_what_the_cache_key_names(weights, heads, types, builtin_cache):
+    """One decision (TeacherNeeds) for the cache key and the teacher: the entries a teacher writes have
+    exactly the fields its key names, for every combination of losses, heads and pruned axes."""
+    from bgeprune_cli.config import DistillSection
+    from bgeprune_cli.models import m3
+    from bgeprune_cli.models.loading import load_model, load_tokenizer, resolve_base
+    from bgeprune_cli.models.st_files import read_pooling
+    from bgeprune_cli.training.distill_model import Teacher, TeacherNeeds
+
+    base = resolve_base("builtin:tiny-bge-m3")
+    distill = DistillSection(**weights)
+    needs = TeacherNeeds.of(distill, heads, types)
+    teacher = Teacher(load_model(base), m3.load_heads(base) if heads else None, read_pooling(base), needs,
+                      torch.device("cpu"))
+    batch = dict(load_tokenizer(base)(["one text", "and another, longer one"], padding=True, return_tensors="pt"))
+    entries = teacher._to_entries(teacher._forward(batch), batch["attention_mask"])
+    assert all(sorted(entry) == sorted(needs.cache_fields) for entry in entries)
+    assert ("sparse" in needs.cache_fields) == (heads and distill.sparse > 0)
+    assert ("tokens" in needs.cache_fields) == (distill.tokens > 0 and "hidden" not in types)

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from bgeprune_cli.bench.agreement import agreement
 from bgeprune_cli.cli import app
+from bgeprune_cli.models.agreement import agreement
 from bgeprune_cli.stages import export_hf, prune, verify
 from conftest import keep_only, make_run
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file
@@ -37,6 +38,11 @@ from ..pruning.masks import Layout
 from ..pruning.slicing import build_model
 from ..pruning.sources import RunContext, read_layout
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from ..models.onnx_runtime import OnnxEncoder
+
 WEIGHT_FILES = (WEIGHTS, TORCH_WEIGHTS, m3.COLBERT_FILE, m3.SPARSE_FILE, m3.HEADS_FILE)
 WHAT_IS_A_MODEL = ("pass an exported model directory (bgeprune export-hf), a run's pruned model (RUN or "
                    "RUN/pruned), a Hugging Face model directory or hub id, or builtin:NAME")
@@ -54,7 +60,7 @@ class BenchModel:
     kind: str  # "hf-model" (a bgeprune export), "pruned-model" (a run's pruned model) or "model"
     directory: Path
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     pooling: Pooling
     heads: m3.M3Heads | None
     weight_files: list[Path]
@@ -64,7 +70,7 @@ class BenchModel:
     vocab_map: VocabMap | None = None  # a trimmed vocabulary: its ids -> the base's
     prompts: Prompts = Prompts()  # what the model expects before queries and passages
     backend: str = "torch"  # or "onnx", "onnx-int8": then `graph` runs it (backends.py)
-    graph: object | None = None  # an onnx_runtime.OnnxEncoder
+    graph: OnnxEncoder | None = None
     graph_source: str | None = None  # where the graph came from (the export's onnx/, or traced at bench time)
 
     @property

@@ -7,7 +7,7 @@
     sentence-transformers' `TranslationEvaluator`: a match is right when the text found equals
     the true translation).
   - Agreement with the base: score-matrix Spearman and top-10 neighbour overlap per mode, plus dense
-    cosine when the dimensions match (`agreement.py`).
+    cosine when the dimensions match (`models/agreement.py`).
 Modes: dense always; sparse, ColBERT and their combination (`m3`, FlagEmbedding's
 colbert+sparse+dense) when every compared model has bge-m3 head files.
 
@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 
 from ..models import m3
+from ..models.agreement import agreement, score_agreement
 from ..models.m3 import M3Output
 from ..ui import Progress
-from .agreement import agreement, score_agreement
 from .eval_data import BeirSet, BitextSet
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}

@@ -1,7 +1,7 @@
 """The base model a recipe names: where it lives, its config, its weights, tokenizer and pooling.
 
 `base.model` is a local directory, a Hugging Face hub id (fetched once into the HF cache), or
-`builtin:NAME` (see `tiny.py`). Weights are always loaded through `AutoModel` and the loading
+`builtin:NAME` (see `models/builtins.py`). Weights are always loaded through `AutoModel` and the loading
 info is checked: a base with missing or mismatched weights is refused rather than silently
 re-initialised.
 

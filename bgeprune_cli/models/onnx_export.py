@@ -47,7 +47,7 @@ M3_OUTPUTS = ("dense_vecs", "sparse_vecs", "colbert_vecs")  # FlagEmbedding's na
 EXTERNAL_MIN_BYTES = 1024  # initializers this large go to model.onnx_data; small constants stay in the graph
 # Dynamic int8 as Optimum's avx512_vnni (and arm64) configs make it: uint8 activations quantized per
 # batch at run time, int8 weights per output channel, full range. Per-channel costs nothing at run time
-# and kept agreement higher in benchmarks/onnx_int8_agreement.py (docs/results.md, ONNX).
+# (docs/results.md, ONNX).
 INT8 = {"weights": "QInt8", "activations": "QUInt8", "per_channel": True, "reduce_range": False}
 STAND_IN_ROWS = 8  # rows of the word-embedding table while tracing (export_onnx)
 # Two texts of different lengths, so the trace sees padding; verify probes other lengths and batch sizes.

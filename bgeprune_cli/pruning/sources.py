@@ -24,10 +24,10 @@ from ..models import m3
 from ..models.base_checks import check_base
 from ..models.families import Adapter, adapter_for
 from ..models.loading import load_model, read_config, resolve_base
+from ..models.probe import model_outputs
 from ..models.st_files import read_pooling, read_prompts
+from .hooks import MaskHooks, as_float_masks
 from .masks import Layout
-
-LINEAGE = "lineage.json"  # an export's record of the artifacts it came from
 
 
 @dataclass
@@ -107,3 +107,11 @@ def read_layout(masks: Artifact) -> Layout:
     if not isinstance(layout, dict):
         raise ArtifactError(f"{masks.path}/manifest.json records no layout; re-run 'bgeprune finalize-masks'.")
     return Layout.from_json(layout)
+
+
+def masked_outputs(model, ctx: RunContext, masks: dict[str, torch.Tensor], layout: Layout, batches: list[dict],
+                   heads: m3.M3Heads | None) -> dict:
+    """The masked model's outputs on `batches`: what `prune` checks the pruned model against and `verify`
+    the export (gates at 0/1 through the hooks, LayerNorms over the kept hidden dims)."""
+    with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
+        return model_outputs(model, batches, ctx.pooling, layout.hidden, heads)

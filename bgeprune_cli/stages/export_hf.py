@@ -98,8 +98,8 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     heads = (m3.M3Heads.from_tensors(load_file(str(pruned.file(m3.HEADS_FILE))))
              if pruned.has_file(m3.HEADS_FILE) else None)
     if heads is None and ctx.base_heads is not None:
-        raise UsageError(f"{pruned.path} has no {m3.HEADS_FILE} but its base has bge-m3 heads: it was pruned by "
-                         f"an older bgeprune. Run 'bgeprune prune' again, so the export gets sliced heads.")
+        raise UsageError(f"{pruned.path} has no {m3.HEADS_FILE} but its base has bge-m3 heads: the export would "
+                         f"lack the sliced sparse and ColBERT heads. Run 'bgeprune prune' again, so it writes them.")
     vocab = masks.info.get("vocab") if layout.vocab is not None else None
     info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
             "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {})}

@@ -80,5 +80,5 @@ def _check_recovery_masks(train, masks: dict[str, torch.Tensor]) -> None:
                     if k not in used or k not in masks or not torch.equal(used[k].to(torch.bool), masks[k]))
     if differ:
         raise ArtifactError(f"{train.path}: finalizing its gates gives other {', '.join(differ)} masks than its "
-                            f"recovery phase trained with; was the run written by a different bgeprune version? "
-                            f"Re-run 'bgeprune train'.")
+                            f"recovery phase trained with, so the recovered weights belong to other masks. Re-run "
+                            f"'bgeprune train' to get a run whose gates and recovery masks agree.")

@@ -27,10 +27,9 @@ from ..locks import claim_output
 from ..models import m3
 from ..models.loading import load_tokenizer, weights_dtype
 from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
-from ..pruning.hooks import MaskHooks, as_float_masks
 from ..pruning.masks import full_layout
 from ..pruning.slicing import build_model, slice_state_dict, stock_config
-from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
+from ..pruning.sources import RunContext, masked_outputs, read_layout, read_masks, source_heads, source_model
 from ..pruning.vocab import parity_batches
 from ..ui import step
 
@@ -62,8 +61,7 @@ def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
         batches = pruned_batches = probe_batches(tokenizer, texts, max_length=64)
         if layout.vocab is not None:
             batches, pruned_batches = parity_batches(batches, layout.vocab, tokenizer.unk_token_id)
-        with MaskHooks(model, ctx.adapter, as_float_masks(masks), layout.head_dim):
-            masked = model_outputs(model, batches, ctx.pooling, layout.hidden, heads)
+        masked = masked_outputs(model, ctx, masks, layout, batches, heads)
         outputs = model_outputs(pruned, pruned_batches, ctx.pooling, heads=pruned_heads)
         if layout.vocab is not None and "sparse_token_ids" in outputs:  # lexical weights: compare the base's ids
             outputs["sparse_token_ids"] = torch.tensor(layout.vocab)[outputs["sparse_token_ids"]]

@@ -30,6 +30,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
@@ -41,7 +42,7 @@ from ..errors import BgepruneError, UsageError
 from ..filenames import GATES, LAGRANGIAN, M3_HEADS, METRICS, RECOVERY_MASKS, STUDENT
 from ..models.loading import base_config, load_model, load_tokenizer
 from ..models.probe import probe_batches, probe_texts
-from ..models.st_files import Prompts, pooling_config_path
+from ..models.st_files import Prompts
 from ..pruning.importance import importance_scores
 from ..pruning.masks import Layout
 from ..pruning.sources import RunContext
@@ -51,9 +52,15 @@ from ..training.batches import TrainData
 from ..training.distill_model import enable_checkpointing
 from ..training.distributed import Dist
 from ..training.fixed_masks import API, FixedMasks, from_tensors, read_fixed_masks
+from ..training.teacher_cache import open_run_cache
 from ..training.trainer import Trainer, TrainModels
 from ..training.vocab_corpus import preflight
 from ..ui import Progress, err, esc
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from ..training.teacher_cache import TeacherCache
 
 
 class TrainingDiverged(BgepruneError):
@@ -75,6 +82,11 @@ class TrainOptions:
     resume_hint: str = ""  # the exact command that continues this run
 
 
+# Session attributes a checkpoint carries (state key -> attribute), beside the trainer, the data position
+# and the random generators; written and read back from this one list.
+SESSION_STATE = {"bad_steps": "bad_steps", "elapsed_s": "elapsed"}
+
+
 @dataclass
 class Session:
     """Everything one run holds, phase after phase."""
@@ -84,9 +96,9 @@ class Session:
     dist: Dist
     options: TrainOptions
     data: TrainData
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     trainer: Trainer
-    cache: object | None  # training.teacher_cache.TeacherCache
+    cache: TeacherCache | None
     prompts: Prompts  # the base's query and passage prompts, applied to the training texts
     fixed: FixedMasks | None  # recovery only, with these masks
     step: int = 0
@@ -170,7 +182,8 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
     student = load_model(ctx.base_dir).to(dist.device)
     if options.gradient_checkpointing:
         enable_checkpointing(student)
-    cache = _open_cache(options.teacher_cache, ctx, r, dist) if options.teacher_cache is not None else None
+    cache = (open_run_cache(options.teacher_cache, ctx, r, dist.device, dist.rank, _cache_warning)
+             if options.teacher_cache is not None else None)
     models = TrainModels(student, teacher, ctx.base_heads, ctx.adapter, ctx.dims, ctx.pooling)
     trainer = Trainer(models, r.train, r.distill, r.target, targeted_masks(r.target, ctx.dims), prune_steps, total,
                       dist, cache)
@@ -211,21 +224,8 @@ def _check_resumed_masks(checkpoint: checkpoints.Checkpoint, fixed: FixedMasks |
                      f"with {again}, or start over with --force.")
 
 
-def _open_cache(root: Path, ctx: RunContext, r, dist: Dist):
-    """The teacher cache for exactly this teacher, max length, precision and set of outputs."""
-    from ..training.teacher_cache import TeacherCache, teacher_key
-
-    if r.distill.layerwise > 0:
-        raise UsageError("--teacher-cache cannot hold the per-layer teacher states that distill.layerwise needs; "
-                         "set distill.layerwise = 0 or drop --teacher-cache.")
-    heads = ctx.base_heads is not None
-    fields = ["embedding"] + ["sparse"] * (heads and r.distill.sparse > 0) \
-        + ["colbert"] * (heads and r.distill.colbert > 0) \
-        + ["tokens"] * (r.distill.tokens > 0 and "hidden" not in targeted_masks(r.target, ctx.dims))
-    key = teacher_key(ctx.base_dir, pooling_config_path(ctx.base_dir), r.data.max_length, fields, repr(ctx.pooling),
-                      "bf16-autocast" if dist.device.type == "cuda" else "fp32")
-    return TeacherCache(Path(root).expanduser(), key, writer=f"rank{dist.rank}",
-                        warn=lambda message: err.print(f"[yellow]teacher cache:[/] {esc(message)}", highlight=False))
+def _cache_warning(message: str) -> None:
+    err.print(f"[yellow]teacher cache:[/] {esc(message)}", highlight=False)
 
 
 def _resume(session: Session, checkpoint: checkpoints.Checkpoint) -> None:
@@ -234,7 +234,9 @@ def _resume(session: Session, checkpoint: checkpoints.Checkpoint) -> None:
     trainer.load({name: checkpoint.tensors(name) for name in checkpoints.TENSOR_FILES}, state["trainer"])
     session.data.load_state_dict(state)
     checkpoints.restore_rng(state["rng"], trainer.generator)
-    session.step, session.bad_steps, session.elapsed = checkpoint.step, state["bad_steps"], state["elapsed_s"]
+    session.step = checkpoint.step
+    for key, attribute in SESSION_STATE.items():
+        setattr(session, attribute, state[key])
     if session.dist.is_main:
         train_run_dir.truncate_metrics(session.run_dir, session.step)
     if session.step >= trainer.prune_steps and trainer.fixed is None:
@@ -309,7 +311,7 @@ def _checkpoint(s: Session) -> Path | None:
     path = checkpoints.checkpoint_dir(s.run_dir) / f"step-{s.step:08d}"
     if s.dist.is_main:
         state = {"trainer": trainer.state(), **s.data.state_dict(), "rng": checkpoints.rng_state(trainer.generator),
-                 "bad_steps": s.bad_steps, "elapsed_s": s.elapsed}
+                 **{key: getattr(s, attribute) for key, attribute in SESSION_STATE.items()}}
         r = s.recipe
         path = checkpoints.save(s.run_dir, s.step, tensors, state,
                                 {"data": s.data.fingerprints, "world_size": s.dist.world,

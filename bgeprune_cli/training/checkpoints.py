@@ -91,10 +91,6 @@ def save(run_dir: Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], 
     return out
 
 
-def remove_all(run_dir: Path) -> None:
-    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
-
-
 def rng_state(generator: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "gates": generator.get_state()}
     if torch.cuda.is_available():

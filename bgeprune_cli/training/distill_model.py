@@ -22,6 +22,28 @@ from torch import nn
 from .losses import colbert_kl, contrastive_loss, cosine_loss, similarity_kl, sparse_mse, token_cosine_loss
 
 
+@dataclass(frozen=True)
+class TeacherNeeds:
+    """Which teacher outputs a run's losses read, decided once: the teacher computes exactly these, the
+    teacher cache stores exactly these and its key names them, so a cache can never serve entries that
+    lack an output a loss now reads."""
+
+    sparse: bool = False  # bge-m3 heads and distill.sparse > 0
+    colbert: bool = False  # bge-m3 heads and distill.colbert > 0
+    tokens: bool = False  # distill.tokens > 0, hidden kept (the states must share their width)
+    layerwise: bool = False  # distill.layerwise > 0: every layer's states (the cache cannot hold them)
+
+    @classmethod
+    def of(cls, distill, has_heads: bool, types: list[str]) -> "TeacherNeeds":
+        return cls(sparse=has_heads and distill.sparse > 0, colbert=has_heads and distill.colbert > 0,
+                   tokens=distill.tokens > 0 and "hidden" not in types, layerwise=distill.layerwise > 0)
+
+    @property
+    def cache_fields(self) -> list[str]:
+        """The per-text entries the cache stores: the pooled embedding and each token-level output."""
+        return ["embedding"] + [name for name in ("sparse", "colbert", "tokens") if getattr(self, name)]
+
+
 @dataclass
 class MicroBatch:
     batch: dict                 # tokenized texts, on the device
@@ -68,11 +90,11 @@ def embed(model, batch: dict, pooling, hidden_states: bool, device: torch.device
 class Teacher:
     """The frozen base; `outputs` reads the cache first when there is one."""
 
-    def __init__(self, model, heads, pooling, distill, device: torch.device, cache=None, want_tokens: bool = False):
+    def __init__(self, model, heads, pooling, needs: TeacherNeeds, device: torch.device, cache=None):
         self.model, self.heads, self.pooling, self.device, self.cache = model, heads, pooling, device, cache
-        self.layerwise, self.want_tokens = distill.layerwise > 0, want_tokens
-        self.want_sparse = heads is not None and distill.sparse > 0
-        self.want_colbert = heads is not None and distill.colbert > 0
+        self.needs = needs
+        self.layerwise, self.want_tokens = needs.layerwise, needs.tokens
+        self.want_sparse, self.want_colbert = needs.sparse, needs.colbert
         self.forwards = 0
         model.register_forward_pre_hook(self._count)
 

@@ -317,3 +317,21 @@ class TeacherCache:
         except Exception as exc:  # damaged since it was indexed
             self._drop(name, f"could not be read ({exc.__class__.__name__}: {exc})")
         return None
+
+
+def open_run_cache(root: Path, ctx, r, device: torch.device, rank: int,
+                   warn: Callable[[str], None]) -> TeacherCache:
+    """The cache for exactly one run's teacher (`ctx`: a pruning.sources.RunContext; `r`: its Recipe), max
+    length, precision and teacher outputs (`TeacherNeeds`, what the trainer's teacher computes too)."""
+    from ..config import targeted_masks
+    from ..errors import UsageError
+    from ..models.st_files import pooling_config_path
+    from .distill_model import TeacherNeeds
+
+    needs = TeacherNeeds.of(r.distill, ctx.base_heads is not None, targeted_masks(r.target, ctx.dims))
+    if needs.layerwise:
+        raise UsageError("--teacher-cache cannot hold the per-layer teacher states that distill.layerwise needs; "
+                         "set distill.layerwise = 0 or drop --teacher-cache.")
+    key = teacher_key(ctx.base_dir, pooling_config_path(ctx.base_dir), r.data.max_length, needs.cache_fields,
+                      repr(ctx.pooling), "bf16-autocast" if device.type == "cuda" else "fp32")
+    return TeacherCache(Path(root).expanduser(), key, writer=f"rank{rank}", warn=warn)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,10 +29,15 @@ from ..config import BaseDims, DistillSection, TargetSection, TrainSection
 from ..pruning.hooks import MaskHooks, as_float_masks
 from ..pruning.importance import log_alpha_from_importance
 from ..pruning.masks import full_layout, log_alpha_of
-from .distill_model import DistillModel, MicroBatch, Teacher
+from .distill_model import DistillModel, MicroBatch, Teacher, TeacherNeeds
 from .distributed import Dist
 from .gates import Lagrangian, MaskSet, expected_sizes
 from .losses import LayerMaps
+
+if TYPE_CHECKING:
+    from ..models.families import Adapter
+    from ..models.m3 import M3Heads
+    from ..models.st_files import Pooling
 
 GRAD_CLIP = 1.0
 GATES_LR_FLOOR = 0.1  # the gates' learning rate at the end of the pruning phase, relative to lr_gates
@@ -44,10 +50,10 @@ class TrainModels:
 
     student: torch.nn.Module
     teacher: torch.nn.Module
-    heads: object | None  # models.m3.M3Heads
-    adapter: object  # models.families.Adapter
+    heads: M3Heads | None
+    adapter: Adapter
     dims: BaseDims
-    pooling: object  # models.st_files.Pooling
+    pooling: Pooling
 
 
 @dataclass
@@ -83,8 +89,9 @@ class Trainer:
         self.student_heads = copy.deepcopy(heads).to(device) if heads is not None else None
         teacher_heads = copy.deepcopy(heads).to(device).requires_grad_(False) if heads is not None else None
         # The per-token term needs the teacher's token states; like cosine it needs the same hidden dims.
-        self.use_tokens = distill.tokens > 0 and "hidden" not in types
-        self.teacher = Teacher(teacher, teacher_heads, pooling, distill, device, cache, want_tokens=self.use_tokens)
+        needs = TeacherNeeds.of(distill, heads is not None, types)
+        self.use_tokens = needs.tokens
+        self.teacher = Teacher(teacher, teacher_heads, pooling, needs, device, cache)
         # One module for everything DDP must all-reduce; in one process `wrap` returns it as is.
         self.model = self.dist.wrap(DistillModel(student, self.masks, self.layer_maps, self.student_heads, self.hooks,
                                                  pooling, distill, self.use_cosine, device))

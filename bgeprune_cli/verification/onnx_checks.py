@@ -19,13 +19,13 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..artifacts import Artifact
 from ..errors import BadModelFiles
 from ..filenames import ONNX_DIR
+from ..models.agreement import encodings_agreement
 from ..models.m3 import M3Output, special_token_ids
 from ..models.onnx_export import require_onnx
 from ..models.onnx_runtime import OnnxEncoder, probe_outputs
@@ -41,8 +41,7 @@ INT8_MIN_SPEARMAN = 0.9
 
 
 def onnx_checks(out: Path, artifact: Artifact | None, torch_outputs: dict, tokenizer, pooling, texts: list[str],
-                max_length: int, min_spearman: float,
-                agreement: Callable[[M3Output, M3Output, bool], dict]) -> list[Check]:
+                max_length: int, min_spearman: float) -> list[Check]:
     """The ONNX checks of `out`; `torch_outputs` are the PyTorch export's probe outputs (fresh process)."""
     info = artifact.info.get("onnx") if artifact is not None else None
     if info is None:
@@ -70,7 +69,7 @@ def onnx_checks(out: Path, artifact: Artifact | None, torch_outputs: dict, token
             int8 = Check("onnx-int8", "fail", f"{files['int8'].name} holds no quantized operator, so it is not an int8 "
                          f"graph (the fp32 graph copied over it?); run 'bgeprune export-onnx {out} --force'")
         checks.append(int8 if isinstance(int8, Check) else
-                      _int8(fp32, int8, tokenizer, pooling, texts, max_length, min_spearman, agreement))
+                      _int8(fp32, int8, tokenizer, pooling, texts, max_length, min_spearman))
     return checks
 
 
@@ -114,14 +113,14 @@ def _parity(graph: OnnxEncoder, torch_outputs: dict, batches: list[dict], poolin
 
 
 def _int8(fp32: OnnxEncoder, int8: OnnxEncoder, tokenizer, pooling, texts: list[str], max_length: int,
-          min_spearman: float, agreement: Callable[[M3Output, M3Output, bool], dict]) -> Check:
+          min_spearman: float) -> Check:
     special = special_token_ids(tokenizer)
     with_heads = fp32.has_m3_outputs and int8.has_m3_outputs
     batches = probe_batches(tokenizer, texts, max_length, single_first=False)
     with torch.inference_mode():
         ref, got = (M3Output.concat([g.m3_batch(b, pooling, special, with_heads) for b in batches])
                     for g in (fp32, int8))
-    numbers = agreement(ref, got, with_heads)
+    numbers = encodings_agreement(ref, got, with_heads)
     low = {mode: v["spearman_pairwise"] for mode, v in numbers.items() if v["spearman_pairwise"] < min_spearman}
     shown = "; ".join(f"{mode}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
                       for mode, values in numbers.items())

@@ -5,21 +5,18 @@ lexical matching; ColBERT: late interaction). Agreement compares two such matric
 the same dimensions: Spearman correlation of all off-diagonal scores, and the overlap of each
 text's top-k neighbours. Dense vectors of the same width are also compared directly (cosine).
 
+bench reports it per mode; verify uses it for the int8 graph and `--compare`.
+
 Example:
     bgeprune verify out/smoke-m3 --compare builtin:tiny-bge-m3
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..models import m3
-from ..models.encoding import encode
-from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
-from ..models.m3 import M3Output
-from ..models.st_files import read_pooling, read_prompts
+from . import m3
+from .m3 import M3Output
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -57,23 +54,6 @@ def m3_agreement(ref: M3Output, got: M3Output, k: int = 10) -> dict:
                                        m3.colbert_scores(got.colbert, got.colbert), k)}
 
 
-def _encode(directory: Path, texts: list[str], with_heads: bool) -> M3Output | torch.Tensor:
-    """The texts as passages, with the model's own passage prompt (if its sentence-transformers config has one)."""
-    model, tokenizer, pooling = load_model(directory), load_tokenizer(directory), read_pooling(directory)
-    heads = m3.load_heads(directory, read_config(directory)["hidden_size"]) if with_heads else None
-    out = encode(model, tokenizer, pooling, read_prompts(directory).passages(texts), heads=heads, max_length=256,
-                 batch_size=8)
-    return out if heads is not None else out.dense
-
-
-def compare_models(out: Path, reference: str, texts: list[str]) -> dict:
-    """Agreement of `out` with `reference` per mode; sparse and ColBERT only when both are bge-m3 style."""
-    ref_dir = resolve_base(reference)
-    both = m3.has_heads(ref_dir) and m3.has_heads(out)
-    ref, got = _encode(ref_dir, texts, both), _encode(out, texts, both)
-    if both:
-        return {**m3_agreement(ref, got), "texts": len(texts)}
-    note = None
-    if m3.has_heads(ref_dir) != m3.has_heads(out):
-        note = "sparse and ColBERT not compared: only one of the two models has bge-m3 head files"
-    return {"dense": agreement(ref, got), "texts": len(texts), **({"note": note} if note else {})}
+def encodings_agreement(ref: M3Output, got: M3Output, with_heads: bool) -> dict:
+    """Per-mode agreement of two encodings of the same texts; dense alone without bge-m3's heads."""
+    return m3_agreement(ref, got) if with_heads else {"dense": agreement(ref.dense, got.dense)}
