@@ -79,7 +79,7 @@ def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], tar
 
 def corpus_vocab(base_model: str, texts: list[str], min_count: int = 1) -> list[int]:
     """The kept ids for a corpus of `texts`, computed as finalize-masks does (without files)."""
-    from bgeprune_cli.models.tokenizer_files import base_tokenizer_files
+    from bgeprune_cli.models.tokenizers.files import base_tokenizer_files
     from bgeprune_cli.pruning.vocab import select_vocabulary
     from bgeprune_cli.training.vocab_corpus import count_texts
 

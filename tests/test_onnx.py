@@ -18,8 +18,8 @@ from bgeprune_cli.config import BaseDims
 from bgeprune_cli.errors import BadModelFiles
 from bgeprune_cli.models import m3
 from bgeprune_cli.models.loading import load_model, load_tokenizer, read_config, resolve_base
-from bgeprune_cli.models.onnx_export import M3_OUTPUTS, export_onnx, quantize_int8
-from bgeprune_cli.models.onnx_runtime import OnnxEncoder, probe_outputs
+from bgeprune_cli.models.onnx.export import M3_OUTPUTS, export_onnx, quantize_int8
+from bgeprune_cli.models.onnx.runtime import OnnxEncoder, probe_outputs
 from bgeprune_cli.models.probe import max_abs_diff, model_outputs
 from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.stages import export_hf, prune, verify
@@ -193,7 +193,7 @@ def test_export_onnx_refusals_force_and_atomicity(exports, tmp_path, monkeypatch
     result = runner.invoke(app, ["export-onnx", str(exports["xlmr"].parent / "run" / "pruned")])
     assert result.exit_code == 3 and "'export-onnx' needs 'hf-model'" in result.stderr
     before = (copy / "manifest.json").read_bytes()
-    from bgeprune_cli.models import onnx_export
+    from bgeprune_cli.models.onnx import export as onnx_export
 
     def broken(*args, **kwargs):
         raise RuntimeError("quantizer crashed")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bgeprune_cli.m3_encoder import M3Encoder
-from bgeprune_cli.models.onnx_runtime import OnnxEncoder
+from bgeprune_cli.models.onnx.runtime import OnnxEncoder
 from test_compat import COMPAT_PYTHON
 from test_onnx import exports  # noqa: F401  (the module fixture: tiny exports with onnx/)
 

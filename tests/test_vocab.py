@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from bgeprune_cli.cli import app
 from bgeprune_cli.errors import DataError, RecipeError
 from bgeprune_cli.models.builtins import materialize
-from bgeprune_cli.models.vocab_map import VocabMap
+from bgeprune_cli.models.tokenizers.vocab_map import VocabMap
 from bgeprune_cli.pruning.vocab import select_vocabulary
 from bgeprune_cli.stages import bench
 from test_vocab_pipeline import CORPUS, TEXTS
@@ -235,7 +235,7 @@ def test_the_word_start_piece_is_kept_like_a_special_token(builtin_cache):
     sentencepiece.bpe.model fuse unknown runs across words while tokenizer.json split them, and verify
     failed without saying why. It is kept, as special tokens are."""
     from bgeprune_cli.models.loading import read_config, resolve_base
-    from bgeprune_cli.models.tokenizer_files import WORD_START, base_tokenizer_files
+    from bgeprune_cli.models.tokenizers.files import WORD_START, base_tokenizer_files
 
     for name in ("builtin:tiny-xlm-roberta", "builtin:tiny-bge-m3"):
         files = base_tokenizer_files(resolve_base(name), read_config(resolve_base(name)))

@@ -22,9 +22,9 @@ from bgeprune_cli.m3_encoder import M3Encoder
 from bgeprune_cli.models import m3
 from bgeprune_cli.models.loading import load_model, load_tokenizer, recipe_base_dims
 from bgeprune_cli.models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
-from bgeprune_cli.models.sentencepiece_model import encode_ids
 from bgeprune_cli.models.st_files import read_pooling
-from bgeprune_cli.models.vocab_map import VocabMap
+from bgeprune_cli.models.tokenizers.sentencepiece_model import encode_ids
+from bgeprune_cli.models.tokenizers.vocab_map import VocabMap
 from bgeprune_cli.pruning.hooks import MaskHooks, as_float_masks
 from bgeprune_cli.pruning.sources import RunContext, read_layout, read_masks
 from bgeprune_cli.stages import export_hf, finalize_masks, magnitude, prune, verify

@@ -10,12 +10,12 @@ import pytest
 from tokenizers import Tokenizer, normalizers
 
 from bgeprune_cli.errors import BadModelFiles
-from bgeprune_cli.models import sentencepiece_model as spm
 from bgeprune_cli.models.builtins import materialize
 from bgeprune_cli.models.loading import load_tokenizer, read_config
 from bgeprune_cli.models.probe import probe_texts
-from bgeprune_cli.models.tokenizer_files import base_tokenizer_files, read_tokenizer_files
-from bgeprune_cli.models.vocab_map import VocabMap
+from bgeprune_cli.models.tokenizers import sentencepiece_model as spm
+from bgeprune_cli.models.tokenizers.files import base_tokenizer_files, read_tokenizer_files
+from bgeprune_cli.models.tokenizers.vocab_map import VocabMap
 from bgeprune_cli.stages import export_hf, prune
 from bgeprune_cli.verification.tokenizer_check import check_tokenizer
 from conftest import corpus_vocab, make_run

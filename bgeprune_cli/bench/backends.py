@@ -9,7 +9,7 @@ the pruned int8 graph against the unpruned model in PyTorch. The others are `mod
 
 An export's graphs come from its `onnx/`, checked against its manifest (what `verify` proved).
 Any other model directory (a base, a foreign model) is traced at bench time by the same exporter
-(models/onnx_export.py) into a temporary directory that lives as long as the bench run; the report
+(models/onnx/export.py) into a temporary directory that lives as long as the bench run; the report
 says which for each entry (`graph_source`). Graphs run on onnxruntime's CPU provider.
 
 Example:
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..filenames import ONNX_DATA, ONNX_DIR, ONNX_INT8, ONNX_MODEL
-from ..models.onnx_export import export_onnx
-from ..models.onnx_runtime import OnnxEncoder
+from ..models.onnx.export import export_onnx
+from ..models.onnx.runtime import OnnxEncoder
 from ..ui import step
 from .models import BenchModel, label_of
 

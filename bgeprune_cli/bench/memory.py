@@ -58,13 +58,13 @@ def main(spec: str, dtype_name: str, attn: str, device: str, batch: int, length:
         try:
             import onnxruntime  # noqa: F401  (baseline too)
         except ImportError:  # the parent loaded the graph, so only a broken install gets here
-            from ..models.onnx_export import require_onnx
+            from ..models.onnx.export import require_onnx
 
             require_onnx()
     baseline = psutil.Process().memory_info().rss
     if graph is not None:  # the graph alone: what serving it with onnxruntime holds
         from ..models.loading import load_tokenizer
-        from ..models.onnx_runtime import OnnxEncoder
+        from ..models.onnx.runtime import OnnxEncoder
         from ..models.st_files import read_pooling
 
         model = BenchModel(spec, "onnx", Path(directory), None, load_tokenizer(Path(directory)),

@@ -32,8 +32,8 @@ from ..models.families import adapter_for
 from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
 from ..models.m3 import M3Output
 from ..models.st_files import Pooling, Prompts, read_pooling, read_prompts
-from ..models.tokenizer_trim import trimmed_tokenizer_dir
-from ..models.vocab_map import VocabMap
+from ..models.tokenizers.trim import trimmed_tokenizer_dir
+from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout
 from ..pruning.slicing import build_model
 from ..pruning.sources import RunContext, read_layout
@@ -41,7 +41,7 @@ from ..pruning.sources import RunContext, read_layout
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from ..models.onnx_runtime import OnnxEncoder
+    from ..models.onnx.runtime import OnnxEncoder
 
 WEIGHT_FILES = (WEIGHTS, TORCH_WEIGHTS, m3.COLBERT_FILE, m3.SPARSE_FILE, m3.HEADS_FILE)
 WHAT_IS_A_MODEL = ("pass an exported model directory (bgeprune export-hf), a run's pruned model (RUN or "

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ..models.onnx_export import HIDDEN_OUTPUT
+from ..models.onnx.export import HIDDEN_OUTPUT
 from .size import flops_per_token
 
 _FILLER = ("Structured pruning removes whole attention heads, feed-forward units and layers from a "

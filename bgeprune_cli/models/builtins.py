@@ -199,7 +199,7 @@ def _write_sentencepiece(directory: Path) -> None:
     deterministic). Its charsmap maps every Unicode space to ' ', which SentencePiece then collapses and
     strips, as WhitespaceSplit does in tokenizer.json, so both files give the same ids
     (tests/test_vocab_tokenizers.py)."""
-    from . import sentencepiece_model as spm
+    from .tokenizers import sentencepiece_model as spm
 
     vocab = [tuple(v) for v in json.loads((directory / FAST_TOKENIZER).read_text(encoding="utf-8"))["model"]["vocab"]]
     charsmap = spm.precompiled_charsmap({c: " " for c in spm.WHITESPACE if c != " "})

@@ -5,7 +5,7 @@ model takes (its position embeddings; the tokenizer's own limit), and encoded in
 dense vectors always, lexical weights and ColBERT vectors when bge-m3 heads are given. With
 `longest_first` batches hold texts of similar length (less padding, as sentence-transformers and
 FlagEmbedding do it); the output is in input order either way. With `graph` (an ONNX graph of the
-same export, `onnx_runtime.OnnxEncoder`) the graph runs each batch, heads included, and `model`
+same export, `onnx.runtime.OnnxEncoder`) the graph runs each batch, heads included, and `model`
 only gives the config that caps the length.
 
 Example (what M3Encoder.encode runs):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models.families import Adapter
-from ..models.tokenizer_files import SPECIAL_ID_KEYS
+from ..models.tokenizers.files import SPECIAL_ID_KEYS
 from .masks import Layout
 
 PARAMS = ("weight", "bias")

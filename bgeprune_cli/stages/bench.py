@@ -80,7 +80,7 @@ def _resolve(options: BenchOptions) -> tuple[str, torch.dtype, list[int], list[i
     if any(b != "torch" for b in options.backends + (options.compare_backends or [])):
         if device != "cpu":
             raise UsageError(f"the ONNX backends run on onnxruntime's CPU provider; pass --device cpu (not {device})")
-        from ..models.onnx_export import require_onnx
+        from ..models.onnx.export import require_onnx
 
         require_onnx()  # exit 4 with the install command before any model loads
     return device, getattr(torch, dtype_name), batches, lengths

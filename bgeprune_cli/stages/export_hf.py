@@ -5,13 +5,13 @@ other field copied from the base, no auto_map), model.safetensors including the 
 tokenizer files byte-for-byte, sentence-transformers files with the base's pooling and the real
 dimension, a model card and `lineage.json` (the artifacts it came from and the kept indices).
 With a trimmed vocabulary the tokenizer files are the one thing rewritten rather than copied, all of
-them from the masks artifact's kept-id list (models/tokenizer_trim.py), config.json gets the new
+them from the masks artifact's kept-id list (models/tokenizers/trim.py), config.json gets the new
 vocab_size, and `vocab_map.json` (new id -> the base's id) is written and named in lineage.json.
 For bge-m3 bases also `colbert_linear.pt` and `sparse_linear.pt` (plain state dicts in the dtype of
 the base's head files), without which FlagEmbedding would silently make random heads.
 
 With `--onnx` the export also holds `onnx/`: fp32 and int8 ONNX graphs traced from the files just
-written (models/onnx_export.py), listed in the manifest like every other file.
+written (models/onnx/export.py), listed in the manifest like every other file.
 
 `--format stock` (default) needs masks every stock config can describe: the same heads and FFN in
 every kept layer, and hidden = head_size * heads. `--format padded` zero-pads other results to a
@@ -34,11 +34,11 @@ from ..filenames import CONFIG, LINEAGE, MODEL_CARD, ONNX_DIR, TOKENIZER_FILES, 
 from ..locks import claim_output
 from ..models import m3
 from ..models.card import CardFacts, count_base_params, model_card
-from ..models.onnx_export import export_onnx, require_onnx
+from ..models.onnx.export import export_onnx, require_onnx
 from ..models.st_files import write_export_files
-from ..models.tokenizer_files import base_tokenizer_files
-from ..models.tokenizer_trim import write_trimmed
-from ..models.vocab_map import VocabMap
+from ..models.tokenizers.files import base_tokenizer_files
+from ..models.tokenizers.trim import write_trimmed
+from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout, full_layout
 from ..pruning.slicing import pad_to_stock, stock_config
 from ..pruning.sources import RunContext, read_layout, source_weights_file

@@ -20,7 +20,7 @@ from ..atomic import atomic_dir, probe_writable
 from ..errors import BgepruneError, UsageError, environment_error, os_error_in
 from ..filenames import ONNX_DIR
 from ..locks import claim_output, recover_output
-from ..models.onnx_export import export_onnx, require_onnx
+from ..models.onnx.export import export_onnx, require_onnx
 from ..ui import step
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..config import Recipe, VocabSection
 from ..errors import DataError, RecipeError
 from ..models.probe import PROBE_TEXT
-from ..models.tokenizer_files import TokenizerFiles, base_tokenizer_files
+from ..models.tokenizers.files import TokenizerFiles, base_tokenizer_files
 from ..pruning.vocab import select_vocabulary, vocab_summary
 from ..ui import Progress
 from .data import DataIndex, open_data

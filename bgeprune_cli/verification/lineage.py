@@ -13,7 +13,7 @@ from pathlib import Path
 from ..artifacts import Artifact, read_artifact
 from ..errors import ArtifactError
 from ..filenames import LINEAGE, VOCAB_MAP
-from ..models.vocab_map import VocabMap
+from ..models.tokenizers.vocab_map import VocabMap
 from .static_checks import Check
 
 

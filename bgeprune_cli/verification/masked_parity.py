@@ -18,7 +18,7 @@ from ..errors import ArtifactError
 from ..models import m3
 from ..models.loading import load_tokenizer
 from ..models.probe import max_abs_diff, per_text, probe_batches, probe_texts
-from ..models.vocab_map import VocabMap
+from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout
 from ..pruning.slicing import pad_to_stock, slice_state_dict
 from ..pruning.sources import RunContext, masked_outputs

@@ -27,8 +27,8 @@ from ..errors import BadModelFiles
 from ..filenames import ONNX_DIR
 from ..models.agreement import encodings_agreement
 from ..models.m3 import M3Output, special_token_ids
-from ..models.onnx_export import require_onnx
-from ..models.onnx_runtime import OnnxEncoder, probe_outputs
+from ..models.onnx.export import require_onnx
+from ..models.onnx.runtime import OnnxEncoder, probe_outputs
 from ..models.probe import max_abs_diff, probe_batches
 from .static_checks import Check
 

@@ -24,9 +24,9 @@ from ..errors import BgepruneError
 from ..filenames import FAST_TOKENIZER, SPM_MODEL, VOCAB_SAMPLE
 from ..models.loading import load_tokenizer
 from ..models.probe import probe_texts
-from ..models.sentencepiece_model import encode_ids
-from ..models.tokenizer_files import read_tokenizer_files
-from ..models.vocab_map import VocabMap
+from ..models.tokenizers.files import read_tokenizer_files
+from ..models.tokenizers.sentencepiece_model import encode_ids
+from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.sources import read_layout
 from .static_checks import Check
 

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EnvironmentProblem
-from ..filenames import ONNX_DATA, ONNX_INT8, ONNX_MODEL
-from . import m3
-from .loading import load_model, load_tokenizer, read_config
+from ...errors import EnvironmentProblem
+from ...filenames import ONNX_DATA, ONNX_INT8, ONNX_MODEL
+from .. import m3
+from ..loading import load_model, load_tokenizer, read_config
 
 INSTALL = "pip install -e '.[onnx]' (in the bgeprune checkout)"
 OPSET = 17  # LayerNormalization is one op from 17 on; every onnxruntime since 1.14 runs it

@@ -25,9 +25,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..filenames import ADDED_TOKENS, CONFIG, FAST_TOKENIZER, SPECIAL_TOKENS_MAP, SPM_MODEL, TOKENIZER_CONFIG, VOCAB_TXT
+from ...filenames import (
+    ADDED_TOKENS,
+    CONFIG,
+    FAST_TOKENIZER,
+    SPECIAL_TOKENS_MAP,
+    SPM_MODEL,
+    TOKENIZER_CONFIG,
+    VOCAB_TXT,
+)
 from . import sentencepiece_model as spm
-from .tokenizer_files import TokenizerFiles, base_tokenizer_files
+from .files import TokenizerFiles, base_tokenizer_files
 
 
 def _remap_processor(node, new: dict[int, int]):

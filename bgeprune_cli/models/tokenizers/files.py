@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..errors import BadModelFiles
-from ..filenames import ADDED_TOKENS, FAST_TOKENIZER, SPECIAL_TOKENS_MAP, SPM_MODEL, TOKENIZER_CONFIG, VOCAB_TXT
+from ...errors import BadModelFiles
+from ...filenames import ADDED_TOKENS, FAST_TOKENIZER, SPECIAL_TOKENS_MAP, SPM_MODEL, TOKENIZER_CONFIG, VOCAB_TXT
+from ..st_files import read_json_file
 from . import sentencepiece_model as spm
-from .st_files import read_json_file
 
 WORD_START = "\u2581"  # SentencePiece marks the start of a word with this piece ("▁")
 # config.json keys that name token ids (kept by trimming, renumbered in a trimmed export's config)
@@ -69,7 +69,7 @@ class TokenizerFiles:
         docs/design.md, Vocabulary)."""
         from tokenizers import Tokenizer
 
-        from .loading import load_tokenizer
+        from ..loading import load_tokenizer
 
         as_written = Tokenizer.from_file(str(self.directory / FAST_TOKENIZER))
         backend = getattr(load_tokenizer(self.directory), "backend_tokenizer", None)
@@ -167,7 +167,7 @@ def base_tokenizer_files(base_dir: Path, base_config: dict) -> TokenizerFiles:
     """The base's tokenizer files with every id that must survive marked special: added and special tokens,
     the ids config.json names, and for RoBERTa-style models every id up to the padding id (position ids
     are counted from it, so it must not move)."""
-    from .families import adapter_for
+    from ..families import adapter_for
 
     extra = {v for k, v in base_config.items() if k in SPECIAL_ID_KEYS and isinstance(v, int) and v >= 0}
     if adapter_for(base_config["model_type"]).positions_after_padding:

@@ -6,7 +6,7 @@ index (`M3Encoder.to_base_ids`). The file is written by `export-hf` from the kep
 `finalize-masks` recorded (docs/design.md, Masks: the vocab axis).
 
 Example:
-    from bgeprune_cli.models.vocab_map import VocabMap
+    from bgeprune_cli.models.tokenizers.vocab_map import VocabMap
     vmap = VocabMap.read("out/m3-trimmed")          # None for an untrimmed model
     vmap.to_base_ids({5: 0.3})                      # {base id of new id 5: 0.3}
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ArtifactError
-from ..filenames import VOCAB_MAP
+from ...errors import ArtifactError
+from ...filenames import VOCAB_MAP
 
 FORMAT = "bgeprune-vocab-map"
 

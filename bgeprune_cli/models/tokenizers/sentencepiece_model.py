@@ -11,7 +11,7 @@ in their order, which keeps it; `unigram_model` builds such a file from a Unigra
 builtins', counted, never trained: byte-identical on every machine).
 
 Example:
-    python -c "from bgeprune_cli.models.sentencepiece_model import encode_ids; \
+    python -c "from bgeprune_cli.models.tokenizers.sentencepiece_model import encode_ids; \
 print(encode_ids('out/smoke/sentencepiece.bpe.model', ['Le chat dort.']))"
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from ..errors import BadModelFiles, missing_module
+from ...errors import BadModelFiles, missing_module
 
 FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # HF ids 0..3
 # Unicode White_Space: what `tokenizers`' WhitespaceSplit (Rust char::is_whitespace) splits on.

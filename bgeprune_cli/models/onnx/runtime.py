@@ -2,12 +2,12 @@
 
 `OnnxEncoder` wraps one graph (`onnx/model.onnx` or its int8 twin) in a CPU session with as many
 threads as torch uses, so a backend comparison measures the runtime and not the thread count. Its
-outputs come back as torch tensors under the graph's names (`onnx_export.py` lists them); `m3_batch`
+outputs come back as torch tensors under the graph's names (`export.py` lists them); `m3_batch`
 turns them into the same `M3Output` the PyTorch encode loop makes, so bench, verify and users score
 ONNX and PyTorch outputs with one piece of code.
 
 Example:
-    python -c "from bgeprune_cli.models.onnx_runtime import OnnxEncoder as E; \\
+    python -c "from bgeprune_cli.models.onnx.runtime import OnnxEncoder as E; \\
         print(E('out/smoke-m3/onnx/model.onnx').outputs)"
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BadModelFiles
-from .m3 import M3Output, colbert_per_text, lexical_weights
-from .onnx_export import HIDDEN_OUTPUT, M3_OUTPUTS, require_onnx
+from ...errors import BadModelFiles
+from ..m3 import M3Output, colbert_per_text, lexical_weights
+from .export import HIDDEN_OUTPUT, M3_OUTPUTS, require_onnx
 
 
 class OnnxEncoder:
