@@ -385,9 +385,8 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
           warmup: Annotated[int, typer.Option(help="Untimed passes per model and grid point.")] = 2,
           repeats: Annotated[int, typer.Option(help="Timed passes per model and grid point (interleaved).")] = 10,
           device: Device = None,
-          dtype: Annotated[Optional[str], typer.Option(
-              metavar="[float32|float16|bfloat16]", callback=_choice("--dtype", ("float32", "float16", "bfloat16")),
-              help="Default: float32 on CPU, float16 on GPU.")] = None,
+          dtype: Annotated[Optional[str], typer.Option(  # checked by the stage, for the CLI and the API alike
+              metavar="[float32|float16|bfloat16]", help="Default: float32 on CPU, float16 on GPU.")] = None,
           attn: Annotated[Optional[str], typer.Option(
               metavar="[sdpa|eager]", callback=_choice("--attn", ("sdpa", "eager")),
               help="Attention implementation (default: transformers' choice).")] = None,

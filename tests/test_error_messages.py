@@ -224,3 +224,11 @@ def test_json_errors_are_one_object_on_stdout(args, code):
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == code
     assert json.loads(result.stdout) == {"error": json.loads(result.stdout)["error"], "exit": code}
+
+
+def test_bench_refuses_an_unknown_dtype_before_loading_anything(tmp_path):
+    result = runner.invoke(app, ["bench", "builtin:tiny-bert", "--dtype", "float8", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert "--dtype must be float32, float16 or bfloat16, not 'float8'" in result.output
+    assert "loading" not in result.output
+    assert not (tmp_path / "b").exists()
