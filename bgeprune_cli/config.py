@@ -69,7 +69,7 @@ class StreamSource(_Section):
     revision: str | None = None
     shuffle_buffer: int = Field(10_000, ge=1, description="texts held for shuffling (also kept in checkpoints); "
                                 "a mix of sources holds the largest value given")
-    weight: float = Field(1.0, gt=0, allow_inf_nan=False, description="this source's share of a [[data.stream]] mix "
+    weight: float = Field(1.0, gt=0, description="this source's share of a [[data.stream]] mix "
                           "(weights are normalised over the sources)")
 
     def __init__(self, dataset: str | None = None, /, **data):

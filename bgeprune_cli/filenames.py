@@ -21,6 +21,8 @@ HEAD_FILES = (COLBERT_HEAD, SPARSE_HEAD)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
                    "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json")
 FAST_TOKENIZER = "tokenizer.json"
+# The files a tokenizer's vocabulary comes from: the fast one, or one of a slow one's; a model has at least one.
+TOKENIZER_VOCABULARY_FILES = (FAST_TOKENIZER, "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 SPM_MODEL = "sentencepiece.bpe.model"  # XLM-R's slow tokenizer (fairseq ids: spm id + 1)

@@ -90,3 +90,25 @@ def test_out_of_memory_is_a_clear_exit_4(monkeypatch):
     monkeypatch.setattr(stage, "run", exhausted)
     result = runner.invoke(app, ["check", str(SMOKE)])
     assert result.exit_code == 4 and "out of memory" in result.output and "train.batch_size" in result.output
+
+
+def test_a_hub_base_config_is_fetched_once_per_recipe_load(monkeypatch, tmp_path, xlmr_dir):
+    """Feasibility and the position limit both read config.json; a hub base is asked once, not twice (offline,
+    each ask waits out the hub client's retries)."""
+    import huggingface_hub
+
+    from bgeprune_cli.models import loading
+
+    calls = []
+
+    def download(model, filename, revision=None):
+        calls.append((model, filename))
+        return str(xlmr_dir / "config.json")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    loading._hub_config_text.cache_clear()
+    recipe = tmp_path / "hub.toml"
+    recipe.write_text(SMOKE.read_text().replace('"builtin:tiny-xlm-roberta"', '"some-org/some-model"'))
+    load_recipe(recipe, base_dims=recipe_base_dims, base_max_tokens=loading.recipe_max_tokens)
+    assert calls == [("some-org/some-model", "config.json")]
+    loading._hub_config_text.cache_clear()

@@ -17,12 +17,11 @@ import re
 from pathlib import Path
 
 from ..errors import BadModelFiles, UsageError
+from ..filenames import TOKENIZER_VOCABULARY_FILES
 from .loading import check_weights, read_config
 from .probe import probe_texts
 from .st_files import read_modules
 
-# Files a tokenizer is built from: the fast one, or a slow one's vocabulary.
-TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json")
 MAX_UNKNOWN = 0.5  # of the probe text's tokens; a real tokenizer gives a handful of <unk> at most
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 
@@ -76,7 +75,7 @@ def _layers_match_weights(directory: Path, config: dict) -> None:
 
 
 def _tokenizer_gives_real_ids(directory: Path) -> None:
-    present = [name for name in TOKENIZER_FILES if (directory / name).is_file()]
+    present = [name for name in TOKENIZER_VOCABULARY_FILES if (directory / name).is_file()]
     expected = "tokenizer.json (or sentencepiece.bpe.model / vocab.txt with tokenizer_config.json)"
     if not present:
         raise BadModelFiles(f"{directory} has no tokenizer files (expected {expected}); copy them from the model "

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -147,16 +148,22 @@ def base_config(model: str, revision: str | None = None) -> dict:
     if path.exists() or path.is_absolute() or model.startswith("."):
         return read_config(path)
     try:
-        from huggingface_hub import hf_hub_download
-
-        path = Path(hf_hub_download(model, "config.json", revision=revision))
-        config = json.loads(path.read_text())
+        config = json.loads(_hub_config_text(model, revision))
     except Exception as exc:
         raise EnvironmentProblem(f"cannot read config.json of base model '{model}' from the hub "
                                  f"({exc.__class__.__name__}); check the network (HF_HUB_OFFLINE=1 uses the hub's "
                                  f"cache), or download it once (`hf download {model} --local-dir DIR`) and set "
                                  f"base.model to that directory (--set base.model=DIR).") from None
     return validated_config(config, f"config.json of {model}")
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_config_text(model: str, revision: str | None) -> str:
+    """config.json of a hub model, fetched once per process: loading a recipe reads it for the target's
+    feasibility and again for the position limit, and each fetch asks the hub (or waits out its retries)."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(model, "config.json", revision=revision)).read_text()
 
 
 def recipe_base_dims(recipe: Recipe) -> BaseDims:

@@ -20,9 +20,8 @@ import torch
 
 from ..config import DataSection, TrainSection
 from ..errors import DataError
-from ..models.probe import PROBE_TEXT
 from ..models.st_files import Prompts
-from .data import DataIndex, open_data
+from .data import DataIndex, open_data, with_packaged
 from .distill_model import MicroBatch
 
 
@@ -156,8 +155,7 @@ def _open_texts(data: DataSection, train: TrainSection):
         from .data_stream import StreamBatches
 
         return StreamBatches(data.stream, train.batch_size, train.seed)
-    # "builtin:probe" is the packaged probe text: enough for the smoke recipe, offline.
-    sources = [str(PROBE_TEXT) if s == "builtin:probe" else s for s in data.train]
+    sources = with_packaged(data.train)  # builtin:probe: enough for the smoke recipe, offline
     if not sources:
         raise DataError("data.train is empty: name text or JSONL files, directories or globs to distil on "
                         "(e.g. data.train = [\"corpus.txt\"]), or a [data.stream] dataset.")

@@ -146,6 +146,16 @@ def _expand(patterns: list[str], key: str, problems: _Problems) -> list[Path]:
     return out
 
 
+PACKAGED_PROBE = "builtin:probe"  # the probe text packaged with bgeprune, as training or corpus data
+
+
+def with_packaged(patterns: list[str]) -> list[str]:
+    """`patterns` with "builtin:probe" replaced by the packaged probe text's path (offline, always there)."""
+    from ..models.probe import PROBE_TEXT
+
+    return [str(PROBE_TEXT) if p == PACKAGED_PROBE else p for p in patterns]
+
+
 def expand_sources(patterns: list[str], key: str) -> list[Path]:
     """Files named by `patterns` (files, directories searched recursively, globs), de-duplicated, in order."""
     problems = _Problems()

@@ -7,7 +7,7 @@ how to point at a local copy. Hub sources are opened side by side (it is all wai
 and once the hub has proved unreachable the rest are not retried one by one.
 
 Example:
-    bgeprune check recipes/50pct.toml      # 37 streamed sources, each opened and read once
+    bgeprune check recipes/50pct.toml      # 40 streamed sources, each opened and read once
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from dataclasses import asdict, dataclass
 
 from ..config import Recipe, StreamSource
 from ..errors import BgepruneError, DataError, EnvironmentProblem
-from .data import expand_sources
-
-PACKAGED = ("builtin:probe",)  # the packaged probe text: always there
-OPENING_AT_ONCE = 8
+from .data import expand_sources, with_packaged
+from .data_stream import OPENING_AT_ONCE
 
 
 @dataclass(frozen=True)
@@ -37,12 +35,9 @@ class SourceStatus:
 
 def _local(key: str, patterns: list[str]) -> list[SourceStatus]:
     rows = []
-    for pattern in patterns:
-        if pattern in PACKAGED:
-            rows.append(SourceStatus(key, pattern, True, "the probe text packaged with bgeprune"))
-            continue
+    for pattern, path in zip(patterns, with_packaged(patterns)):
         try:
-            files = expand_sources([pattern], key)
+            files = expand_sources([path], key)
         except DataError as exc:
             problem = "; ".join(getattr(exc, "problems", None) or [str(exc)])
             rows.append(SourceStatus(key, pattern, False, problem.removeprefix(f"{key}: '{pattern}' "),

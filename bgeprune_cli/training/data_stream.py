@@ -26,7 +26,7 @@ Example:
     name = "sample-10BT"
     text_field = "text"
 
-    then `bgeprune train recipes/my.toml` (recipes/50pct.toml mixes 36 languages).
+    then `bgeprune train recipes/my.toml` (recipes/50pct.toml mixes 40 sources, one per language).
 """
 
 from __future__ import annotations
@@ -55,6 +55,20 @@ def _describe(source: StreamSource | Sequence[StreamSource]) -> str:
             return f"the mix of {len(source)} [[data.stream]] datasets"
         source = source[0]
     return f"dataset '{source.dataset}' (name {source.name!r}, split {source.split!r})"
+
+
+def text_field_of(sources: Sequence[StreamSource]) -> str:
+    """The field that holds the text in records of `sources` as open_stream yields them."""
+    return sources[0].text_field if len(sources) == 1 else MIX_FIELD
+
+
+def stream_fingerprint(sources: Sequence[StreamSource], seed: int) -> str:
+    """What fixes a stream's sequence: one source's fingerprint; for a mix, also the weights and the seed
+    that draws between the sources."""
+    if len(sources) == 1:
+        return sources[0].fingerprint()
+    parts = [one.fingerprint() for one in sources] + [f"{one.weight!r}" for one in sources]
+    return hashlib.sha256(json.dumps(parts + [seed]).encode()).hexdigest()
 
 
 def _sources(source: StreamSource | Sequence[StreamSource]) -> list[StreamSource]:
@@ -143,9 +157,9 @@ class StreamBatches:
             raise ValueError(f"{key}.shuffle_buffer must be at least 1")
         self.sources, self.batch_size, self.seed, self.key = sources, batch_size, seed, key
         self.what = _describe(sources)
-        self.text_field = sources[0].text_field if len(sources) == 1 else MIX_FIELD
+        self.text_field = text_field_of(sources)
         self.shuffle_buffer = max(one.shuffle_buffer for one in sources)
-        self.fingerprint = self._fingerprint(seed)
+        self.fingerprint = stream_fingerprint(sources, seed)
         self._base = open_stream(sources, key, seed)
         import datasets  # open_stream succeeded, so it imports
 
@@ -154,13 +168,6 @@ class StreamBatches:
         self.skipped = 0  # records without usable text, over the whole run
         self.cutter: PassageCutter | None = None  # set by `cut_passages`
         self._start_epoch(0)
-
-    def _fingerprint(self, seed: int) -> str:
-        if len(self.sources) == 1:
-            return self.sources[0].fingerprint()
-        # A mix's order depends on the sources, their weights and the seed that draws between them.
-        parts = [one.fingerprint() for one in self.sources] + [f"{one.weight!r}" for one in self.sources]
-        return hashlib.sha256(json.dumps(parts + [seed]).encode()).hexdigest()
 
     def _known_total(self) -> int | None:
         if len(self.sources) > 1:  # a mix ends when its longest source has ended once: no size to show
@@ -275,7 +282,7 @@ class StreamBatches:
     def load_state_dict(self, state: dict) -> None:
         """Continue where `state` left off, under its seed; the batch size stays the caller's (as in Batches)."""
         seed_then = state.get("seed")  # a mix's fingerprint includes the seed its draws were made with
-        if state.get("fingerprint") != (self._fingerprint(seed_then) if isinstance(seed_then, int)
+        if state.get("fingerprint") != (stream_fingerprint(self.sources, seed_then) if isinstance(seed_then, int)
                                         else self.fingerprint):
             raise DataError(f"{self.key}: the stream source changed since the checkpoint (dataset, config, split, "
                             "field, files or shuffle_buffer); restore the original data or start a new run")
@@ -293,7 +300,8 @@ class StreamBatches:
         if not valid:
             raise DataError(f"{self.key}: the checkpoint's data position is invalid or incomplete; start a new run")
         if seed != self.seed and len(self.sources) > 1:  # the mix draws as the checkpointed run did
-            self._base, self.fingerprint = open_stream(self.sources, self.key, seed), self._fingerprint(seed)
+            self._base = open_stream(self.sources, self.key, seed)
+            self.fingerprint = stream_fingerprint(self.sources, seed)
         self.seed = seed
         self._start_epoch(epoch)
         self.position, self.skipped, self._rng = position, skipped, rng

@@ -24,11 +24,10 @@ import numpy as np
 
 from ..config import Recipe, VocabSection
 from ..errors import DataError, RecipeError
-from ..models.probe import PROBE_TEXT
 from ..models.tokenizers.files import TokenizerFiles, base_tokenizer_files
 from ..pruning.vocab import select_vocabulary, vocab_summary
 from ..ui import Progress
-from .data import DataIndex, open_data
+from .data import DataIndex, open_data, with_packaged
 
 CHUNK = 2000  # texts per encode_batch call
 SAMPLE = 64  # corpus texts recorded for verify's tokenizer check
@@ -66,8 +65,7 @@ def keep_ids(section: VocabSection, files: TokenizerFiles, where: Callable[[str]
 
 def open_corpus(section: VocabSection) -> DataIndex:
     """The corpus files, checked and indexed by the training data reader ("builtin:probe": the probe text)."""
-    sources = [str(PROBE_TEXT) if s == "builtin:probe" else s for s in section.corpus]
-    return open_data(sources, "text", "vocab.corpus")
+    return open_data(with_packaged(section.corpus), "text", "vocab.corpus")
 
 
 def count_texts(texts: list[str], files: TokenizerFiles, encoders: list | None = None) -> tuple[np.ndarray, set[str]]:
@@ -108,10 +106,10 @@ def count_stream(recipe: Recipe, files: TokenizerFiles, progress: bool = True) -
     """`count_tokens` over the first `vocab.stream_texts` texts of data.stream, read in stream order (no
     shuffle buffer: the same texts whenever the stream holds the same data) and a chunk at a time; also
     the sample and what the corpus was."""
-    from .data_stream import MIX_FIELD, open_stream
+    from .data_stream import open_stream, stream_fingerprint, text_field_of
 
     sources, wanted = recipe.data.stream, recipe.vocab.stream_texts
-    field = sources[0].text_field if len(sources) == 1 else MIX_FIELD
+    field = text_field_of(sources)
     records = open_stream(sources, "data.stream", recipe.train.seed)
     texts = (r[field][:STREAM_TEXT_MAX_CHARS] for r in records
              if isinstance(r, dict) and isinstance(r.get(field), str) and r[field].strip())
@@ -130,8 +128,7 @@ def count_stream(recipe: Recipe, files: TokenizerFiles, progress: bool = True) -
             bar.advance()
     if not seen:
         raise DataError("vocab.stream_texts: data.stream gave no text to count; check its text_field")
-    digest = hashlib.sha256(json.dumps([s.fingerprint() for s in sources] + [s.weight for s in sources]
-                                       + [wanted, recipe.train.seed]).encode())
+    digest = hashlib.sha256(json.dumps([stream_fingerprint(sources, recipe.train.seed), wanted]).encode())
     corpus = {"files": [f"data.stream: {s.dataset} {s.name or ''}".strip() for s in sources], "texts": seen,
               "fingerprint": digest.hexdigest()}
     return counts.max(axis=0), int(counts[0].sum()), chars, sample[:SAMPLE], corpus

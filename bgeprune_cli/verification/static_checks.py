@@ -22,11 +22,9 @@ from safetensors import safe_open
 
 from ..artifacts import Artifact, sha256_file
 from ..errors import ArtifactError
-from ..filenames import CONFIG, FAST_TOKENIZER, MODULES, WEIGHTS
+from ..filenames import CONFIG, FAST_TOKENIZER, MODULES, TOKENIZER_VOCABULARY_FILES, WEIGHTS
 from ..models import m3
 from ..models.st_files import pooling_config_path
-
-TOKENIZER_ANY = (FAST_TOKENIZER, "vocab.txt", "sentencepiece.bpe.model", "spiece.model", "vocab.json")
 
 
 @dataclass
@@ -50,8 +48,8 @@ def check_files(out: Path, expected_tokenizer: list[str] | None) -> Check:
     missing = [f for f in (CONFIG, WEIGHTS, MODULES) if not (out / f).is_file()]
     tokenizer = expected_tokenizer or ["tokenizer_config.json"]
     missing += [f for f in tokenizer if not (out / f).is_file()]
-    if not any((out / f).is_file() for f in TOKENIZER_ANY):
-        missing.append("one of " + "/".join(TOKENIZER_ANY))
+    if not any((out / f).is_file() for f in TOKENIZER_VOCABULARY_FILES):
+        missing.append("one of " + "/".join(TOKENIZER_VOCABULARY_FILES))
     pooling = pooling_config_path(out)
     if pooling is not None and not pooling.is_file():
         missing.append(pooling.relative_to(out).as_posix())
