@@ -202,7 +202,7 @@ def magnitude(recipe: Annotated[Path, typer.Argument(help="TOML recipe (targeted
     def work() -> dict:
         from .stages import magnitude as stage
 
-        return stage.run(_load(recipe, sets), run_dir, force)
+        return stage.run(_load(recipe, sets), run_dir=run_dir, force=force)
 
     _execute(work, as_json, render.magnitude)
 
@@ -242,7 +242,7 @@ def train(recipe: Recipe, run_dir: RunDir = None,
     def work() -> dict:
         from .stages import train as stage
 
-        return stage.run(_load(recipe, sets), run_dir, resume=resume, force=force, device=device, masks=masks,
+        return stage.run(_load(recipe, sets), run_dir=run_dir, resume=resume, force=force, device=device, masks=masks,
                          teacher_cache=teacher_cache, gradient_checkpointing=gradient_checkpointing)
 
     _execute(work, as_json, render.train)
@@ -258,7 +258,7 @@ def finalize_masks(train_run: Annotated[Path, typer.Argument(help="A train-run a
     def work() -> dict:
         from .stages import finalize_masks as stage
 
-        return stage.run(train_run, output, force)
+        return stage.run(train_run, out=output, force=force)
 
     _execute(work, as_json, render.masks)
 
@@ -275,7 +275,7 @@ def prune(masks: Annotated[Path, typer.Argument(help="A masks artifact (RUN/mask
     def work() -> dict:
         from .stages import prune as stage
 
-        return stage.run(masks, output, force, atol)
+        return stage.run(masks, out=output, force=force, atol=atol)
 
     _execute(work, as_json, render.prune)
 
@@ -297,7 +297,7 @@ def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifa
     def work() -> dict:
         from .stages import export_hf as stage
 
-        return stage.run(source, output, fmt, force, name, onnx)
+        return stage.run(source, output, fmt=fmt, force=force, name=name, onnx=onnx)
 
     _execute(work, as_json, render.export_hf)
 
@@ -318,7 +318,7 @@ def export_onnx(model: Annotated[Path, typer.Argument(help="An export (the outpu
     def work() -> dict:
         from .stages import export_onnx as stage
 
-        return stage.run(model, force, int8)
+        return stage.run(model, force=force, int8=int8)
 
     _execute(work, as_json, render.export_onnx)
 
@@ -429,7 +429,7 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
                                      mteb=[t.strip() for t in (mteb or "").split(",") if t.strip()],
                                      backends=parse_backends(backend, "--backend"),
                                      compare_backends=parse_backends(compare_backend, "--compare-backend"))
-        return stage.run(model, compare, output, force, options)
+        return stage.run(model, compare=compare, out=output, force=force, options=options)
 
     def show(r: dict) -> None:
         from .bench.render import render_bench

@@ -119,7 +119,7 @@ def train_until_crash(monkeypatch, loaded, run_dir: Path, step: int = 8) -> None
 
     monkeypatch.setattr(checkpoints, "save", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train.run(loaded, run_dir)
+        train.run(loaded, run_dir=run_dir)
     monkeypatch.setattr(checkpoints, "save", real_save)
 
 
@@ -149,3 +149,14 @@ class Recorder:
     def encode(self, texts, max_length, batch_size, with_heads, progress=None):
         self.texts += texts
         return self.real.encode(texts, max_length, batch_size, with_heads, progress)
+
+
+@pytest.fixture()
+def me5_small() -> Path:
+    """multilingual-e5-small built offline (benchmarks/me5_small.py), or a skip that says what to install."""
+    from me5_small import MissingFixture, me5_small_dir  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+
+    try:
+        return me5_small_dir()
+    except MissingFixture as exc:
+        pytest.skip(str(exc))

@@ -104,10 +104,10 @@ def test_force_that_fails_to_load_its_base_leaves_the_old_run_resumable(tmp_path
     before = (run_dir / "metrics.jsonl").read_text()
     bad = load_recipe(SMOKE, [*SHORT_TRAIN, f"base.model={json.dumps(str(_truncated_base(tmp_path)))}"])
     with pytest.raises(BadModelFiles, match="truncated or corrupt"):
-        train.run(bad, run_dir, force=True)
+        train.run(bad, run_dir=run_dir, force=True)
     assert checkpoints.latest(run_dir).step == 8 and (run_dir / "metrics.jsonl").read_text() == before
     assert not (run_dir / ".replaced").exists()
-    result = train.run(good, run_dir, resume=True)  # the old run is still the one to resume
+    result = train.run(good, run_dir=run_dir, resume=True)  # the old run is still the one to resume
     assert result["steps"] == 16
 
 

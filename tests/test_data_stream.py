@@ -274,10 +274,10 @@ def test_training_on_a_stream_resumes_exactly(tmp_path, monkeypatch, builtin_cac
     jsonl(tmp_path / "corpus.jsonl", [{"text": line} for line in lines if line.strip()][:30])  # 30 < 16 * 8: epochs
     (tmp_path / "r.toml").write_text(STREAM_RECIPE)
     loaded = load_recipe(tmp_path / "r.toml", base_dims=recipe_base_dims)
-    straight = train.run(loaded, tmp_path / "straight")
+    straight = train.run(loaded, run_dir=tmp_path / "straight")
     assert straight["data_summary"]["train"]["streaming"] and straight["steps"] == 16
     train_until_crash(monkeypatch, loaded, tmp_path / "resumed")
-    train.run(loaded, tmp_path / "resumed", resume=True)
+    train.run(loaded, run_dir=tmp_path / "resumed", resume=True)
     a, b = (load_file(str(tmp_path / run / "train" / "student.safetensors")) for run in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     losses = [[json.loads(x)["loss"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]

@@ -68,7 +68,7 @@ def _assert_same_training(a: Path, b: Path) -> None:
     assert [s for s, _ in la] == [s for s, _ in lb]
     for (_, x), (_, y) in zip(la, lb):
         assert x == pytest.approx(y, rel=LOSS_RTOL)
-    masks = [finalize_masks.run(run / "train", None, True) for run in (a, b)]
+    masks = [finalize_masks.run(run / "train", out=None, force=True) for run in (a, b)]
     assert masks[0]["layers"] == masks[1]["layers"] and masks[0]["sizes"] == masks[1]["sizes"]
 
 

@@ -159,7 +159,7 @@ def _recipe(*sets: str, path: Path = REPO / "recipes" / "smoke-m3.toml"):
 def test_training_distils_both_heads_and_resume_restores_them(tmp_path, builtin_cache, monkeypatch):
     from bgeprune_cli.training import checkpoints
 
-    straight = train.run(_recipe(*SHORT), tmp_path / "straight")
+    straight = train.run(_recipe(*SHORT), run_dir=tmp_path / "straight")
     assert straight["m3_heads"] is True
     records = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert {"sparse", "colbert"} <= records[0]["terms"].keys()
@@ -170,7 +170,7 @@ def test_training_distils_both_heads_and_resume_restores_them(tmp_path, builtin_
 
     train_until_crash(monkeypatch, _recipe(*SHORT), tmp_path / "crashed")
     assert any(k.startswith("m3.") for k in checkpoints.latest(tmp_path / "crashed").tensors("extras"))
-    train.run(_recipe(*SHORT), tmp_path / "crashed", resume=True)
+    train.run(_recipe(*SHORT), run_dir=tmp_path / "crashed", resume=True)
     resumed = load_file(str(tmp_path / "crashed" / "train" / m3.HEADS_FILE))
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)
 
@@ -181,7 +181,7 @@ def test_50pct_recipe_trains_all_three_heads_on_a_bge_m3_base(tmp_path, builtin_
                      "target.ffn=64", "data.stream=[]", 'data.train=["builtin:probe"]', "train.batch_size=4", *SHORT,
                      path=REPO / "recipes" / "50pct.toml")
     assert loaded.recipe.distill.sparse > 0 and loaded.recipe.distill.colbert > 0
-    train.run(loaded, tmp_path / "run")
+    train.run(loaded, run_dir=tmp_path / "run")
     terms = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["terms"]
     assert {"similarity_kl", "sparse", "colbert"} <= terms.keys()  # (no cosine: hidden is pruned)
 

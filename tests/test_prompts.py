@@ -38,7 +38,7 @@ def test_training_texts_get_the_base_passage_prompt(prompted_base, tmp_path, mon
     recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "smoke.toml",
                          [f"base.model={json.dumps(str(prompted_base))}", "target.hidden=32", "target.heads=2",
                           "target.ffn=48", "train.steps=2", "train.recovery_steps=0", "train.target_warmup_steps=1"])
-    train.run(recipe, tmp_path / "run")
+    train.run(recipe, run_dir=tmp_path / "run")
     assert seen and all(t.startswith("passage: ") for t in seen)
 
 

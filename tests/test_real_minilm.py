@@ -18,7 +18,7 @@ RECIPE = Path(__file__).parent.parent / "recipes" / "minilm-50pct.toml"
 @pytest.mark.slow
 def test_minilm_50pct_pipeline_is_exact(tmp_path):
     recipe = load_recipe(RECIPE, base_dims=recipe_base_dims)
-    magnitude.run(recipe, tmp_path / "run")
+    magnitude.run(recipe, run_dir=tmp_path / "run")
     summary = finalize_masks.run(tmp_path / "run" / "train")
     assert summary["sizes"] == {"layers": 5, "heads": 12, "ffn": 608, "hidden": 384}
     assert abs(summary["encoder_params"] / summary["base_encoder_params"] - 0.498) < 0.005
@@ -37,7 +37,7 @@ def test_minilm_short_training_exports_exactly(tmp_path):
     sets = ["train.steps=20", "train.recovery_steps=10", "train.batch_size=8", "train.target_warmup_steps=10",
             "data.max_length=64"]
     recipe = load_recipe(RECIPE, sets, base_dims=recipe_base_dims)
-    result = train.run(recipe, tmp_path / "run")
+    result = train.run(recipe, run_dir=tmp_path / "run")
     assert result["steps"] == 30 and result["bad_steps"] == 0
     finalize_masks.run(tmp_path / "run" / "train")
     prune.run(tmp_path / "run" / "masks")

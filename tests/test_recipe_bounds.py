@@ -74,7 +74,7 @@ def test_weights_that_stop_being_finite_are_not_checkpointed(tmp_path, monkeypat
     monkeypatch.setattr(Trainer, "step", poisoning)
     loaded = load_recipe(SMOKE, [*SHORT_TRAIN, "train.max_bad_steps=3"], base_dims=recipe_base_dims)
     with pytest.raises(TrainingDiverged) as stopped:
-        train.run(loaded, tmp_path / "run")
+        train.run(loaded, run_dir=tmp_path / "run")
     newest = checkpoints.latest(tmp_path / "run")
     assert newest is not None and newest.step == 4
     assert all(torch.isfinite(t).all() for t in newest.tensors("student").values())

@@ -34,7 +34,7 @@ def recipe(*sets: str, path: Path = SMOKE):
 
 
 def run_train(loaded, run_dir: Path, **kwargs) -> dict:
-    return train.run(loaded, run_dir, **kwargs)
+    return train.run(loaded, run_dir=run_dir, **kwargs)
 
 
 def metrics(run_dir: Path) -> list[dict]:

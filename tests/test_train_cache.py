@@ -25,7 +25,7 @@ SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.toml"
 
 def _train(run_dir: Path, cache: Path | None, *sets: str, **kwargs) -> dict:
     loaded = load_recipe(SMOKE, [*SHORT_TRAIN, *sets], base_dims=recipe_base_dims)
-    return train.run(loaded, run_dir, teacher_cache=cache, device="cpu", **kwargs)
+    return train.run(loaded, run_dir=run_dir, teacher_cache=cache, device="cpu", **kwargs)
 
 
 def _losses(run_dir: Path) -> list[tuple]:

@@ -40,7 +40,7 @@ def student(run_dir: Path) -> dict[str, torch.Tensor]:
 def scored(tmp_path_factory, builtin_cache) -> Path:
     """`bgeprune magnitude` + finalize-masks on the smoke recipe: RUN/masks, the training-free choice."""
     run_dir = tmp_path_factory.mktemp("magnitude") / "run"
-    magnitude.run(recipe(), run_dir)
+    magnitude.run(recipe(), run_dir=run_dir)
     finalize_masks.run(run_dir / "train")
     return run_dir / "masks"
 
@@ -53,7 +53,7 @@ def test_cli_recovers_with_the_artifacts_masks_exactly_as_the_python_api(scored,
     assert info["method"] == "fixed-masks" and info["prune_steps"] == 0 and info["steps"] == 4
     assert info["fixed_masks"] == {"source": str(scored), "sha256": fingerprint(masks)}
 
-    train.run(recipe(*RECOVERY), tmp_path / "api", fixed_masks=masks)
+    train.run(recipe(*RECOVERY), run_dir=tmp_path / "api", fixed_masks=masks)
     ours, theirs = student(tmp_path / "cli"), student(tmp_path / "api")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     finalize_masks.run(tmp_path / "cli" / "train")  # checks the recovery masks against its own choice
@@ -64,10 +64,10 @@ def test_cli_recovers_with_the_artifacts_masks_exactly_as_the_python_api(scored,
 def test_masks_for_another_target_are_refused_before_training(scored, tmp_path):
     with pytest.raises(UsageError, match=r"keeps layers 2, heads 2 per layer, ffn 64 per layer, hidden 32, but the "
                                          r"recipe's \[target\] asks for layers 1, heads 2, ffn 64, hidden 32"):
-        train.run(recipe(*RECOVERY, "target.layers=1"), tmp_path / "run", masks=scored)
+        train.run(recipe(*RECOVERY, "target.layers=1"), run_dir=tmp_path / "run", masks=scored)
     with pytest.raises(UsageError, match=r"holds masks \['ffn', 'heads', 'hidden', 'layer'\], but the recipe's "
                                          r"\[target\] prunes \['ffn', 'layer'\]"):
-        train.run(recipe(*RECOVERY, "target.heads=4", "target.hidden=64"), tmp_path / "run", masks=scored)
+        train.run(recipe(*RECOVERY, "target.heads=4", "target.hidden=64"), run_dir=tmp_path / "run", masks=scored)
     assert not (tmp_path / "run").exists()  # refused before the run dir was touched
 
 
@@ -75,7 +75,7 @@ def test_masks_of_another_shape_are_refused(scored, tmp_path):
     masks = {k: v.to(torch.bool) for k, v in load_file(str(scored / "masks.safetensors")).items()}
     masks["layer"] = torch.tensor([True, True, False, False])  # the smoke base has 3 layers
     with pytest.raises(UsageError, match=r"gate 'layer' has shape \(4,\), expected \(3,\); masks only fit"):
-        train.run(recipe(*RECOVERY), tmp_path / "run", fixed_masks=masks)
+        train.run(recipe(*RECOVERY), run_dir=tmp_path / "run", fixed_masks=masks)
     assert not (tmp_path / "run").exists()
 
 
@@ -88,14 +88,14 @@ def test_masks_of_another_base_are_refused(scored, tmp_path):
     manifest["files"] = [f for f in manifest["files"] if f["path"] == "masks.safetensors"]
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="made for base 'BAAI/bge-m3'"):
-        train.run(recipe(*RECOVERY), tmp_path / "run", masks=other)
+        train.run(recipe(*RECOVERY), run_dir=tmp_path / "run", masks=other)
 
 
 def test_a_train_run_or_missing_dir_is_not_a_masks_artifact(scored, tmp_path):
     result = CliRunner().invoke(app, cli_args("--masks", str(scored.parent / "train"), "--run-dir", str(tmp_path)))
     assert result.exit_code == ArtifactError.exit_code and "has kind 'train-run'" in result.output
     with pytest.raises(ArtifactError, match="does not exist"):
-        train.run(recipe(*RECOVERY), tmp_path / "run", masks=tmp_path / "nowhere")
+        train.run(recipe(*RECOVERY), run_dir=tmp_path / "run", masks=tmp_path / "nowhere")
 
 
 def test_masks_inside_the_run_dir_they_would_replace_are_refused(scored):
@@ -135,6 +135,6 @@ def test_an_interrupted_recovery_resumes_only_with_its_own_masks(scored, tmp_pat
     resumed = CliRunner().invoke(app, hint[1:])
     assert resumed.exit_code == 0, resumed.output
     uninterrupted = tmp_path / "straight"
-    train.run(recipe(*RECOVERY), uninterrupted, masks=scored)
+    train.run(recipe(*RECOVERY), run_dir=uninterrupted, masks=scored)
     ours, theirs = student(run_dir), student(uninterrupted)
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -65,7 +65,7 @@ def test_training_with_importance_init_and_token_distillation_runs_and_uses_the_
                          ["target.hidden=64", "target.heads=4", "train.steps=1", "train.recovery_steps=1",
                           "train.target_warmup_steps=1", "train.importance_init=1.0", "distill.tokens=1.0"],
                          base_dims=recipe_base_dims)
-    result = train.run(recipe, tmp_path / "run", teacher_cache=tmp_path / "cache")
+    result = train.run(recipe, run_dir=tmp_path / "run", teacher_cache=tmp_path / "cache")
     terms = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["terms"]
     assert terms["tokens"] > 0 and result["teacher_cache"]["misses"] > 0
     from safetensors.torch import load_file
@@ -79,7 +79,7 @@ def test_frozen_embeddings_keep_the_base_table_while_the_rest_trains(tmp_path, b
 
     from bgeprune_cli.config import load_recipe
     from bgeprune_cli.models.loading import load_model, recipe_base_dims
-    from bgeprune_cli.pruning.sources import RunContext
+    from bgeprune_cli.models.recipe_base import RecipeBase
     from bgeprune_cli.stages import train
 
     def run(freeze: bool):
@@ -87,12 +87,12 @@ def test_frozen_embeddings_keep_the_base_table_while_the_rest_trains(tmp_path, b
                              ["train.steps=2", "train.recovery_steps=1", "train.target_warmup_steps=1",
                               "train.lr_weights=1e-3", f"train.freeze_embeddings={str(freeze).lower()}"],
                              base_dims=recipe_base_dims)
-        train.run(recipe, tmp_path / str(freeze))
+        train.run(recipe, run_dir=tmp_path / str(freeze))
         return load_file(str(tmp_path / str(freeze) / "train" / "student.safetensors")), recipe
 
     frozen, recipe = run(True)
     trained, _ = run(False)
-    base = load_model(RunContext(recipe.recipe).base_dir).state_dict()
+    base = load_model(RecipeBase(recipe.recipe).base_dir).state_dict()
     table = "embeddings.word_embeddings.weight"
     assert torch.equal(frozen[table], base[table]) and not torch.equal(trained[table], base[table])
     moved = [k for k in base if k != table and not torch.equal(frozen[k], base[k])]

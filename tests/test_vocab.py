@@ -103,7 +103,7 @@ def test_train_with_a_vocab_section_then_finalize_masks_trims(tmp_path):
                    target="[target]\nlayers = 2\n[data]\ntrain = [\"builtin:probe\"]\n"
                    "max_length = 32\n[train]\nbatch_size = 4")
     steps = ["train.steps=4", "train.recovery_steps=2", "train.target_warmup_steps=2", "train.checkpoint_every=100"]
-    train.run(load_recipe(path, steps, base_dims=recipe_base_dims), tmp_path / "run")
+    train.run(load_recipe(path, steps, base_dims=recipe_base_dims), run_dir=tmp_path / "run")
     masks = finalize_masks.run(tmp_path / "run" / "train")
     assert masks["sizes"]["layers"] == 2 and masks["vocab"]["kept"] < masks["vocab"]["base"]
     prune.run(tmp_path / "run" / "masks")
@@ -188,8 +188,8 @@ def test_bench_reports_vocabulary_size_and_coverage_per_language(tmp_path, built
     (bitext / "fr.jsonl").write_text("\n".join(json.dumps({"en": e, "xx": x}) for e, x in zip(TEXTS[:3], TEXTS[11:14])))
     (bitext / "el.jsonl").write_text("\n".join(json.dumps({"en": e, "xx": x}) for e, x in
                                                zip(TEXTS[:2], ["Η θάλασσα είναι ήρεμη σήμερα.", "Η γάτα κοιμάται."])))
-    report = bench.run(str(run / "out"), "builtin:tiny-xlm-roberta", tmp_path / "bench", False,
-                       bench.BenchOptions(bitext=[bitext], speed=False, memory=False))
+    report = bench.run(str(run / "out"), compare="builtin:tiny-xlm-roberta", out=tmp_path / "bench", force=False,
+                       options=bench.BenchOptions(bitext=[bitext], speed=False, memory=False))
     assert report["models"]["model"]["vocab"] < report["models"]["base"]["vocab"] == 508
     assert report["size_ratio"]["vocab"] < 1 and report["size_ratio"]["file_bytes"] < 1
     coverage = report["coverage"]
@@ -202,7 +202,7 @@ def test_a_streamed_corpus_keeps_what_the_same_texts_in_files_keep(tmp_path, bui
     pytest.importorskip("datasets")
     from bgeprune_cli.config import load_recipe
     from bgeprune_cli.models.loading import recipe_base_dims
-    from bgeprune_cli.pruning.sources import RunContext
+    from bgeprune_cli.models.recipe_base import RecipeBase
     from bgeprune_cli.training.vocab_corpus import plan_vocabulary
 
     lines = [line for line in (ROOT / "recipes" / "corpora" / "smoke-en-de-fr.txt").read_text().splitlines() if line]
@@ -218,7 +218,7 @@ def test_a_streamed_corpus_keeps_what_the_same_texts_in_files_keep(tmp_path, bui
     plans = []
     for recipe in (files, streamed):
         loaded = load_recipe(recipe, base_dims=recipe_base_dims).recipe
-        ctx = RunContext(loaded)
+        ctx = RecipeBase(loaded)
         plans.append(plan_vocabulary(loaded, ctx.base_dir, ctx.base_config, progress=False))
     assert plans[0].kept == plans[1].kept and plans[1].corpus["texts"] == 7
     assert plans[1].corpus["files"] == ["data.stream: json"] and plans[1].sample

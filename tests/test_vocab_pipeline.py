@@ -22,11 +22,12 @@ from bgeprune_cli.m3_encoder import M3Encoder
 from bgeprune_cli.models import m3
 from bgeprune_cli.models.loading import load_model, load_tokenizer, recipe_base_dims
 from bgeprune_cli.models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
+from bgeprune_cli.models.recipe_base import RecipeBase
 from bgeprune_cli.models.st_files import read_pooling
 from bgeprune_cli.models.tokenizers.sentencepiece_model import encode_ids
 from bgeprune_cli.models.tokenizers.vocab_map import VocabMap
 from bgeprune_cli.pruning.hooks import MaskHooks, as_float_masks
-from bgeprune_cli.pruning.sources import RunContext, read_layout, read_masks
+from bgeprune_cli.pruning.sources import read_layout, read_masks
 from bgeprune_cli.stages import export_hf, finalize_masks, magnitude, prune, verify
 
 ATOL = 1e-5
@@ -47,7 +48,7 @@ def build(root: Path, name: str) -> Path:
     recipe = root / f"{name}.toml"
     recipe.write_text(f'[base]\nmodel = "{base}"\n{target}[vocab]\ncorpus = ["{CORPUS}"]\n')
     run = root / name
-    magnitude.run(load_recipe(recipe, base_dims=recipe_base_dims), run)
+    magnitude.run(load_recipe(recipe, base_dims=recipe_base_dims), run_dir=run)
     finalize_masks.run(run / "train")
     prune.run(run / "masks")
     export_hf.run(run / "pruned", run / "out")
@@ -56,7 +57,7 @@ def build(root: Path, name: str) -> Path:
 
 def masked_context(run: Path):
     masks_art = read_artifact(run / "masks", "masks")
-    ctx = RunContext.of(masks_art)
+    ctx = RecipeBase.of(masks_art)
     return ctx, read_masks(masks_art), read_layout(masks_art)
 
 

@@ -31,12 +31,13 @@ from ..models.encoding import encode
 from ..models.families import adapter_for
 from ..models.loading import load_model, load_tokenizer, read_config, resolve_base
 from ..models.m3 import M3Output
+from ..models.recipe_base import RecipeBase
 from ..models.st_files import Pooling, Prompts, read_pooling, read_prompts
 from ..models.tokenizers.trim import trimmed_tokenizer_dir
 from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout
 from ..pruning.slicing import build_model
-from ..pruning.sources import RunContext, read_layout
+from ..pruning.sources import read_layout
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -145,7 +146,7 @@ def _artifact_at(path: Path) -> Artifact | None:
 
 
 def _load_pruned(artifact: Artifact, spec: str, dtype, attn: str | None) -> BenchModel:
-    ctx = RunContext.of(artifact)
+    ctx = RecipeBase.of(artifact)
     layout = read_layout(artifact.input("masks"))
     state = load_file(str(artifact.file(WEIGHTS)))
     model = build_model(artifact.read_json(CONFIG), {k: v.float() for k, v in state.items()}, ctx.adapter,

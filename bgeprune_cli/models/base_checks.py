@@ -4,7 +4,7 @@
 names folders inside the directory; the tokenizer files are there and turn the probe text into real
 ids (transformers builds a tokenizer with an empty vocabulary from a directory without them, and a
 run would distil on `<unk>` alone). Each failure is a bad model file (exit 3) naming what to restore.
-`bgeprune check` and every stage that reads a base (through `pruning/sources.RunContext`) run it.
+`bgeprune check` and every stage that reads a base (through `models/recipe_base.RecipeBase`) run it.
 
 Example:
     python -c "from bgeprune_cli.models.base_checks import check_base; check_base('out/smoke')"

@@ -171,7 +171,7 @@ def recipe_base_dims(recipe: Recipe) -> BaseDims:
 
     A local (or builtin) base is also checked here (`base_checks.check_base`: weight headers, family,
     layers, modules.json, tokenizer), so `bgeprune check` and every stage reject it before any work; a
-    hub base is checked when fetched (`pruning/sources.RunContext`).
+    hub base is checked when fetched (`models/recipe_base.RecipeBase`).
     """
     from .base_checks import check_base
 

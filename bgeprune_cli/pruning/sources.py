@@ -3,77 +3,29 @@
 Stages share these so that "the masked model" and "the pruned model" mean one thing everywhere.
 
 Example:
-    python -c "from bgeprune_cli.artifacts import read_artifact; from bgeprune_cli.pruning.sources import RunContext; \
-print(RunContext.of(read_artifact('runs/smoke/masks', 'masks')).dims)"
+    python -c "from bgeprune_cli.artifacts import read_artifact; from bgeprune_cli.pruning.sources import read_layout; \
+print(read_layout(read_artifact('runs/smoke/masks', 'masks')).hidden)"
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
 from ..artifacts import Artifact
-from ..config import BaseDims, Recipe, recipe_from_resolved
 from ..errors import ArtifactError
 from ..filenames import MASKS, STUDENT, WEIGHTS
 from ..models import m3
-from ..models.base_checks import check_base
-from ..models.families import Adapter, adapter_for
-from ..models.loading import load_model, read_config, resolve_base
+from ..models.loading import load_model
 from ..models.probe import model_outputs
-from ..models.st_files import read_pooling, read_prompts
+from ..models.recipe_base import RecipeBase
 from .hooks import MaskHooks, as_float_masks
 from .masks import Layout
 
 
-@dataclass
-class RunContext:
-    """The recipe and base model behind an artifact."""
-
-    recipe: Recipe
-
-    @classmethod
-    def of(cls, artifact: Artifact) -> "RunContext":
-        return cls(recipe_from_resolved(artifact.recipe))
-
-    @cached_property
-    def base_dir(self) -> Path:
-        directory = resolve_base(self.recipe.base.model, self.recipe.base.revision)
-        check_base(directory)  # a base without its tokenizer (say) is refused before any work
-        return directory
-
-    @cached_property
-    def base_config(self) -> dict:
-        return read_config(self.base_dir)
-
-    @property
-    def adapter(self) -> Adapter:
-        return adapter_for(self.base_config["model_type"])
-
-    @property
-    def dims(self) -> BaseDims:
-        return BaseDims.from_config(self.base_config)
-
-    @cached_property
-    def pooling(self):
-        return read_pooling(self.base_dir)
-
-    @cached_property
-    def prompts(self):
-        """The base's query and passage prompts (training applies them as the base's users do)."""
-        return read_prompts(self.base_dir)
-
-    @cached_property
-    def base_heads(self) -> m3.M3Heads | None:
-        """bge-m3's sparse and ColBERT heads when the base has them (validated; None otherwise)."""
-        return m3.load_heads(self.base_dir, self.dims.hidden)
-
-
-def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str | None = None):
+def source_model(train_run: Artifact, ctx: RecipeBase, attn_implementation: str | None = None):
     """The unpruned-shape model that masks apply to: the run's student weights, else the base."""
     model = load_model(ctx.base_dir, attn_implementation)
     if train_run.has_file(STUDENT):
@@ -81,14 +33,14 @@ def source_model(train_run: Artifact, ctx: RunContext, attn_implementation: str 
     return model
 
 
-def source_heads(train_run: Artifact, ctx: RunContext) -> m3.M3Heads | None:
+def source_heads(train_run: Artifact, ctx: RecipeBase) -> m3.M3Heads | None:
     """The unpruned-shape bge-m3 heads: the run's trained heads, else the base's (None: not bge-m3 style)."""
     if train_run.has_file(m3.HEADS_FILE):
         return m3.M3Heads.from_tensors(load_file(str(train_run.file(m3.HEADS_FILE))))
     return ctx.base_heads
 
 
-def source_weights_file(train_run: Artifact, ctx: RunContext) -> Path | None:
+def source_weights_file(train_run: Artifact, ctx: RecipeBase) -> Path | None:
     """The file the pruned tensors were sliced from, recorded in an export's lineage.json (None if not one file)."""
     if train_run.has_file(STUDENT):
         return train_run.path / STUDENT
@@ -109,7 +61,7 @@ def read_layout(masks: Artifact) -> Layout:
     return Layout.from_json(layout)
 
 
-def masked_outputs(model, ctx: RunContext, masks: dict[str, torch.Tensor], layout: Layout, batches: list[dict],
+def masked_outputs(model, ctx: RecipeBase, masks: dict[str, torch.Tensor], layout: Layout, batches: list[dict],
                    heads: m3.M3Heads | None) -> dict:
     """The masked model's outputs on `batches`: what `prune` checks the pruned model against and `verify`
     the export (gates at 0/1 through the hooks, LayerNorms over the kept hidden dims)."""

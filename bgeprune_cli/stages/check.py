@@ -18,8 +18,8 @@ from dataclasses import asdict
 
 from ..config import LoadedRecipe
 from ..models.card import count_base_params
+from ..models.recipe_base import RecipeBase
 from ..pruning.slicing import stock_config
-from ..pruning.sources import RunContext
 from ..training.data_sources import data_sources, raise_unreachable
 from ..training.vocab_corpus import plan_vocabulary
 
@@ -32,7 +32,7 @@ def run(loaded: LoadedRecipe) -> dict:
               "resolved": loaded.resolved, "data": [row.as_dict() for row in sources]}
     if recipe.vocab is None:
         return result
-    ctx = RunContext(recipe)
+    ctx = RecipeBase(recipe)
     plan = plan_vocabulary(recipe, ctx.base_dir, ctx.base_config, loaded.where)
     dims, target = ctx.dims, recipe.target
     # Targeted mode names the architecture, so its parameters are known now; sparsity mode learns it.

@@ -35,13 +35,14 @@ from ..locks import claim_output
 from ..models import m3
 from ..models.card import CardFacts, count_base_params, model_card
 from ..models.onnx.export import export_onnx, require_onnx
+from ..models.recipe_base import RecipeBase
 from ..models.st_files import write_export_files
 from ..models.tokenizers.files import base_tokenizer_files
 from ..models.tokenizers.trim import write_trimmed
 from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout, full_layout
 from ..pruning.slicing import pad_to_stock, stock_config
-from ..pruning.sources import RunContext, read_layout, source_weights_file
+from ..pruning.sources import read_layout, source_weights_file
 from ..ui import step
 
 
@@ -63,7 +64,7 @@ def _count(tensors: dict) -> int:
     return sum(t.numel() for t in tensors.values())
 
 
-def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, name: str | None = None,
+def run(source: Path, out: Path, *, fmt: str | None = None, force: bool = False, name: str | None = None,
         onnx: bool = False) -> dict:
     if onnx:
         require_onnx()  # exit 4 with the install command before any work
@@ -74,7 +75,7 @@ def run(source: Path, out: Path, fmt: str | None = None, force: bool = False, na
 
 def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None, onnx: bool) -> dict:
     ensure_writable(out, force, "hf-model", [pruned])
-    ctx = RunContext.of(pruned)
+    ctx = RecipeBase.of(pruned)
     fmt = fmt or ctx.recipe.export.format
     masks = pruned.input("masks")
     layout = read_layout(masks)

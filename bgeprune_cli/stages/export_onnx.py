@@ -24,7 +24,7 @@ from ..models.onnx.export import export_onnx, require_onnx
 from ..ui import step
 
 
-def run(out: Path, force: bool = False, int8: bool = True) -> dict:
+def run(out: Path, *, force: bool = False, int8: bool = True) -> dict:
     require_onnx()  # exit 4 with the install command before anything is read
     out = Path(out)
     read_artifact(out, "hf-model", needed_by="export-onnx")  # not an export: exit 3 before taking a lock

@@ -23,13 +23,13 @@ from ..config import BaseDims, recipe_from_resolved
 from ..errors import ArtifactError, UsageError
 from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS, VOCAB_SAMPLE
 from ..locks import claim_output
+from ..models.recipe_base import RecipeBase
 from ..pruning.masks import Layout, finalize, masks_summary
-from ..pruning.sources import RunContext
 from ..training.vocab_corpus import plan_vocabulary
 from ..ui import step
 
 
-def run(train_dir: Path, out: Path | None = None, force: bool = False) -> dict:
+def run(train_dir: Path, *, out: Path | None = None, force: bool = False) -> dict:
     train = read_artifact(train_dir, "train-run", needed_by="finalize-masks")
     out = Path(out or train.path.parent / "masks")
     with claim_output(out):
@@ -52,7 +52,7 @@ def _finalize(train, out: Path, force: bool) -> dict:
         _check_recovery_masks(train, masks)
     plan, vocab = None, None
     if recipe.vocab is not None:
-        ctx = RunContext(recipe)
+        ctx = RecipeBase(recipe)
         plan = plan_vocabulary(recipe, ctx.base_dir, ctx.base_config)
         hidden = int(masks["hidden"].sum()) if "hidden" in masks else dims.hidden  # the kept table's width
         vocab = plan.summary(ctx.base_config.get("vocab_size", len(plan.files)), hidden, dims.hidden)

@@ -26,13 +26,13 @@ from ..filenames import GATES
 from ..locks import RUN_LOCK, exclusive, recover_output
 from ..models.loading import load_model, load_tokenizer
 from ..models.probe import probe_batches, probe_texts
+from ..models.recipe_base import RecipeBase
 from ..pruning.importance import importance_scores
-from ..pruning.sources import RunContext
 from ..training.vocab_corpus import preflight
 from ..ui import step
 
 
-def run(recipe: LoadedRecipe, run_dir: Path | None = None, force: bool = False) -> dict:
+def run(recipe: LoadedRecipe, *, run_dir: Path | None = None, force: bool = False) -> dict:
     run_dir = Path(run_dir or recipe.run_dir())
     with exclusive(run_dir / RUN_LOCK, str(run_dir)):  # the same lock as `train`: both write RUN/train
         recover_output(run_dir / "train")
@@ -44,7 +44,7 @@ def _score(recipe: LoadedRecipe, out: Path, force: bool) -> dict:
     if recipe.recipe.target.mode != "targeted":
         raise UsageError("magnitude scoring needs a targeted recipe (target.mode = \"targeted\"); sparsity mode "
                          "learns per-layer counts, which only 'bgeprune train' can do.")
-    ctx = RunContext(recipe.recipe)
+    ctx = RecipeBase(recipe.recipe)
     wanted = targeted_masks(recipe.recipe.target, ctx.dims)
     preflight(recipe.recipe, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: keep tokens, corpus files
     scores: dict[str, torch.Tensor] = {}

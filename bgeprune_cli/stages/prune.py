@@ -27,14 +27,15 @@ from ..locks import claim_output
 from ..models import m3
 from ..models.loading import load_tokenizer, weights_dtype
 from ..models.probe import max_abs_diff, model_outputs, probe_batches, probe_texts
+from ..models.recipe_base import RecipeBase
 from ..pruning.masks import full_layout
 from ..pruning.slicing import build_model, slice_state_dict, stock_config
-from ..pruning.sources import RunContext, masked_outputs, read_layout, read_masks, source_heads, source_model
+from ..pruning.sources import masked_outputs, read_layout, read_masks, source_heads, source_model
 from ..pruning.vocab import parity_batches
 from ..ui import step
 
 
-def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: float = 1e-4) -> dict:
+def run(masks_dir: Path, *, out: Path | None = None, force: bool = False, atol: float = 1e-4) -> dict:
     masks_art = read_artifact(masks_dir, "masks", needed_by="prune")
     out = Path(out or masks_art.path.parent / "pruned")
     with claim_output(out):
@@ -44,7 +45,7 @@ def run(masks_dir: Path, out: Path | None = None, force: bool = False, atol: flo
 def _prune(masks_art, out: Path, force: bool, atol: float) -> dict:
     ensure_writable(out, force, "pruned-model", [masks_art])
     train = masks_art.input("train-run")
-    ctx = RunContext.of(masks_art)
+    ctx = RecipeBase.of(masks_art)
     masks = read_masks(masks_art)
     layout = read_layout(masks_art)
     with step("loading the unpruned model"):

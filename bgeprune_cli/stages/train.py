@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,16 +35,17 @@ import torch
 from safetensors.torch import save_file
 
 from ..artifacts import write_artifact
+from ..command_line import command_line
 from ..config import BaseDims, LoadedRecipe, targeted_masks
 from ..device import resolve_device as _device
 from ..errors import BgepruneError, UsageError
 from ..filenames import GATES, LAGRANGIAN, M3_HEADS, METRICS, RECOVERY_MASKS, STUDENT
 from ..models.loading import base_config, load_model, load_tokenizer
 from ..models.probe import probe_batches, probe_texts
+from ..models.recipe_base import RecipeBase
 from ..models.st_files import Prompts
 from ..pruning.importance import importance_scores
 from ..pruning.masks import Layout
-from ..pruning.sources import RunContext
 from ..training import checkpoints, interrupt, progress
 from ..training import run_dir as train_run_dir
 from ..training.batches import TrainData
@@ -106,7 +106,7 @@ class Session:
     elapsed: float = 0.0
 
 
-def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = False, force: bool = False,
+def run(recipe: LoadedRecipe, *, run_dir: Path | None = None, resume: bool = False, force: bool = False,
         device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None, masks: Path | None = None,
         teacher_cache: Path | None = None, gradient_checkpointing: bool = False) -> dict:
     """Train; `masks` (a masks artifact) or `fixed_masks` (tensors) skip the pruning phase and only
@@ -139,14 +139,10 @@ def run(recipe: LoadedRecipe, run_dir: Path | None = None, *, resume: bool = Fal
 def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teacher_cache: Path | None,
                    gradient_checkpointing: bool, world: int, masks: Path | None = None) -> str:
     """The exact command that continues this run: same recipe, overrides and run directory, plus --resume."""
-    words = (["torchrun", "--nproc_per_node", str(world), "-m", "bgeprune_cli"] if world > 1 else ["bgeprune"])
-    words += ["train", str(recipe.path), *[w for item in recipe.overrides for w in ("--set", item)],
-              "--run-dir", str(run_dir), "--resume"]
-    words += ["--masks", str(masks)] if masks else []
-    words += ["--device", device] if device else []
-    words += ["--teacher-cache", str(teacher_cache)] if teacher_cache else []
-    words += ["--gradient-checkpointing"] if gradient_checkpointing else []
-    return shlex.join(words)
+    launcher = ["torchrun", "--nproc_per_node", str(world), "-m", "bgeprune_cli"] if world > 1 else ["bgeprune"]
+    return command_line([*launcher, "train", recipe.path], [
+        ("--set", list(recipe.overrides)), ("--run-dir", run_dir), ("--resume", True), ("--masks", masks),
+        ("--device", device), ("--teacher-cache", teacher_cache), ("--gradient-checkpointing", gradient_checkpointing)])
 
 
 # ---------------------------------------------------------------- 1. setup (and 2. resume)
@@ -173,7 +169,7 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
         raise UsageError("nothing to train: recovery with fixed masks (--masks) runs train.recovery_steps, and the "
                          "recipe sets 0; --set train.recovery_steps=N.")
 
-    ctx = RunContext(r)
+    ctx = RecipeBase(r)
     preflight(r, ctx.base_dir, ctx.base_config, recipe.where)  # [vocab]: bad keep tokens or corpus fail now
     torch.manual_seed(r.train.seed)
     teacher = load_model(ctx.base_dir).to(dist.device).requires_grad_(False)

@@ -40,8 +40,9 @@ from ..filenames import CONFIG, REPORT, TOKENIZER_FILES, WEIGHTS
 from ..locks import claim_output
 from ..models.loading import load_tokenizer
 from ..models.probe import probe_texts
+from ..models.recipe_base import RecipeBase
 from ..models.st_files import read_modules, read_pooling
-from ..pruning.sources import RunContext, read_layout, read_masks, source_heads, source_model
+from ..pruning.sources import read_layout, read_masks, source_heads, source_model
 from ..ui import step
 from ..verification import PROBE_MAX_LENGTH
 from ..verification.lineage import find_masks, read_lineage, read_vocab_map
@@ -118,7 +119,7 @@ def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol
     vmap, texts = read_vocab_map(out, lineage, checks), []
     if vmap is not None:
         with step("checking the trimmed tokenizer files"):
-            base_dir = RunContext.of(masks_art).base_dir if masks_art is not None else None
+            base_dir = RecipeBase.of(masks_art).base_dir if masks_art is not None else None
             tokenizer_check, texts = check_tokenizer(out, vmap, masks_art, base_dir)
         checks.append(tokenizer_check)
     elif not any(c.name == "tokenizer" for c in checks):  # read_vocab_map reports a missing or corrupt map
@@ -136,7 +137,7 @@ def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol
         checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]
     else:
         with step("comparing with the masked model"):
-            ctx = RunContext.of(masks_art)
+            ctx = RecipeBase.of(masks_art)
             masks = read_masks(masks_art)
             layout = read_layout(masks_art)
             train = masks_art.input("train-run")

@@ -321,7 +321,7 @@ class TeacherCache:
 
 def open_run_cache(root: Path, ctx, r, device: torch.device, rank: int,
                    warn: Callable[[str], None]) -> TeacherCache:
-    """The cache for exactly one run's teacher (`ctx`: a pruning.sources.RunContext; `r`: its Recipe), max
+    """The cache for exactly one run's teacher (`ctx`: a models.recipe_base.RecipeBase; `r`: its Recipe), max
     length, precision and teacher outputs (`TeacherNeeds`, what the trainer's teacher computes too)."""
     from ..config import targeted_masks
     from ..errors import UsageError

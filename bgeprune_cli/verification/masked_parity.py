@@ -18,15 +18,16 @@ from ..errors import ArtifactError
 from ..models import m3
 from ..models.loading import load_tokenizer
 from ..models.probe import max_abs_diff, per_text, probe_batches, probe_texts
+from ..models.recipe_base import RecipeBase
 from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout
 from ..pruning.slicing import pad_to_stock, slice_state_dict
-from ..pruning.sources import RunContext, masked_outputs
+from ..pruning.sources import masked_outputs
 from . import PROBE_MAX_LENGTH
 from .static_checks import Check
 
 
-def check_provenance(exported: dict, model, heads, out: Path, ctx: RunContext, layout: Layout, padded: bool) -> Check:
+def check_provenance(exported: dict, model, heads, out: Path, ctx: RecipeBase, layout: Layout, padded: bool) -> Check:
     expected = slice_state_dict(model.state_dict(), ctx.adapter, layout)
     if padded:
         expected, _ = pad_to_stock(expected, ctx.adapter, layout)
@@ -51,7 +52,7 @@ def check_provenance(exported: dict, model, heads, out: Path, ctx: RunContext, l
     return Check("provenance", "pass", f"all {len(exported)} tensors are exact slices of the unpruned model")
 
 
-def check_parity(exported_outputs: dict, model, heads, ctx: RunContext, masks: dict, layout: Layout,
+def check_parity(exported_outputs: dict, model, heads, ctx: RecipeBase, masks: dict, layout: Layout,
             atol: float, texts: list[str], vmap: VocabMap | None) -> Check:
     if not exported_outputs:
         return Check("parity", "fail", "no outputs from the exported model (it did not load)")
