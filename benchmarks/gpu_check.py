@@ -9,8 +9,8 @@ runs as subprocesses of `python3 -m bgeprune_cli` (the GPU machine gets only the
   2. finalize-masks -> prune -> export-hf -> verify on the smoke run,
   3. a 1-GPU torchrun of the smoke recipe,
   4. the bge-m3 shape with random weights (`builtin:bge-m3-random`, recipes/50pct.toml's target, as
-     benchmarks/bge_m3_shape_speed.py builds it): magnitude -> finalize-masks -> prune -> export-hf,
-  5. benchmarks/train_step_overhead.py --device (masked step against a plain step, bf16) on that base,
+     benchmarks/speed_bge_m3_shape.py builds it): magnitude -> finalize-masks -> prune -> export-hf,
+  5. benchmarks/overhead_train_step.py --device (masked step against a plain step, bf16) on that base,
   6. `bench` of the pruned export against the base in fp32 and fp16 (batch 32 x 128), and at
      batch 1 x 512, 2048 and 8192 tokens in fp16,
 and prints one table (step, status, seconds, key number), writes it as JSON to --json PATH and to
@@ -46,16 +46,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from bge_m3_shape_speed import BASE as M3_BASE  # noqa: E402  (the full-shape pair)
-from bge_m3_shape_speed import RECIPE as M3_RECIPE  # noqa: E402
+from common import CLI, M3_BASE, M3_RECIPE, MINILM_RECIPE, REPO, set_flags
 
 SMOKE = REPO / "recipes" / "smoke.toml"
-MINILM = REPO / "recipes" / "minilm-50pct.toml"
 # Inside the repository, so the GPU machine (which gets no ../shared) has training text.
 CORPUS = REPO / "recipes" / "corpora" / "smoke-en-de-fr.txt"
-CLI = [sys.executable, "-m", "bgeprune_cli"]
 # What the children import that the GPU machine may lack (pydantic: docs/gpu-check.md brings its wheels).
 IMPORTS = ("import bgeprune_cli, bgeprune_cli.cli, pydantic, torch, transformers\n"
            "for m in (bgeprune_cli, torch, transformers, pydantic): print(m.__name__, m.__version__)")
@@ -186,7 +181,7 @@ def overhead_key(stdout: str) -> tuple[str, dict]:
     ms = dict(re.findall(r"^(plain|masked) step\s+([\d.]+) ms", stdout, re.MULTILINE))
     ratio = re.search(r"^overhead\s+([\d.]+)x", stdout, re.MULTILINE)
     if not ratio or len(ms) != 2:
-        raise StepFailed("no 'overhead' line in benchmarks/train_step_overhead.py's output")
+        raise StepFailed("no 'overhead' line in benchmarks/overhead_train_step.py's output")
     values = {"ratio": float(ratio[1]), "plain_ms": float(ms["plain"]), "masked_ms": float(ms["masked"])}
     return f"{values['ratio']:.3f}x masked/plain ({values['plain_ms']:.1f} ms plain)", values
 
@@ -217,10 +212,6 @@ def long_key(stdout: str) -> tuple[str, dict]:
 # ------------------------------------------------------------------ the steps
 
 
-def _sets(sets) -> list[str]:
-    return [arg for s in sets for arg in ("--set", s)]
-
-
 def _bench(mode: Mode, work: Path, name: str, dtype: str, batches: str, lengths: str, memory: bool) -> list[str]:
     return [*CLI, "bench", str(work / "m3-export"), "--compare", mode.m3_base, "--device", mode.device,
             "--dtype", dtype, "--batch-sizes", batches, "--seq-lengths", lengths, "--warmup", "2",
@@ -240,7 +231,7 @@ def minilm_missing() -> str | None:
 def build_steps(mode: Mode, work: Path) -> list[Step]:
     d, corpus = mode.device, f"data.train={json.dumps([str(CORPUS)])}"
     train = [*CLI, "train", str(SMOKE), "--run-dir", str(work / "smoke"), "--device", d, "--json",
-             *_sets(mode.train_sets)]
+             *set_flags(mode.train_sets)]
     ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", *train[1:]]
     ddp[ddp.index(str(work / "smoke"))] = str(work / "ddp")
     m3 = [f"base.model={mode.m3_base}", corpus]
@@ -258,21 +249,21 @@ def build_steps(mode: Mode, work: Path) -> list[Step]:
              export_key, ("prune smoke",)),
         Step("verify smoke", [*CLI, "verify", str(work / "smoke-export"), "--json"], 120, verify_key,
              ("export-hf smoke",)),
-        Step("train minilm-50pct", [*CLI, "train", str(MINILM), "--run-dir", str(work / "minilm"), "--device", d,
-                                    "--json", *_sets((*mode.train_sets, corpus, *mode.minilm_sets))],
+        Step("train minilm-50pct", [*CLI, "train", str(MINILM_RECIPE), "--run-dir", str(work / "minilm"), "--device", d,
+                                    "--json", *set_flags((*mode.train_sets, corpus, *mode.minilm_sets))],
              150, train_key(d), root, minilm_missing()),
         Step("torchrun 1 proc smoke", [*ddp, "--set", "train.micro_batch_size=4"], 150, train_key(d), root),
         Step("bge-m3 base", [sys.executable, "-c", MATERIALIZE, mode.m3_base.removeprefix("builtin:")], 180,
              base_key, root),
         Step("magnitude bge-m3", [*CLI, "magnitude", str(mode.m3_recipe), "--run-dir", str(work / "m3"), "--json",
-                                  *_sets(m3)], 120, magnitude_key, ("bge-m3 base",)),
+                                  *set_flags(m3)], 120, magnitude_key, ("bge-m3 base",)),
         Step("finalize-masks bge-m3", [*CLI, "finalize-masks", str(work / "m3" / "train"), "--json"], 90,
              finalize_key, ("magnitude bge-m3",)),
         Step("prune bge-m3", [*CLI, "prune", str(work / "m3" / "masks"), "--json"], 120, prune_key,
              ("finalize-masks bge-m3",)),
         Step("export-hf bge-m3", [*CLI, "export-hf", str(work / "m3"), str(work / "m3-export"), "--json"], 120,
              export_key, ("prune bge-m3",)),
-        Step("train-step overhead", [sys.executable, str(REPO / "benchmarks" / "train_step_overhead.py"), "--device", d,
+        Step("train-step overhead", [sys.executable, str(REPO / "benchmarks" / "overhead_train_step.py"), "--device", d,
                                      "--text", str(CORPUS), *mode.overhead_args], 150, overhead_key, ("bge-m3 base",)),
         Step("bench bge-m3 fp32", _bench(mode, work, "bench-fp32", "float32", "32", "128", False), 150,
              bench_key(d, "float32"), ("export-hf bge-m3",)),

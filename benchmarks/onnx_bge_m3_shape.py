@@ -18,22 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bge_m3_shape_pipeline import measure  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes" / "50pct.toml"
-BASE = "builtin:bge-m3-random"
-BGEPRUNE = [sys.executable, "-m", "bgeprune_cli.cli"]
-
-
-def bgeprune(*args: str) -> None:
-    print("$ bgeprune", shlex.join(args), flush=True)
-    subprocess.run(BGEPRUNE + list(args), check=True, stdout=subprocess.DEVNULL)
+from common import CLI, M3_BASE, M3_RECIPE, SHOW, bgeprune, measure
 
 
 def main() -> None:
@@ -43,20 +31,18 @@ def main() -> None:
     args = parser.parse_args()
     run, out, report = args.workdir / "run", args.workdir / "export-50pct", args.workdir / "bench"
     if not (out / "model.safetensors").is_file():
-        bgeprune("magnitude", str(RECIPE), "--set", f"base.model={BASE}", "--run-dir", str(run), "--force")
-        bgeprune("finalize-masks", str(run / "train"), "--force")
-        bgeprune("prune", str(run / "masks"), "--force")
-        bgeprune("export-hf", str(run), str(out), "--force")
+        bgeprune("magnitude", M3_RECIPE, "--set", f"base.model={M3_BASE}", "--run-dir", run, "--force")
+        bgeprune("finalize-masks", run / "train", "--force")
+        bgeprune("prune", run / "masks", "--force")
+        bgeprune("export-hf", run, out, "--force")
     size = (out / "model.safetensors").stat().st_size
-    export_s, export_peak = measure(BGEPRUNE + ["export-onnx", str(out), "--force"])
+    export_s, export_peak = measure([*CLI, "export-onnx", str(out), "--force"])
     onnx_dir = out / "onnx"
     sizes = {p.name: p.stat().st_size for p in sorted(onnx_dir.iterdir())}
-    verify_s, verify_peak = measure(BGEPRUNE + ["verify", str(out), "--json"])
-    bench = ["bench", str(out), "--backend", "onnx-int8,torch", "--compare", BASE, "--compare-backend",
+    verify_s, verify_peak = measure([*CLI, "verify", str(out), "--json"])
+    bgeprune("bench", out, "--backend", "onnx-int8,torch", "--compare", M3_BASE, "--compare-backend",
              "torch,onnx-int8", "--batch-sizes", "32", "--seq-lengths", "128", "--warmup", "2", "--repeats",
-             str(args.repeats), "--device", "cpu", "-o", str(report), "--force"]
-    print("$ bgeprune", shlex.join(bench), flush=True)
-    subprocess.run(BGEPRUNE + bench, check=True)
+             args.repeats, "--device", "cpu", "-o", report, "--force", stdout=SHOW)
     result = json.loads((report / "report.json").read_text())
 
     print(f"\n$ python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}".rstrip())

@@ -13,38 +13,29 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BGEPRUNE = [sys.executable, "-m", "bgeprune_cli.cli"]
-
-
-def bgeprune(*args: str, capture: bool = False) -> str:
-    print("$ bgeprune", shlex.join(args), flush=True)
-    proc = subprocess.run(BGEPRUNE + list(args), check=True, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                          text=True)
-    return proc.stdout or ""
+from common import CAPTURE, DATA, MINILM_RECIPE, MINILM_TEACHER, bgeprune
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/minilm-onnx"))
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pydocs")
+    parser.add_argument("--data", type=Path, default=DATA / "pydocs")
     parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     run, out, report = args.workdir / "run", args.workdir / "export", args.workdir / "bench"
-    bgeprune("magnitude", str(ROOT / "recipes" / "minilm-50pct.toml"), "--run-dir", str(run), "--force")
-    bgeprune("finalize-masks", str(run / "train"), "--force")
-    bgeprune("prune", str(run / "masks"), "--force")
-    bgeprune("export-hf", str(run), str(out), "--onnx", "--force")
-    verified = json.loads(bgeprune("verify", str(out), "--json", capture=True))
+    bgeprune("magnitude", MINILM_RECIPE, "--run-dir", run, "--force")
+    bgeprune("finalize-masks", run / "train", "--force")
+    bgeprune("prune", run / "masks", "--force")
+    bgeprune("export-hf", run, out, "--onnx", "--force")
+    verified = json.loads(bgeprune("verify", out, "--json", stdout=CAPTURE).stdout)
     checks = {c["name"]: c for c in verified["checks"]}
-    bgeprune("bench", str(out), "--backend", "onnx-int8,onnx,torch", "--compare", "builtin:all-minilm-l6-v2",
-             "--compare-backend", "torch,onnx-int8", "--beir", str(args.data), "--batch-sizes", "32",
-             "--seq-lengths", "128", "--repeats", str(args.repeats), "--no-memory", "--device", "cpu",
-             "-o", str(report), "--force")
+    bgeprune("bench", out, "--backend", "onnx-int8,onnx,torch", "--compare", MINILM_TEACHER,
+             "--compare-backend", "torch,onnx-int8", "--beir", args.data, "--batch-sizes", "32",
+             "--seq-lengths", "128", "--repeats", args.repeats, "--no-memory", "--device", "cpu",
+             "-o", report, "--force")
     result = json.loads((report / "report.json").read_text())
     print(f"\n$ python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}".rstrip())
     print(f"verify: {checks['onnx-parity']['message']}")

@@ -19,15 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "minilm-50pct.toml"
-TEACHER = "builtin:all-minilm-l6-v2"
-DATA = REPO.parent / "shared" / "data"
+from common import DATA, MINILM_RECIPE, MINILM_TEACHER, REPO, bgeprune, set_flags
 
 # name -> (what it changes, --set overrides on top of the recipe). The variants measured before
 # train.freeze_embeddings became the default train the table, as they did then.
@@ -53,33 +49,29 @@ VARIANTS = {
 }
 
 
-def run(command: list[str]) -> None:
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-
-
 def train_and_export(name: str, out: Path, cache: Path, extra: list[str]) -> dict:
     run_dir = out / name
-    sets = [a for s in VARIANTS[name][1] + extra for a in ("--set", s)]
+    sets = set_flags(VARIANTS[name][1] + extra)
     # The cache cannot hold per-layer states, so the layer-wise variant runs without it.
     cached = [] if any(s.startswith("distill.layerwise") and not s.endswith("=0") for s in VARIANTS[name][1]) \
         else ["--teacher-cache", str(cache)]
     start = time.perf_counter()
-    run(["bgeprune", "train", str(RECIPE), "--run-dir", str(run_dir), "--force", *sets, *cached])
+    bgeprune("train", MINILM_RECIPE, "--run-dir", run_dir, "--force", *sets, *cached)
     wall = time.perf_counter() - start
-    run(["bgeprune", "finalize-masks", str(run_dir / "train"), "--force"])
-    run(["bgeprune", "prune", str(run_dir / "masks"), "--force"])
-    run(["bgeprune", "export-hf", str(run_dir), str(run_dir / "export"), "--force"])
-    run(["bgeprune", "verify", str(run_dir / "export")])
-    bench = ["bgeprune", "bench", str(run_dir / "export"), "--compare", TEACHER, "--beir", str(DATA / "pydocs"),
+    bgeprune("finalize-masks", run_dir / "train", "--force")
+    bgeprune("prune", run_dir / "masks", "--force")
+    bgeprune("export-hf", run_dir, run_dir / "export", "--force")
+    bgeprune("verify", run_dir / "export")
+    bench = ["bench", str(run_dir / "export"), "--compare", MINILM_TEACHER, "--beir", str(DATA / "pydocs"),
              "--bitext", str(DATA / "bitext_dev"), "--no-speed", "--no-memory", "--device", "cpu",
              "-o", str(run_dir / "bench"), "--force"]
-    run(bench)
+    bgeprune(*bench)
     report = json.loads((run_dir / "bench" / "report.json").read_text())
     info = json.loads((run_dir / "train" / "manifest.json").read_text())["info"]
     dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
     bitext = report["quality"]["bitext_mean"]["dense"]
-    return {"what": VARIANTS[name][0], "sets": VARIANTS[name][1] + extra, "bench_command": shlex.join(bench),
+    return {"what": VARIANTS[name][0], "sets": VARIANTS[name][1] + extra,
+            "bench_command": shlex.join(["bgeprune", *bench]),
             "ndcg@10": dense["model"]["ndcg@10"], "teacher_ndcg@10": dense["base"]["ndcg@10"],
             "ndcg_retention": dense["ratio"]["ndcg@10"], "mrr@10": dense["model"]["mrr@10"],
             "bitext": bitext["model"]["accuracy"], "teacher_bitext": bitext["base"]["accuracy"],

@@ -27,31 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "minilm-50pct.toml"
-TEACHER = "builtin:all-minilm-l6-v2"
-DATA = REPO.parent / "shared" / "data"
+from common import CURVE_SPEED, DATA, MINILM_RECIPE, MINILM_TEACHER, REPO, bgeprune, set_flags
+
 TARGETS = {"30%": {"layers": 5, "ffn": 1152, "naive": 4}, "50%": {"layers": 5, "ffn": 608, "naive": 3},
            "70%": {"layers": 4, "ffn": 256, "naive": 2}}
 METHODS = ("l0", "magnitude", "naive")
-# bench's speed settings for every point on the curve (multilingual_point.py uses them too)
-SPEED = ["--batch-sizes", "32", "--seq-lengths", "128", "--repeats", "6", "--no-memory", "--device", "cpu"]
-
-
-def cli(*args: str) -> None:
-    print("$", shlex.join(["bgeprune", *args]), flush=True)
-    subprocess.run(["bgeprune", *args], check=True, stdout=subprocess.DEVNULL)
-
-
-def set_flags(sets: list[str]) -> list[str]:
-    """Recipe overrides as bgeprune's repeated --set options."""
-    return [a for s in sets for a in ("--set", s)]
 
 
 def evenly_spaced(keep: int, layers: int = 6) -> torch.Tensor:
@@ -65,16 +50,17 @@ def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]
     common = [*extra, "train.checkpoint_every=100000"]
     if method == "l0":
         prune_steps = round(steps * prune_fraction)
-        cli("train", str(RECIPE), "--run-dir", str(run_dir), "--force", "--teacher-cache", str(cache),
-            *set_flags(sizes + common + [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]))
+        phases = [f"train.steps={prune_steps}", f"train.recovery_steps={steps - prune_steps}"]
+        bgeprune("train", str(MINILM_RECIPE), "--run-dir", str(run_dir), "--force", "--teacher-cache", str(cache),
+                 *set_flags(sizes + common + phases))
         return
     recovery = [f"train.recovery_steps={steps}"]  # --masks: recovery only, train.steps is not used
     if method == "magnitude":
         score = run_dir / "score"
-        cli("magnitude", str(RECIPE), "--run-dir", str(score), "--force", *set_flags(sizes + common))
-        cli("finalize-masks", str(score / "train"), "--force")
-        cli("train", str(RECIPE), "--masks", str(score / "masks"), "--run-dir", str(run_dir), "--force",
-            "--teacher-cache", str(cache), *set_flags(sizes + common + recovery))
+        bgeprune("magnitude", str(MINILM_RECIPE), "--run-dir", str(score), "--force", *set_flags(sizes + common))
+        bgeprune("finalize-masks", str(score / "train"), "--force")
+        bgeprune("train", str(MINILM_RECIPE), "--masks", str(score / "masks"), "--run-dir", str(run_dir), "--force",
+                 "--teacher-cache", str(cache), *set_flags(sizes + common + recovery))
         return
     # naive: masks no stage writes, so through the Python API (the same recovery as --masks)
     from bgeprune_cli.config import load_recipe
@@ -85,8 +71,8 @@ def train(method: str, target: dict, run_dir: Path, steps: int, extra: list[str]
     masks = {"layer": evenly_spaced(target["naive"])}
     print(f"$ (python) naive: layers {masks['layer'].nonzero().flatten().tolist()} + recovery-only distillation",
           flush=True)
-    train_stage.run(load_recipe(RECIPE, sizes + common + recovery, base_dims=recipe_base_dims), run_dir, force=True,
-                    fixed_masks=masks, teacher_cache=cache)
+    train_stage.run(load_recipe(MINILM_RECIPE, sizes + common + recovery, base_dims=recipe_base_dims),
+                    run_dir=run_dir, force=True, fixed_masks=masks, teacher_cache=cache)
 
 
 def run_dir_of(out: Path, method: str, name: str) -> Path:
@@ -96,19 +82,19 @@ def run_dir_of(out: Path, method: str, name: str) -> Path:
 def point(method: str, name: str, out: Path, steps: int, extra: list[str], prune_fraction: float) -> dict:
     run_dir = run_dir_of(out, method, name)
     train(method, TARGETS[name], run_dir, steps, extra, out / "teacher-cache", prune_fraction)
-    cli("finalize-masks", str(run_dir / "train"), "--force")
-    cli("prune", str(run_dir / "masks"), "--force")
-    cli("export-hf", str(run_dir), str(run_dir / "export"), "--force")
-    cli("verify", str(run_dir / "export"))
+    bgeprune("finalize-masks", str(run_dir / "train"), "--force")
+    bgeprune("prune", str(run_dir / "masks"), "--force")
+    bgeprune("export-hf", str(run_dir), str(run_dir / "export"), "--force")
+    bgeprune("verify", str(run_dir / "export"))
     return {"method": method, "target": name, "export": str(run_dir / "export"),
             **measure(run_dir / "export", run_dir / "bench")}
 
 
 def measure(export: Path, bench_dir: Path) -> dict:
     """`bgeprune bench` of one finished point against the teacher: quality and speed in one run."""
-    bench = ["bench", str(export), "--compare", TEACHER, "--beir", str(DATA / "pydocs"), *SPEED,
+    bench = ["bench", str(export), "--compare", MINILM_TEACHER, "--beir", str(DATA / "pydocs"), *CURVE_SPEED,
              "-o", str(bench_dir), "--force"]
-    cli(*bench)
+    bgeprune(*bench)
     report = json.loads((bench_dir / "report.json").read_text())
     dense = report["quality"]["beir"]["pydocs"]["modes"]["dense"]
     return {"removed": 1 - report["size_ratio"]["params_encoder"],
@@ -130,7 +116,7 @@ def plot(results: dict, path: Path, command: str, multilingual: dict | None) -> 
             ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], marker="o", label=method)
             for x, y, label in pts:
                 ax.annotate(label, (x, y * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if multilingual:  # the multilingual-e5-small point (benchmarks/multilingual_point.py): its own teacher
+    if multilingual:  # the multilingual-e5-small point (benchmarks/quality_multilingual_point.py): its own teacher
         x, steps = multilingual["speedup"], multilingual["steps"]
         for value, marker, label in ((multilingual["pydocs"]["retention"], "s", "pydocs"),
                                      (multilingual["bitext_mean_retention"], "^", "bitext, 10 languages")):
@@ -160,7 +146,8 @@ def main() -> None:
                              "e.g. 50%%:l0=runs/ablation/importance")
     parser.add_argument("--rebench", action="store_true", help="bench every finished point again (idle machine)")
     parser.add_argument("--multilingual", type=Path, default=REPO / "runs" / "multilingual-1x" / "result.json",
-                        help="the multilingual point's result (benchmarks/multilingual_point.py), plotted if present")
+                        help="the multilingual point's result (benchmarks/quality_multilingual_point.py), plotted "
+                             "if present")
     parser.add_argument("--png", type=Path, default=REPO / "docs" / "quality-curve.png")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/quality_curve.py", *sys.argv[1:]])

@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from bge_m3_shape_pipeline import measure
+from common import CLI, REPO, measure
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "50pct-10lang.toml"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 HEADS = ("colbert_linear.pt", "sparse_linear.pt")
@@ -77,7 +76,6 @@ def main() -> None:
     base = assemble_base(args.me5.resolve(), args.workdir / "base")
     print(f"base: {base} ({time.perf_counter() - start:.0f}s)")
     run, out = args.workdir / "run", args.workdir / "out"
-    bgeprune = [sys.executable, "-m", "bgeprune_cli"]
     sets = ["--set", f"base.model={base}"]
     stages = [
         ("check (dry run)", ["check", str(RECIPE), *sets]),
@@ -87,7 +85,7 @@ def main() -> None:
         ("export-hf", ["export-hf", str(run), str(out)]),
         ("verify", ["verify", str(out)]),
     ]
-    rows = [(name, *measure(bgeprune + command)) for name, command in stages]
+    rows = [(name, *measure(CLI + command)) for name, command in stages]
     base_bytes, out_bytes = file_bytes(base), file_bytes(out)
     vocab = json.loads((run / "masks" / "manifest.json").read_text())["info"]["vocab"]
     print("\n$ python " + shlex.join(sys.argv))

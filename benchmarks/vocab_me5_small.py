@@ -18,21 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+from common import DATA, bgeprune
+
 CORPUS = [DATA / "multilingual_train.txt", DATA / "pydocs_train.txt"]
 
 
-def cli(*args) -> float:
-    command = [sys.executable, "-m", "bgeprune_cli", *map(str, args)]
-    print("$", shlex.join(["bgeprune", *map(str, args)]), flush=True)
+def timed(*args: object) -> float:
+    """Wall seconds of `bgeprune ARGS`."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    bgeprune(*args)
     return time.perf_counter() - start
 
 
@@ -49,13 +47,13 @@ def main() -> None:
     recipe.write_text(f'[base]\nmodel = "{args.me5.resolve()}"\n\n'
                       f'[vocab]\ncorpus = {json.dumps(list(map(str, CORPUS)))}\n')
     run, export = args.out / "run", args.out / "export"
-    times = {"check": cli("check", recipe), "magnitude": cli("magnitude", recipe, "--run-dir", run, "--force"),
-             "finalize-masks": cli("finalize-masks", run / "train", "--force"),
-             "prune": cli("prune", run / "masks", "--force"), "export-hf": cli("export-hf", run, export, "--force"),
-             "verify": cli("verify", export)}
-    times["bench"] = cli("bench", export, "--compare", args.me5.resolve(), "-o", args.out / "bench", "--force",
-                         "--beir", DATA / "pydocs", "--bitext", DATA / "bitext_dev", "--no-speed",
-                         "--max-length", "256")
+    times = {"check": timed("check", recipe), "magnitude": timed("magnitude", recipe, "--run-dir", run, "--force"),
+             "finalize-masks": timed("finalize-masks", run / "train", "--force"),
+             "prune": timed("prune", run / "masks", "--force"), "export-hf": timed("export-hf", run, export, "--force"),
+             "verify": timed("verify", export)}
+    times["bench"] = timed("bench", export, "--compare", args.me5.resolve(), "-o", args.out / "bench", "--force",
+                           "--beir", DATA / "pydocs", "--bitext", DATA / "bitext_dev", "--no-speed",
+                           "--max-length", "256")
     report = json.loads((args.out / "bench" / "report.json").read_text())
     summary(report, times)
 

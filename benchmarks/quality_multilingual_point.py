@@ -1,19 +1,19 @@
 """The multilingual point of the quality curve: multilingual-e5-small pruned to half its encoder.
 
 multilingual-e5-small (BERT 12 x 384 with XLM-R's 250k vocabulary, a real multilingual teacher rebuilt
-offline by benchmarks/multilingual_teacher.py) goes through `bgeprune train` with the same budget as
-the all-MiniLM curve (recipes/minilm-50pct.toml: 700 pruning + 300 recovery steps of 16 passages, its
-learning rates and the default levers; only base, shape, data and name overridden) to the same shape
-ratio: 10 of 12 layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept).
-It distils on ../shared/data/multilingual_train.txt mixed with pydocs_train.txt (one shuffled stream,
-about 9 multilingual texts to 1 English), then finalize-masks -> prune -> export-hf -> verify and one
+offline by benchmarks/me5_small.py) goes through `bgeprune train` with the same budget as the all-MiniLM
+curve (recipes/minilm-50pct.toml: 700 pruning + 300 recovery steps of 16 passages, its learning rates
+and the default levers; only base, shape, data and name overridden) to the same shape ratio: 10 of 12
+layers and FFN 608 of 1536 (50.2% of the encoder removed; hidden and heads kept). It distils on
+../shared/data/multilingual_train.txt mixed with pydocs_train.txt (one shuffled stream, about 9
+multilingual texts to 1 English), then finalize-masks -> prune -> export-hf -> verify and one
 `bgeprune bench` against the teacher: bitext_dev accuracy per language (an average hides a language
 that broke), pydocs nDCG@10 and the speedup at batch 32 x 128. Prints a table and writes
 OUT/result.json (read by quality_curve.py for its plot).
 
-    python benchmarks/multilingual_point.py --out runs/multilingual-1x              # about 25 min, 2 CPU cores
-    python benchmarks/multilingual_point.py --out runs/multilingual-1x --bench-only  # re-measure (idle machine)
-    python benchmarks/multilingual_point.py --out runs/ml-frozen --steps 300 --set train.freeze_embeddings=true
+    python benchmarks/quality_multilingual_point.py --out runs/multilingual-1x               # about 25 min, 2 CPU cores
+    python benchmarks/quality_multilingual_point.py --out runs/multilingual-1x --bench-only  # re-measure (idle machine)
+    python benchmarks/quality_multilingual_point.py --out runs/ml-frozen --steps 300 --set train.freeze_embeddings=true
 """
 
 from __future__ import annotations
@@ -24,12 +24,8 @@ import shlex
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-sys.path.insert(0, str(REPO / "benchmarks"))
-from quality_curve import RECIPE, SPEED, cli, set_flags  # noqa: E402  (the curve's recipe, bench settings, runner)
-
-from multilingual_teacher import MissingFixture, me5_small_dir  # noqa: E402
+from common import CURVE_SPEED, DATA, MINILM_RECIPE, REPO, bgeprune, set_flags
+from me5_small import MissingFixture, me5_small_dir
 
 
 def main() -> None:
@@ -42,7 +38,7 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="one more recipe override (e.g. train.freeze_embeddings=true)")
     args = parser.parse_args()
-    command = shlex.join(["python", "benchmarks/multilingual_point.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/quality_multilingual_point.py", *sys.argv[1:]])
     try:
         teacher = (args.me5 or me5_small_dir()).resolve()
     except MissingFixture as exc:
@@ -56,15 +52,15 @@ def main() -> None:
                 f"train.steps={prune_steps}", f"train.recovery_steps={args.steps - prune_steps}",
                 f"train.target_warmup_steps={round(args.steps * 0.25)}",  # 250 of 1000, as the recipe
                 'export.name="multilingual-e5-small-50pct"', *args.extra]
-        cli("train", str(RECIPE), "--run-dir", str(run), "--force", "--teacher-cache", str(out / "teacher-cache"),
-            *set_flags(sets))
-        cli("finalize-masks", str(run / "train"), "--force")
-        cli("prune", str(run / "masks"), "--force")
-        cli("export-hf", str(run), str(export), "--force")
-        cli("verify", str(export))
+        bgeprune("train", str(MINILM_RECIPE), "--run-dir", str(run), "--force", "--teacher-cache",
+                 str(out / "teacher-cache"), *set_flags(sets))
+        bgeprune("finalize-masks", str(run / "train"), "--force")
+        bgeprune("prune", str(run / "masks"), "--force")
+        bgeprune("export-hf", str(run), str(export), "--force")
+        bgeprune("verify", str(export))
     bench = ["bench", str(export), "--compare", str(teacher), "--beir", str(DATA / "pydocs"),
-             "--bitext", str(DATA / "bitext_dev"), *SPEED, "-o", str(out / "bench"), "--force"]
-    cli(*bench)
+             "--bitext", str(DATA / "bitext_dev"), *CURVE_SPEED, "-o", str(out / "bench"), "--force"]
+    bgeprune(*bench)
     write_result(out, command, shlex.join(["bgeprune", *bench]))
 
 

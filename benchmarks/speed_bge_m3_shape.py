@@ -5,7 +5,7 @@ Builds the 50pct export from `builtin:bge-m3-random` with recipes/50pct.toml (ga
 `bgeprune bench` on it against the full shape at batch 32 × 128 tokens and prints the headline:
 measured speedup, FLOPs speedup and the speedup efficiency (goal >= 0.85).
 
-    python benchmarks/bge_m3_shape_speed.py [--workdir /tmp/bge-m3-speed] [--repeats 8]
+    python benchmarks/speed_bge_m3_shape.py [--workdir /tmp/bge-m3-speed] [--repeats 8]
 
 Needs about 10 GB of disk (random base in $BGEPRUNE_CACHE, run, export) and ~8 GB of RAM; it takes
 about 15 minutes on 2 CPU cores. Keep the machine otherwise idle while it times.
@@ -17,19 +17,10 @@ import argparse
 import json
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes" / "50pct.toml"
-BASE = "builtin:bge-m3-random"
-
-
-def bgeprune(*args: str, quiet: bool = True) -> None:
-    command = ["bgeprune", *args]
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL if quiet else None)
+from common import M3_BASE, M3_RECIPE, SHOW, bgeprune
 
 
 def main() -> None:
@@ -42,13 +33,12 @@ def main() -> None:
     run, out, report = args.workdir / "run", args.workdir / "bge-m3-50pct-shape", args.workdir / "bench"
     if not (out / "manifest.json").is_file():
         shutil.rmtree(args.workdir, ignore_errors=True)
-        bgeprune("magnitude", str(RECIPE), "--set", f"base.model={BASE}", "--run-dir", str(run))
-        bgeprune("finalize-masks", str(run / "train"))
-        bgeprune("prune", str(run / "masks"))
-        bgeprune("export-hf", str(run), str(out))
-    bgeprune("bench", str(out), "--compare", BASE, "--batch-sizes", args.batch_sizes, "--seq-lengths",
-             args.seq_lengths, "--repeats", str(args.repeats), "--device", "cpu", "-o", str(report), "--force",
-             quiet=False)
+        bgeprune("magnitude", M3_RECIPE, "--set", f"base.model={M3_BASE}", "--run-dir", run)
+        bgeprune("finalize-masks", run / "train")
+        bgeprune("prune", run / "masks")
+        bgeprune("export-hf", run, out)
+    bgeprune("bench", out, "--compare", M3_BASE, "--batch-sizes", args.batch_sizes, "--seq-lengths",
+             args.seq_lengths, "--repeats", args.repeats, "--device", "cpu", "-o", report, "--force", stdout=SHOW)
     result = json.loads((report / "report.json").read_text())
     h = result["headline"]
     print(f"\n$ python benchmarks/{Path(__file__).name} {shlex.join(sys.argv[1:])}".rstrip())

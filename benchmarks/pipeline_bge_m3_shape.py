@@ -3,7 +3,7 @@
 Prints each stage's wall time and peak RSS (the stage's whole process tree, sampled every 50 ms)
 next to the fp32 model size. The gate scores come from `bgeprune magnitude` (timed separately).
 
-    python benchmarks/bge_m3_shape_pipeline.py [--workdir /tmp/bge-m3-shape]
+    python benchmarks/pipeline_bge_m3_shape.py [--workdir /tmp/bge-m3-shape]
 
 Needs about 10 GB of disk for the random base (cached in $BGEPRUNE_CACHE), the run and the export.
 """
@@ -12,43 +12,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "recipes" / "50pct.toml"
-BASE = "builtin:bge-m3-random"
-
-
-def measure(command: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS in bytes of `command` and its children."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command)
-    peak = 0
-
-    def sample() -> None:
-        nonlocal peak
-        parent = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                rss = parent.memory_info().rss + sum(c.memory_info().rss for c in parent.children(recursive=True))
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    code = proc.wait()
-    sampler.join()
-    if code != 0:
-        sys.exit(f"{' '.join(command)} failed with exit code {code}")
-    return time.perf_counter() - start, peak
+from common import CLI, M3_BASE, M3_RECIPE, measure
 
 
 def main() -> None:
@@ -57,17 +24,17 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     run, out = args.workdir / "run", args.workdir / "out"
-    bgeprune = [sys.executable, "-m", "bgeprune_cli.cli"]
 
     start = time.perf_counter()
     from bgeprune_cli.models.builtins import materialize
 
-    base_dir = materialize(BASE.removeprefix("builtin:"))
+    base_dir = materialize(M3_BASE.removeprefix("builtin:"))
     model_bytes = (base_dir / "model.safetensors").stat().st_size
-    print(f"base {BASE}: {model_bytes / 2**30:.2f} GiB fp32 at {base_dir} ({time.perf_counter() - start:.0f}s)")
+    print(f"base {M3_BASE}: {model_bytes / 2**30:.2f} GiB fp32 at {base_dir} ({time.perf_counter() - start:.0f}s)")
 
     stages = [
-        ("magnitude (gate scores)", ["magnitude", str(RECIPE), "--set", f"base.model={BASE}", "--run-dir", str(run)]),
+        ("magnitude (gate scores)",
+         ["magnitude", str(M3_RECIPE), "--set", f"base.model={M3_BASE}", "--run-dir", str(run)]),
         ("finalize-masks", ["finalize-masks", str(run / "train")]),
         ("prune", ["prune", str(run / "masks")]),
         ("export-hf", ["export-hf", str(run), str(out)]),
@@ -75,7 +42,7 @@ def main() -> None:
     ]
     rows = []
     for name, command in stages:
-        wall, peak = measure(bgeprune + command)
+        wall, peak = measure(CLI + command)
         rows.append((name, wall, peak))
     print(f"\n$ python benchmarks/{Path(__file__).name}")
     print(f"{'stage':<26}{'wall s':>9}{'peak RSS GiB':>15}{'x fp32 model':>14}")

@@ -8,7 +8,7 @@ the teacher by `bgeprune bench` in one run: nDCG@10, MRR@10, Recall@100 on ../sh
 on CPU. Reports go to OUT/bench-l0 and OUT/bench-naive, a summary to OUT/results.json.
 
 Run (about 35 minutes on 2 CPU cores; --train none re-benchmarks existing exports):
-    python benchmarks/minilm_quality.py --out runs/bench-minilm
+    python benchmarks/quality_minilm.py --out runs/bench-minilm
 """
 
 from __future__ import annotations
@@ -16,36 +16,28 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "minilm-50pct.toml"
-TEACHER = "builtin:all-minilm-l6-v2"
-PYDOCS = REPO.parent / "shared" / "data" / "pydocs"
+from common import DATA, MINILM_RECIPE, MINILM_TEACHER, REPO, SHOW, bgeprune, set_flags
 
-
-def cli(*args: str) -> None:
-    command = ["bgeprune", *args]
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+PYDOCS = DATA / "pydocs"
 
 
 def pipeline(run: Path) -> Path:
-    cli("finalize-masks", str(run / "train"), "--force")
-    cli("prune", str(run / "masks"), "--force")
-    cli("export-hf", str(run), str(run / "export"), "--force")
-    cli("verify", str(run / "export"))
+    bgeprune("finalize-masks", run / "train", "--force")
+    bgeprune("prune", run / "masks", "--force")
+    bgeprune("export-hf", run, run / "export", "--force")
+    bgeprune("verify", run / "export")
     return run / "export"
 
 
 def train_l0(out: Path, sets: list[str]) -> float:
     start = time.perf_counter()
-    cli("train", str(RECIPE), "--run-dir", str(out), "--force", *[a for s in sets for a in ("--set", s)])
+    bgeprune("train", MINILM_RECIPE, "--run-dir", out, "--force", *set_flags(sets))
     return time.perf_counter() - start
 
 
@@ -56,20 +48,18 @@ def train_naive(out: Path, sets: list[str], steps: int) -> float:
     from bgeprune_cli.stages import train
 
     naive_sets = sets + ["target.layers=3", "target.ffn=1536", "train.steps=1", f"train.recovery_steps={steps}"]
-    recipe = load_recipe(RECIPE, naive_sets, base_dims=recipe_base_dims)
-    print(f"$ (python) stages.train.run({RECIPE.name}, fixed_masks=layers 0,2,4; --set {' '.join(naive_sets)})",
+    recipe = load_recipe(MINILM_RECIPE, naive_sets, base_dims=recipe_base_dims)
+    print(f"$ (python) stages.train.run({MINILM_RECIPE.name}, fixed_masks=layers 0,2,4; --set {' '.join(naive_sets)})",
           flush=True)
     start = time.perf_counter()
-    train.run(recipe, out, force=True, fixed_masks={"layer": torch.tensor([True, False] * 3)})
+    train.run(recipe, run_dir=out, force=True, fixed_masks={"layer": torch.tensor([True, False] * 3)})
     return time.perf_counter() - start
 
 
 def bench(export: Path, report: Path) -> dict:
     """`bgeprune bench` of an export against the teacher: quality on pydocs and speed, in one run."""
-    command = ["bgeprune", "bench", str(export), "--compare", TEACHER, "--beir", str(PYDOCS), "--batch-sizes", "32",
-               "--seq-lengths", "128", "--device", "cpu", "-o", str(report), "--force"]
-    print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True)
+    bgeprune("bench", export, "--compare", MINILM_TEACHER, "--beir", PYDOCS, "--batch-sizes", "32", "--seq-lengths",
+             "128", "--device", "cpu", "-o", report, "--force", stdout=SHOW)
     return json.loads((report / "report.json").read_text())
 
 

@@ -10,7 +10,7 @@ micro-batch; the third trains the word-embedding table too (`train.freeze_embedd
 the 568M parameters), so the difference to the first is what freezing it (the default) saves.
 
 Run (about 9 minutes on 2 CPU cores):
-    python benchmarks/bge_m3_shape_train_memory.py --batch-size 8
+    python benchmarks/memory_train_bge_m3_shape.py --batch-size 8
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import CAPTURE, DATA, M3_BASE, M3_RECIPE, bgeprune, set_flags
+
 STEPS = 2
-TEXT = REPO.parent / "shared" / "data" / "pydocs_train.txt"
+TEXT = DATA / "pydocs_train.txt"
+# What `train` runs under: its peak RSS is the `Maximum resident set size` this prints to stderr.
+TIME = ("/usr/bin/time", "-v")
 
 
 def long_texts(path: Path, count: int) -> None:
@@ -48,15 +48,10 @@ ROWS = {"default": [], "--gradient-checkpointing": ["--gradient-checkpointing"],
 
 
 def run(batch: int, data: Path, run_dir: Path, extra: list[str]) -> dict:
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "bgeprune_cli", "train",
-               str(REPO / "recipes" / "50pct.toml"),
-               "--run-dir", str(run_dir), "--force", "--device", "cpu", "--json",
-               "--set", "base.model=builtin:bge-m3-random", "--set", f'data.train=["{data}"]',
-               "--set", f"train.steps={STEPS}", "--set", "train.recovery_steps=0", "--set", f"train.batch_size={batch}",
-               "--set", "data.max_length=256", "--set", "train.checkpoint_every=1000"]
-    command += extra
-    print("$", shlex.join(command), flush=True)
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    sets = [f"base.model={M3_BASE}", f'data.train=["{data}"]', f"train.steps={STEPS}", "train.recovery_steps=0",
+            f"train.batch_size={batch}", "data.max_length=256", "train.checkpoint_every=1000"]
+    result = bgeprune("train", M3_RECIPE, "--run-dir", run_dir, "--force", "--device", "cpu", "--json",
+                      *set_flags(sets), *extra, stdout=CAPTURE, stderr=CAPTURE, under=TIME)
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
     info = json.loads(result.stdout)
     return {"peak_rss_gib": peak_kb / 2**20, "step_seconds": info["train_seconds"] / STEPS}

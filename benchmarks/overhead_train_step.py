@@ -19,10 +19,10 @@ On CUDA (--device cuda) both steps run under bf16 autocast, as `train` does ther
 for the GPU before every reading.
 
 Run:
-    python benchmarks/train_step_overhead.py --steps 20
-    python benchmarks/train_step_overhead.py --steps 20 --device cuda --model builtin:bge-m3-random --text FILE
-    python benchmarks/train_step_overhead.py --steps 20 --masks layer,ffn --tokens
-    python benchmarks/train_step_overhead.py --steps 10 --masks layer,ffn --frozen-table --model DIR
+    python benchmarks/overhead_train_step.py --steps 20
+    python benchmarks/overhead_train_step.py --steps 20 --device cuda --model builtin:bge-m3-random --text FILE
+    python benchmarks/overhead_train_step.py --steps 20 --masks layer,ffn --tokens
+    python benchmarks/overhead_train_step.py --steps 10 --masks layer,ffn --frozen-table --model DIR
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from bgeprune_cli.pruning.importance import importance_scores
 from bgeprune_cli.training.distill_model import autocast_for
 from bgeprune_cli.training.gates import Lagrangian, MaskSet
 from bgeprune_cli.training.losses import cosine_loss, similarity_kl, token_cosine_loss
+from common import DATA
 
-TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pydocs_train.txt"
+TEXT = DATA / "pydocs_train.txt"
 
 
 def main() -> None:
