@@ -97,8 +97,20 @@ class DataSection(_Section):
     stream: list[StreamSource] = Field(default_factory=list, description="stream from HF datasets instead of "
                                        "data.train: one [data.stream] table or several [[data.stream]] tables")
     pairs: list[str] = Field(default_factory=list, description='{"query","pos","neg"} JSONL files')
+    translations: list[str] = Field(default_factory=list, description="translation pairs for distill.translation: "
+                                    "JSONL files with the two fields of translation_fields, or TSV files "
+                                    "(source<TAB>translation, as parallel corpora ship); files, directories or globs")
+    translation_fields: list[str] = Field(["en", "xx"], description="the JSONL fields of a translation pair: "
+                                                "the source (the teacher embeds it) and its translation")
     max_length: int = Field(128, ge=8, le=1_000_000, description="tokens per text; at most the base's position "
                             "limit (checked against its config.json)")
+
+    @field_validator("translation_fields")
+    @classmethod
+    def _two_fields(cls, value: list[str]) -> list[str]:
+        if len(value) != 2 or not all(name.strip() for name in value) or value[0] == value[1]:
+            raise ValueError(f"needs two different non-empty field names (source, translation), got {list(value)}")
+        return value
 
     @field_validator("stream", mode="before")
     @classmethod
@@ -151,6 +163,12 @@ class DistillSection(_Section):
     temperature: float = Field(0.05, gt=0)
     layerwise: float = Field(0.0, ge=0)
     contrastive: float = Field(0.0, ge=0)
+    # Multilingual knowledge distillation: unlabelled text teaches each language's geometry apart; pairs
+    # tie a sentence to its translation, which is what cross-lingual retrieval needs.
+    translation: float = Field(1.0, ge=0, description="pull the student's embeddings of a source and of its "
+                               "translation to the teacher's embedding of the source (cosine when the output "
+                               "width is kept, and an in-batch cross-lingual similarity KL at any width); used "
+                               "only when data.translations is set")
     # bge-m3 heads (used only when the base has colbert_linear.pt / sparse_linear.pt)
     sparse: float = Field(1.0, ge=0, description="MSE on per-token sparse weights")
     colbert: float = Field(1.0, ge=0, description="KL over in-batch ColBERT late-interaction scores")
@@ -483,6 +501,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None,
     resolved["base"]["model"] = _resolve_local(recipe.base.model, path.parent)
     resolved["data"]["train"] = [_resolve_local(p, path.parent) for p in recipe.data.train]
     resolved["data"]["pairs"] = [_resolve_local(p, path.parent) for p in recipe.data.pairs]
+    resolved["data"]["translations"] = [_resolve_local(p, path.parent) for p in recipe.data.translations]
     if recipe.vocab is not None:
         resolved["vocab"]["corpus"] = [_resolve_local(p, path.parent) for p in recipe.vocab.corpus]
     streams = resolved["data"]["stream"]

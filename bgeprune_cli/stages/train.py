@@ -158,7 +158,7 @@ def _setup(recipe: LoadedRecipe, run_dir: Path, dist: Dist, options: TrainOption
     fixed = _fixed_masks(options, r, dims, run_dir)
     # Data and run directory first: a missing file or a run that would be clobbered fails before weights load.
     data = TrainData.open(r.data, r.train, r.distill.contrastive, dist.local_block,
-                          _warn if dist.is_main else lambda message: None)
+                          _warn if dist.is_main else lambda message: None, r.distill.translation)
     checkpoint = train_run_dir.prepare(run_dir, options.resume, options.force, dist)
     if checkpoint is not None:
         train_run_dir.check_resume(checkpoint, recipe.sha256, data.fingerprints, options.force)

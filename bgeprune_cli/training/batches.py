@@ -1,5 +1,5 @@
 """The training data of one run as its steps consume it: shuffled resumable batches, the optional
-contrastive pairs, and this rank's share of every step as tokenized micro-batches.
+contrastive pairs and translation pairs, and this rank's share of every step as tokenized micro-batches.
 
 Texts come from local files (indexed, `data.train`) or a streamed Hugging Face dataset
 (`[data.stream]`); both serve `local_share` the same way, so nothing downstream asks which. Every
@@ -22,7 +22,7 @@ from ..config import DataSection, TrainSection
 from ..errors import DataError
 from ..models.st_files import Prompts
 from .data import DataIndex, open_data, with_packaged
-from .distill_model import MicroBatch
+from .distill_model import MicroBatch, TranslationBatch
 
 
 class TextSource(Protocol):
@@ -91,7 +91,7 @@ class Batches:
         Every rank takes the same batch and reads only its own share from disk.
         """
         entries = self.take()
-        read = self.texts_of if self.index.kind == "text" else self.pairs_of
+        read = {"text": self.texts_of, "pairs": self.pairs_of, "translations": self.translations_of}[self.index.kind]
         return [read(entries[i * micro_size:(i + 1) * micro_size]) for i in local]
 
     def texts_of(self, entries: list[tuple[int, int, int]]) -> list[str]:
@@ -116,6 +116,11 @@ class Batches:
             if record["neg"]:
                 negatives.append(rng.choice(record["neg"]))
         return queries, positives, negatives
+
+    def translations_of(self, entries: list[tuple[int, int, int]]) -> tuple[list[str], list[str]]:
+        """(sources, translations), aligned."""
+        pairs = [self.index.translation(item) for _, _, item in entries]
+        return [source for source, _ in pairs], [translation for _, translation in pairs]
 
     @property
     def fingerprint(self) -> str:
@@ -171,6 +176,12 @@ def _open_pairs(data: DataSection, contrastive: float) -> DataIndex | None:
     return open_data(data.pairs, "pairs", "data.pairs")
 
 
+def _open_translations(data: DataSection) -> DataIndex | None:
+    if not data.translations:
+        return None
+    return open_data(data.translations, "translations", "data.translations", tuple(data.translation_fields))
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int, device) -> dict:
     batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return {k: v.to(device) for k, v in batch.items()}
@@ -181,52 +192,77 @@ class TrainData:
     texts: TextSource  # indexed files (Batches) or a streamed dataset (StreamBatches)
     pairs: Batches | None
     pairs_index: DataIndex | None
+    translations: Batches | None  # data.translations, for distill.translation
     max_length: int
     micro_size: int  # texts per forward pass
     local: range  # which of a step's micro-batches this rank computes
 
     @classmethod
     def open(cls, data: DataSection, train: TrainSection, contrastive: float, local_block: Callable[[int], range],
-             warn: Callable[[str], None]) -> "TrainData":
+             warn: Callable[[str], None], translation: float = 0.0) -> "TrainData":
         """Open (and check) every data source; problems fail here, before any weights load."""
         texts, pairs_index = _open_texts(data, train), _open_pairs(data, contrastive)
-        for source in (texts, pairs_index):  # a 10 MB line would otherwise be tokenized whole every time
+        translations_index = _open_translations(data) if translation > 0 else None
+        for source in (texts, pairs_index, translations_index):  # a 10 MB line would otherwise be tokenized whole
             if source is not None:
                 source.cut_passages(data.max_length, warn)
         micro = train.micro_batch_size or train.batch_size
         pairs = Batches(pairs_index, train.batch_size, train.seed + 1) if pairs_index is not None else None
-        return cls(texts, pairs, pairs_index, data.max_length, micro, local_block(train.batch_size // micro))
+        translations = (Batches(translations_index, train.batch_size, train.seed + 2)
+                        if translations_index is not None else None)
+        return cls(texts, pairs, pairs_index, translations, data.max_length, micro,
+                   local_block(train.batch_size // micro))
 
     @property
     def fingerprints(self) -> dict:
-        return {"train": self.texts.fingerprint, "pairs": self.pairs_index.fingerprint if self.pairs_index else None}
+        prints = {"train": self.texts.fingerprint, "pairs": self.pairs_index.fingerprint if self.pairs_index else None}
+        if self.translations is not None:  # absent, not null, without them: older checkpoints still resume
+            prints["translations"] = self.translations.fingerprint
+        return prints
 
     def summary(self) -> dict:
-        return {"train": self.texts.summary(), "pairs": self.pairs_index.summary() if self.pairs_index else None}
+        summary = {"train": self.texts.summary(), "pairs": self.pairs_index.summary() if self.pairs_index else None}
+        if self.translations is not None:
+            summary["translations"] = self.translations.summary()
+        return summary
 
     def next_micro_batches(self, tokenizer, device, prompts: Prompts = Prompts()) -> list[MicroBatch]:
         """This rank's share of the next step, tokenized (texts, and pairs for the contrastive term).
 
         Texts are passages and get the base's passage prompt; pairs get the query prompt on queries,
-        as the base's users would encode them. The prompted text is what the teacher cache keys.
+        as the base's users would encode them; both sides of a translation pair get the query prompt
+        (a symmetric task: bench's bitext encodes them so). The prompted text is what the teacher cache keys.
         """
         texts = [prompts.passages(t) for t in self.texts.local_share(self.micro_size, self.local)]
         pairs = [None] * len(texts)
         if self.pairs is not None:
             pairs = [(prompts.queries(q), prompts.passages(p), prompts.passages(n))
                      for q, p, n in self.pairs.local_share(self.micro_size, self.local)]
-        return [MicroBatch(tokenize(tokenizer, t, self.max_length, device), t,
-                           tuple(tokenize(tokenizer, x, self.max_length, device) if x else None for x in p)
-                           if p is not None else None) for t, p in zip(texts, pairs)]
+        translations = [None] * len(texts)
+        if self.translations is not None:
+            translations = [(prompts.queries(sources), prompts.queries(targets))
+                            for sources, targets in self.translations.local_share(self.micro_size, self.local)]
+
+        def tokenized(texts: list[str]) -> dict:
+            return tokenize(tokenizer, texts, self.max_length, device)
+
+        return [MicroBatch(tokenized(t), t,
+                           tuple(tokenized(x) if x else None for x in p) if p is not None else None,
+                           TranslationBatch(tokenized(tr[0]), tokenized(tr[1]), tr[0]) if tr is not None else None)
+                for t, p, tr in zip(texts, pairs, translations)]
 
     def state_dict(self) -> dict:
         """The data position, as checkpoints hold it (`data`, and `pairs` when there are pairs)."""
         state = {"data": self.texts.state_dict()}
         if self.pairs is not None:
             state["pairs"] = self.pairs.state_dict()
+        if self.translations is not None:
+            state["translations"] = self.translations.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.texts.load_state_dict(state["data"])
         if self.pairs is not None:
             self.pairs.load_state_dict(state["pairs"])
+        if self.translations is not None:
+            self.translations.load_state_dict(state["translations"])

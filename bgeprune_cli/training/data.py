@@ -3,6 +3,9 @@
 `data.train` is unlabeled text for distillation: `.txt` (one passage per line) or JSON Lines with
 `{"text": ...}` or `{"query", "pos", "neg"}` records (every string is a text). `data.pairs` is
 FlagEmbedding JSONL, `{"query": str, "pos": [str, ...], "neg": [str, ...]}` (`neg` optional).
+`data.translations` holds translation pairs: JSONL with two fields (`data.translation_fields`,
+`{"en": ..., "xx": ...}` by default) or TSV, `source<TAB>translation[<TAB>...]`, the form parallel
+corpora (OPUS, Tatoeba, sentence-transformers' parallel-sentences) ship in.
 Files are never loaded whole: the index keeps 16 bytes per item (file, line offset, item on the
 line) and items are re-read from disk on demand. Every problem names its file and line, and all
 problems are reported together in one `DataError`. No tokenizer here; the trainer tokenizes.
@@ -26,8 +29,12 @@ from typing import Callable, Literal
 from ..errors import DataError
 from .passages import PassageCutter, line_number
 
+Kind = Literal["text", "pairs", "translations"]
 SUFFIXES = (".txt", ".jsonl", ".json")
 JSONL_SUFFIXES = (".jsonl", ".json")
+TSV_SUFFIX = ".tsv"
+TRANSLATION_SUFFIXES = (*JSONL_SUFFIXES, TSV_SUFFIX)
+DEFAULT_FIELDS = ("en", "xx")
 MAX_LISTED = 20
 BOM = "\ufeff"
 
@@ -83,8 +90,30 @@ def _pair(obj, need_pos: bool) -> dict:
             "neg": _strings(obj.get("neg"), "neg", False)}
 
 
-def _parse(raw: bytes, at_start: bool, jsonl: bool, kind: str) -> list:
-    """The items on one line: texts (text kind) or one pair dict (pairs kind); [] for a blank line.
+def _translation(line: str, jsonl: bool, fields: tuple[str, str]) -> tuple[str, str]:
+    if not jsonl:
+        columns = line.split("\t")
+        if len(columns) < 2 or not (columns[0].strip() and columns[1].strip()):
+            raise _BadLine("expected a source and its translation separated by a tab, both non-empty; "
+                           "fix or remove the line")
+        return columns[0], columns[1]
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _BadLine(f"not valid JSON ({e.msg} at column {e.colno}); fix or remove the line") from None
+    if not isinstance(obj, dict):
+        raise _BadLine(f"expected a JSON object with {fields[0]!r} and {fields[1]!r}, got {_json_type(obj)}; "
+                       "fix or remove the line")
+    for name in fields:
+        if not (isinstance(obj.get(name), str) and obj[name].strip()):
+            raise _BadLine(f'"{name}" must be a non-empty string, got {_json_type(obj.get(name))}; fix or remove '
+                           f"the line, or name the fields with data.translation_fields")
+    return obj[fields[0]], obj[fields[1]]
+
+
+def _parse(raw: bytes, at_start: bool, jsonl: bool, kind: str, fields: tuple[str, str] = DEFAULT_FIELDS) -> list:
+    """The items on one line: texts (text kind), one pair dict (pairs kind) or one (source, translation)
+    (translations kind); [] for a blank line.
 
     Used both when indexing and when reading back, so the two can never disagree.
     """
@@ -98,6 +127,8 @@ def _parse(raw: bytes, at_start: bool, jsonl: bool, kind: str) -> list:
     line = line.removesuffix("\n").removesuffix("\r")
     if not line.strip():
         return []
+    if kind == "translations":
+        return [_translation(line, jsonl, fields)]
     if not jsonl:
         return [line]
     try:
@@ -120,16 +151,16 @@ def _parse(raw: bytes, at_start: bool, jsonl: bool, kind: str) -> list:
                    f"{' without either key' if isinstance(obj, dict) else ''}; fix or remove the line")
 
 
-def _expand(patterns: list[str], key: str, problems: _Problems) -> list[Path]:
+def _expand(patterns: list[str], key: str, problems: _Problems, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
     seen: set[str] = set()
     out: list[Path] = []
     for entry in patterns:
         if os.path.isdir(entry):
             # Hidden files and folders (.git, .ipynb_checkpoints) are skipped, as glob skips them.
-            found = sorted(p for p in Path(entry).rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+            found = sorted(p for p in Path(entry).rglob("*") if p.suffix.lower() in suffixes and p.is_file()
                            and not any(part.startswith(".") for part in p.relative_to(entry).parts))
             if not found:
-                problems.add(f"{key}: '{entry}' is a directory with no .txt, .jsonl or .json file in it; "
+                problems.add(f"{key}: '{entry}' is a directory with no {', '.join(suffixes)} file in it; "
                              "add data or list the files directly")
         elif os.path.isfile(entry):  # a literal name may contain glob characters, e.g. "part[1].txt"
             found = [Path(entry)]
@@ -156,10 +187,11 @@ def with_packaged(patterns: list[str]) -> list[str]:
     return [str(PROBE_TEXT) if p == PACKAGED_PROBE else p for p in patterns]
 
 
-def expand_sources(patterns: list[str], key: str) -> list[Path]:
-    """Files named by `patterns` (files, directories searched recursively, globs), de-duplicated, in order."""
+def expand_sources(patterns: list[str], key: str, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    """Files named by `patterns` (files, directories searched recursively for `suffixes`, globs),
+    de-duplicated, in order."""
     problems = _Problems()
-    paths = _expand(patterns, key, problems)
+    paths = _expand(patterns, key, problems, suffixes)
     problems.raise_if_any()
     return paths
 
@@ -168,13 +200,15 @@ class DataIndex:
     """Where every item lives on disk; items are read back by seeking, one line at a time."""
 
     def __init__(self, kind: str, key: str, files: list[Path], file_sha256: list[str], file_bytes: list[int],
-                 file_no: array, offsets: array, sub: array):
-        self.kind, self.key = kind, key
+                 file_no: array, offsets: array, sub: array, fields: tuple[str, str] = DEFAULT_FIELDS):
+        self.kind, self.key, self.fields = kind, key, fields
         self.files, self.file_sha256, self.file_bytes = files, file_sha256, file_bytes
         self._file_no, self._offsets, self._sub = file_no, offsets, sub
         self._handles: dict[int, object] = {}
         self.cutter: PassageCutter | None = None  # set by `cut_passages`
         digest = hashlib.sha256(f"{kind}\n".encode())
+        if kind == "translations":  # other fields of the same files are other pairs
+            digest.update(f"{fields[0]}\t{fields[1]}\n".encode())
         for path, sha in zip(files, file_sha256):
             digest.update(f"{path}\t{sha}\n".encode())
         self.fingerprint = digest.hexdigest()
@@ -199,6 +233,8 @@ class DataIndex:
 
         if isinstance(item, str):
             return self.cutter(item, where)
+        if isinstance(item, tuple):
+            return self.cutter(item[0], where), self.cutter(item[1], where)
         return {"query": self.cutter(item["query"], where), "pos": [self.cutter(t, where) for t in item["pos"]],
                 "neg": [self.cutter(t, where) for t in item["neg"]]}
 
@@ -214,7 +250,8 @@ class DataIndex:
                 self._handles[number] = open(path, "rb")
             handle = self._handles[number]
             handle.seek(offset)
-            item = _parse(handle.readline(), offset == 0, path.suffix.lower() in JSONL_SUFFIXES, kind)[self._sub[i]]
+            item = _parse(handle.readline(), offset == 0, path.suffix.lower() in JSONL_SUFFIXES, kind,
+                          self.fields)[self._sub[i]]
         except (_BadLine, IndexError, OSError) as e:
             raise DataError(f"{self.key}: {path}: changed or gone since it was indexed ({e}); keep data files "
                             "unchanged during a run and start again") from None
@@ -226,6 +263,10 @@ class DataIndex:
     def pair(self, i: int) -> dict:
         """{"query": str, "pos": [str, ...], "neg": [str, ...]}; `neg` may be empty."""
         return self._item(i, "pairs")
+
+    def translation(self, i: int) -> tuple[str, str]:
+        """(source, translation)."""
+        return self._item(i, "translations")
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -239,7 +280,8 @@ class DataIndex:
         self.close()
 
 
-def _scan(paths: list[Path], kind: str, key: str, problems: _Problems) -> DataIndex:
+def _scan(paths: list[Path], kind: str, key: str, problems: _Problems,
+          fields: tuple[str, str] = DEFAULT_FIELDS) -> DataIndex:
     files, shas, sizes = [], [], []
     file_no, offsets, sub = array("i"), array("q"), array("i")
     for path in paths:
@@ -247,6 +289,10 @@ def _scan(paths: list[Path], kind: str, key: str, problems: _Problems) -> DataIn
         if kind == "pairs" and not jsonl:
             problems.add(f"{key}: {path}: pairs must be JSONL with query/pos/neg (a .jsonl file, one JSON object "
                          "per line); convert it, or move plain text to data.train")
+            continue
+        if kind == "translations" and path.suffix.lower() not in TRANSLATION_SUFFIXES:
+            problems.add(f"{key}: {path}: translation pairs must be JSONL (one object with {fields[0]!r} and "
+                         f"{fields[1]!r} per line) or TSV (a .tsv file: source<TAB>translation); convert it")
             continue
         number, start, bad_before = len(files), len(offsets), problems.count
         digest, offset = hashlib.sha256(), 0
@@ -257,7 +303,7 @@ def _scan(paths: list[Path], kind: str, key: str, problems: _Problems) -> DataIn
                 for lineno, raw in enumerate(handle, 1):
                     digest.update(raw)
                     try:
-                        count = len(_parse(raw, offset == 0, jsonl, kind))
+                        count = len(_parse(raw, offset == 0, jsonl, kind, fields))
                     except _BadLine as e:
                         problems.add(f"{key}: {path}:{lineno}: {e}")
                         count = 0
@@ -275,10 +321,10 @@ def _scan(paths: list[Path], kind: str, key: str, problems: _Problems) -> DataIn
         files.append(path)
         shas.append(digest.hexdigest())
         sizes.append(offset)
-    return DataIndex(kind, key, files, shas, sizes, file_no, offsets, sub)
+    return DataIndex(kind, key, files, shas, sizes, file_no, offsets, sub, fields)
 
 
-def build_index(paths: list[Path], kind: Literal["text", "pairs"], key: str) -> DataIndex:
+def build_index(paths: list[Path], kind: Kind, key: str) -> DataIndex:
     """Index `paths` in one streaming pass each; raises one DataError listing every bad file and line."""
     problems = _Problems()
     index = _scan(paths, kind, key, problems)
@@ -286,11 +332,13 @@ def build_index(paths: list[Path], kind: Literal["text", "pairs"], key: str) -> 
     return index
 
 
-def open_data(patterns: list[str], kind: Literal["text", "pairs"], key: str) -> DataIndex:
-    """`expand_sources` + `build_index`, with the problems of both reported together."""
+def open_data(patterns: list[str], kind: Kind, key: str, fields: tuple[str, str] = DEFAULT_FIELDS) -> DataIndex:
+    """`expand_sources` + `build_index`, with the problems of both reported together (`fields`: a translation
+    pair's JSONL fields)."""
     if not patterns:
         raise DataError(f"{key}: no data files listed; add files, directories or globs to {key} in the recipe")
     problems = _Problems()
-    index = _scan(_expand(patterns, key, problems), kind, key, problems)
+    suffixes = TRANSLATION_SUFFIXES if kind == "translations" else SUFFIXES
+    index = _scan(_expand(patterns, key, problems, suffixes), kind, key, problems, fields)
     problems.raise_if_any()
     return index

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 
 from ..config import Recipe, StreamSource
 from ..errors import BgepruneError, DataError, EnvironmentProblem
-from .data import expand_sources, with_packaged
+from .data import SUFFIXES, TRANSLATION_SUFFIXES, expand_sources, with_packaged
 from .data_stream import OPENING_AT_ONCE
 
 
 @dataclass(frozen=True)
 class SourceStatus:
-    key: str  # data.train, data.pairs, vocab.corpus, data.stream[3]
+    key: str  # data.train, data.pairs, data.translations, vocab.corpus, data.stream[3]
     source: str  # the path or pattern, or the dataset with its config
     ok: bool
     detail: str  # what was found, or what is wrong and what to do
@@ -33,11 +33,11 @@ class SourceStatus:
         return asdict(self)
 
 
-def _local(key: str, patterns: list[str]) -> list[SourceStatus]:
+def _local(key: str, patterns: list[str], suffixes: tuple[str, ...] = SUFFIXES) -> list[SourceStatus]:
     rows = []
     for pattern, path in zip(patterns, with_packaged(patterns)):
         try:
-            files = expand_sources([path], key)
+            files = expand_sources([path], key, suffixes)
         except DataError as exc:
             problem = "; ".join(getattr(exc, "problems", None) or [str(exc)])
             rows.append(SourceStatus(key, pattern, False, problem.removeprefix(f"{key}: '{pattern}' "),
@@ -84,6 +84,8 @@ def _streams(sources: list[StreamSource]) -> list[SourceStatus]:
 def data_sources(recipe: Recipe) -> list[SourceStatus]:
     """The status of every data source the recipe names, in recipe order."""
     rows = _local("data.train", recipe.data.train) + _local("data.pairs", recipe.data.pairs)
+    if recipe.distill.translation > 0:
+        rows += _local("data.translations", recipe.data.translations, TRANSLATION_SUFFIXES)
     if recipe.data.stream:
         rows += _streams(recipe.data.stream)
     if recipe.vocab is not None:

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import colbert_kl, contrastive_loss, cosine_loss, similarity_kl, sparse_mse, token_cosine_loss
+from .losses import (
+    colbert_kl,
+    contrastive_loss,
+    cosine_loss,
+    similarity_kl,
+    sparse_mse,
+    token_cosine_loss,
+    translation_loss,
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,22 @@ class TeacherNeeds:
 
 
 @dataclass
+class TranslationBatch:
+    sources: dict               # tokenized sources (the side the teacher embeds), on the device
+    translations: dict          # tokenized translations, aligned with the sources
+    source_texts: list[str]     # the sources themselves: the teacher cache's keys
+
+
+@dataclass
 class MicroBatch:
     batch: dict                 # tokenized texts, on the device
     texts: list[str]            # the texts themselves: the teacher cache's keys
     pairs: tuple | None = None  # tokenized (queries, positives, negatives or None) for the contrastive term
+    translations: TranslationBatch | None = None  # for the translation term
+
+    def translation_sources(self) -> "MicroBatch":
+        """The translation sources as a batch of their own, for the teacher (and its cache) to embed."""
+        return MicroBatch(self.translations.sources, self.translations.source_texts)
 
 
 @dataclass
@@ -176,8 +196,11 @@ class DistillModel(nn.Module):
             hooks, pooling, distill, use_cosine, device)
 
     def forward(self, batch: dict, teacher: TeacherOutputs, noise: dict | None, fixed: dict | None,
-                pairs: tuple | None) -> dict[str, torch.Tensor]:
-        """Weighted loss terms of one micro-batch; gates sampled from the step's shared `noise` (or `fixed`)."""
+                pairs: tuple | None, translations: TranslationBatch | None = None,
+                teacher_sources: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of one micro-batch; gates sampled from the step's shared `noise` (or `fixed`).
+
+        `teacher_sources`: the teacher's pooled embeddings of `translations.sources`."""
         distill = self.distill
         z = self.masks.sample(noise) if fixed is None else fixed
         self.hooks.z = z
@@ -205,4 +228,9 @@ class DistillModel(nn.Module):
                                              if b is not None else None for b in pairs)
             terms["contrastive"] = distill.contrastive * contrastive_loss(queries, positives, negatives,
                                                                           distill.temperature)
+        if translations is not None and distill.translation > 0:
+            sources, targets = (embed(self.student, b, self.pooling, False, self.device)[0]
+                                for b in (translations.sources, translations.translations))
+            terms["translation"] = distill.translation * translation_loss(
+                sources, targets, teacher_sources, distill.temperature, self.use_cosine)
         return terms

@@ -5,7 +5,9 @@ Embedding models are judged by the geometry of their outputs, so besides matchin
 distribution (KL), which survives hidden pruning, and optionally every token's last hidden state
 (per-token cosine, also only when the dims match). For bge-m3 bases the sparse head matches the
 teacher's token weights (MSE) and ColBERT its in-batch late-interaction scores (KL). Optional:
-layer-wise MSE through a learned map (CoFi), and a contrastive loss on labelled pairs.
+layer-wise MSE through a learned map (CoFi), a contrastive loss on labelled pairs, and on translation
+pairs multilingual knowledge distillation: a source and its translation both pulled to the teacher's
+embedding of the source (Reimers & Gurevych, 2020), which ties each language to the others.
 
 Example:
     bgeprune train recipes/minilm-50pct.toml --set distill.layerwise=1.0
@@ -56,6 +58,34 @@ def _cosines(embeddings: torch.Tensor) -> torch.Tensor:
 def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher ‖ student) between in-batch similarity distributions; needs no matching dims."""
     return _score_kl(_cosines(student), _cosines(teacher), temperature)
+
+
+def cross_lingual_kl(student_sources: torch.Tensor, student_translations: torch.Tensor,
+                     teacher_sources: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher ‖ student) over each translation's similarities to every source of the batch: the
+    student's cos(translation i, source j) against the teacher's cos(source i, source j).
+
+    The rows keep their diagonal (unlike `similarity_kl`): a translation matching its own source is the
+    point, and the teacher's target puts it where the source itself is. Needs no matching dims.
+    """
+    student = F.normalize(student_translations.float(), dim=-1) @ F.normalize(student_sources.float(), dim=-1).T
+    log_p_teacher = F.log_softmax(_cosines(teacher_sources) / temperature, dim=-1)
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+
+
+def translation_loss(student_sources: torch.Tensor, student_translations: torch.Tensor,
+                     teacher_sources: torch.Tensor, temperature: float, same_width: bool) -> torch.Tensor:
+    """The translation-pair term: the cross-lingual similarity KL, plus (when the output width is kept)
+    the mean of 1 − cos(student(source), teacher(source)) and 1 − cos(student(translation), teacher(source)).
+
+    Zero when the student embeds every source and its translation as the teacher embeds the source.
+    """
+    loss = cross_lingual_kl(student_sources, student_translations, teacher_sources, temperature)
+    if same_width:
+        loss = loss + (cosine_loss(student_sources, teacher_sources)
+                       + cosine_loss(student_translations, teacher_sources)) / 2
+    return loss
 
 
 def sparse_mse(student_logits: torch.Tensor, teacher_weights: torch.Tensor,

@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 _SHORT = {"layers": "L", "heads": "H", "ffn": "F", "hidden": "d"}
-_TERMS = {"cosine": "cos", "similarity_kl": "kl", "layerwise": "layer", "contrastive": "con"}
+_TERMS = {"cosine": "cos", "similarity_kl": "kl", "layerwise": "layer", "contrastive": "con", "translation": "tr"}
 
 
 def describe(record: dict, targets: dict) -> str:

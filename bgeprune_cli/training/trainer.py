@@ -173,8 +173,9 @@ class Trainer:
         penalty, gaps = torch.zeros(()), {}
         for i, micro in enumerate(micro_batches):
             teacher = self.teacher.outputs(micro)
+            sources = self.teacher.outputs(micro.translation_sources()).embedding if micro.translations else None
             with self.dist.no_sync(self.model, skip=i < n - 1):
-                terms = self.model(micro.batch, teacher, noise, fixed, micro.pairs)
+                terms = self.model(micro.batch, teacher, noise, fixed, micro.pairs, micro.translations, sources)
                 loss = sum(terms.values())
                 total = loss
                 if pruning:  # the same on every micro-batch (the gates do not move within a step)
