@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from bgeprune_cli.artifacts import read_artifact
 from bgeprune_cli.bench.eval_data import load_beir, load_bitext
 from bgeprune_cli.bench.models import load_bench_model
+from bgeprune_cli.bench.multilingual import retrieval_metrics, worst_language
 from bgeprune_cli.bench.quality import bitext_accuracy, ir_evaluator, ir_metrics
 from bgeprune_cli.bench.size import flops_per_token
 from bgeprune_cli.bench.speed import latency_stats, make_batch, measure_grid
@@ -87,6 +88,32 @@ def test_bitext_accuracy_by_hand():
     assert got == {"en_to_xx": 0.75, "xx_to_en": 0.75, "accuracy": 0.75}
     same = bitext_accuracy(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), ["x", "y"], ["Z", "Z"])
     assert same["en_to_xx"] == 1.0  # a duplicate translation counts as found (as TranslationEvaluator does)
+
+
+def test_cross_lingual_retrieval_by_hand():
+    # Query 0 finds its document first; query 1 ranks it third (two documents score higher); query 2 ties
+    # with a wrong document (a tie counts against it: rank 2); query 3's document repeats document 0's text.
+    scores = torch.tensor([[0.9, 0.1, 0.0, 0.2],
+                           [0.8, 0.3, 0.5, 0.0],
+                           [0.0, 0.7, 0.7, 0.1],
+                           [0.6, 0.0, 0.0, 0.1]])
+    got = retrieval_metrics(scores, ["a", "b", "c", "a"])
+    ranks = [1, 3, 2, 1]
+    assert got["accuracy"] == 0.5
+    assert got["ndcg@10"] == pytest.approx(sum(1 / math.log2(1 + r) for r in ranks) / 4)
+    far = torch.eye(12).flip(1)  # every query's own document last of twelve: beyond the cut-off
+    assert retrieval_metrics(far, [str(i) for i in range(12)]) == {"ndcg@10": 0.0, "accuracy": 0.0}
+
+
+def test_worst_language_names_the_language_and_the_worst_retention_separately():
+    def lang(language, model, base):
+        return {"language": language, "modes": {"dense": {"model": {"accuracy": model}, "base": {"accuracy": base},
+                                                          "ratio": {"accuracy": model / base}}}}
+
+    bitext = {"vi": lang("vi", 0.50, 0.60), "he": lang("he", 0.40, 0.41), "de": lang("de", 0.90, 0.95)}
+    worst = worst_language(bitext, "dense", ["model", "base"])
+    assert worst["model"] == {"accuracy": 0.40, "language": "he"} and worst["base"]["language"] == "he"
+    assert worst["ratio"] == {"accuracy": pytest.approx(0.50 / 0.60), "language": "vi"}
 
 
 def test_vectorised_m3_scores_equal_the_definition():
@@ -181,6 +208,17 @@ def test_bench_report_schema_png_and_artifact(tmp_path, export):
     assert beir_modes["dense"]["ratio"]["ndcg@10"] == pytest.approx(
         beir_modes["dense"]["model"]["ndcg@10"] / beir_modes["dense"]["base"]["ndcg@10"])
     assert quality["bitext"]["de"]["pairs"] == 3 and "accuracy" in quality["bitext"]["de"]["modes"]["colbert"]["model"]
+    german = quality["bitext"]["de"]
+    assert set(german["cross_lingual"]) == set(quality["modes"]) and "ndcg@10" in german["cross_lingual"]["m3"]["base"]
+    assert quality["bitext_worst"]["dense"]["model"]["language"] == "de"  # one language: the worst is it
+    assert quality["cross_lingual_mean"]["dense"]["model"] == german["cross_lingual"]["dense"]["model"]
+    assert german["asymmetric"]["model_queries_base_docs"]["metrics"]["accuracy"] >= 0
+    from bgeprune_cli.bench.render import _asymmetric_rows, _quality_rows
+
+    quality_rows = [row[0] for row in _quality_rows(quality, ["model", "base"])]
+    assert {"de→en retrieval nDCG@10", "bitext worst language, accuracy"} <= set(quality_rows)
+    assert [row[0] for row in _asymmetric_rows(quality)][-3:] == [
+        "de→en retrieval nDCG@10", "xx→en retrieval mean nDCG@10", "xx→en retrieval worst language"]
     assert set(quality["agreement"]["modes"]["dense"]) >= {"spearman_pairwise", "dense_cosine_mean"}
     artifact = read_artifact(out, "bench-report")
     assert artifact.read_json("report.json")["headline"] == report["headline"]

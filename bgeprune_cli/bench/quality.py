@@ -5,7 +5,10 @@
     ColBERT rankings use the same metric code as dense ones).
   - Bitext: nearest-neighbour matching accuracy in both directions (the definition of
     sentence-transformers' `TranslationEvaluator`: a match is right when the text found equals
-    the true translation).
+    the true translation), and cross-lingual retrieval: each translation as a query against the
+    English side as the corpus (nDCG@10, accuracy), also with the pruned model's queries against the
+    base's English vectors (its index); per language, their mean, and the worst language
+    (bench/multilingual.py).
   - Agreement with the base: score-matrix Spearman and top-10 neighbour overlap per mode, plus dense
     cosine when the dimensions match (`models/agreement.py`).
 Modes: dense always; sparse, ColBERT and their combination (`m3`, FlagEmbedding's
@@ -24,6 +27,7 @@ from ..models.agreement import agreement, score_agreement
 from ..models.m3 import M3Output
 from ..ui import Progress
 from .eval_data import BeirSet, BitextSet
+from .multilingual import retrieval_metrics, summarize_bitext
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}
 M3_MODES = ("sparse", "colbert", "m3")
@@ -134,11 +138,21 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
             result["beir"][data.name] = entry
         for data in bitext:
             n = len(data.english)
-            scores = {name: mode_scores(modes, _rows(q, 0, n), _rows(q, n, None))
+            halves = {name: (_rows(q, 0, n), _rows(q, n, None))  # (English, translations)
                       for name, (q, _) in encode(data.english + data.other, []).items()}
-            result["bitext"][data.name] = {"language": data.language, "pairs": n, "modes": {
+            scores = {name: mode_scores(modes, english, other) for name, (english, other) in halves.items()}
+            crossed = {name: mode_scores(modes, other, english) for name, (english, other) in halves.items()}
+            entry = {"language": data.language, "pairs": n, "modes": {
                 mode: _with_ratio({name: bitext_accuracy(s[mode], data.english, data.other)
                                    for name, s in scores.items()}) for mode in modes}}
+            entry["cross_lingual"] = {mode: _with_ratio({name: retrieval_metrics(s[mode], data.english)
+                                                         for name, s in crossed.items()}) for mode in modes}
+            if compatible:  # the pruned model's translations as queries against the base's English index
+                metrics = retrieval_metrics(m3.dense_scores(halves["model"][1].dense, halves["base"][0].dense),
+                                            data.english)
+                entry["asymmetric"] = {"model_queries_base_docs": {
+                    "metrics": metrics, "ratio": _ratio(metrics, entry["cross_lingual"]["dense"]["base"])}}
+            result["bitext"][data.name] = entry
         if "base" in models:
             encoded = encode([], agreement_texts)
             result["agreement"] = {"texts": len(agreement_texts),
@@ -147,6 +161,7 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
         result["bitext_mean"] = {mode: _with_ratio({name: {"accuracy": sum(
             b["modes"][mode][name]["accuracy"] for b in result["bitext"].values()) / len(bitext)} for name in models})
             for mode in modes}
+        result.update(summarize_bitext(result["bitext"], modes, list(models), _with_ratio))
     if "base" in models and not compatible:
         result["asymmetric_note"] = ("index compatibility not measured: the pruned model's output dimension differs "
                                      "from the base's (hidden was pruned), so their vectors cannot share an index")

@@ -75,16 +75,43 @@ def _quality_rows(q: dict, keys: list[str]) -> list[list]:
             rows.append(_metric_row(f"bitext {name} ({data['pairs']} pairs)", mode, values, "accuracy", keys))
     for mode, values in q.get("bitext_mean", {}).items():
         rows.append(_metric_row("bitext mean accuracy", mode, values, "accuracy", keys))
+    for mode, worst in q.get("bitext_worst", {}).items():
+        rows.append(_worst_row("bitext worst language, accuracy", mode, worst, "accuracy", keys))
+    for name, data in q.get("bitext", {}).items():
+        for mode, values in data.get("cross_lingual", {}).items():
+            rows.append(_metric_row(f"{name}→en retrieval nDCG@10", mode, values, "ndcg@10", keys))
+    for mode, values in q.get("cross_lingual_mean", {}).items():
+        rows.append(_metric_row("xx→en retrieval mean nDCG@10", mode, values, "ndcg@10", keys))
+    for mode, worst in q.get("cross_lingual_worst", {}).items():
+        rows.append(_worst_row("xx→en retrieval worst language, nDCG@10", mode, worst, "ndcg@10", keys))
     return rows
+
+
+def _worst_row(what: str, mode: str, worst: dict, metric: str, keys: list[str]) -> list:
+    """Each entry's lowest value with its language; the ratio column: the lowest retention and its language."""
+    cells = ["-" if k not in worst else f"{worst[k][metric]:.4f} ({worst[k]['language']})" for k in keys]
+    ratio = worst.get("ratio")
+    return [what, mode, *cells, "-" if ratio is None else f"{ratio[metric]:.1%} ({ratio['language']})"]
 
 
 def _asymmetric_rows(q: dict) -> list[list]:
     """Index compatibility: one model's queries against the other's documents (dense)."""
     names = {"model_queries_base_docs": "pruned queries × base index",
              "base_queries_model_docs": "base queries × pruned index"}
-    return [[f"{name} nDCG@10", names[direction], f"{v['metrics']['ndcg@10']:.4f}",
+    rows = [[f"{name} nDCG@10", names[direction], f"{v['metrics']['ndcg@10']:.4f}",
              f"{v['ratio'].get('ndcg@10', 0):.1%}"]
             for name, data in q.get("beir", {}).items() for direction, v in data.get("asymmetric", {}).items()]
+    crossed = "pruned xx queries × base English index"
+    rows += [[f"{name}→en retrieval nDCG@10", crossed, f"{v['metrics']['ndcg@10']:.4f}",
+              f"{v['ratio'].get('ndcg@10', 0):.1%}"]
+             for name, data in q.get("bitext", {}).items() for v in data.get("asymmetric", {}).values()]
+    summary = q.get("bitext_asymmetric", {}).get("model_queries_base_docs")
+    if summary:
+        rows.append(["xx→en retrieval mean nDCG@10", crossed, f"{summary['metrics']['ndcg@10']:.4f}",
+                     f"{summary['ratio'].get('ndcg@10', 0):.1%}"])
+        rows.append(["xx→en retrieval worst language", crossed, summary["worst"]["language"],
+                     f"{summary['worst']['ndcg@10']:.1%}"])
+    return rows
 
 
 def _metric_row(what: str, mode: str, values: dict, metric: str, keys: list[str]) -> list:

@@ -1,0 +1,78 @@
+"""The multilingual views of bitext data: the worst language beside the mean, cross-lingual retrieval
+(each translation as a query against the English side as the corpus), and the same retrieval with the
+pruned model's queries against the base's English index.
+
+bge-m3 is kept for every language, not the average, so a summary names its worst language; and a user
+who keeps the base's index encodes only queries with the pruned model, in any language.
+
+Example:
+    python -c "import torch; from bgeprune_cli.bench.multilingual import retrieval_metrics; \
+print(retrieval_metrics(torch.eye(3), ['a', 'b', 'c']))"
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+RANK_CUTOFF = 10  # nDCG@10
+
+
+def retrieval_metrics(scores: torch.Tensor, documents: list[str]) -> dict[str, float]:
+    """nDCG@10 and accuracy (the right document first) of query i against documents, where document i is
+    the relevant one, and so is every document with the same text (translation files repeat strings).
+
+    One relevant document per query: nDCG@10 is 1 / log2(1 + rank) for a rank within 10, else 0. Ties
+    count against the query (a document scoring as high as the relevant one ranks above it).
+    """
+    ndcg = accuracy = 0.0
+    for i, row in enumerate(scores.float()):
+        relevant = torch.tensor([d == documents[i] for d in documents])
+        best = row[relevant].max()
+        rank = 1 + int((row[~relevant] >= best).sum())
+        ndcg += 1 / math.log2(1 + rank) if rank <= RANK_CUTOFF else 0.0
+        accuracy += rank == 1
+    n = len(documents)
+    return {"ndcg@10": ndcg / n, "accuracy": accuracy / n}
+
+
+def worst_language(bitext: dict, mode: str, names: list[str], view: str = "modes",
+                   metric: str = "accuracy") -> dict:
+    """Per model the lowest `metric` over the bitext sets and its language; for "ratio" the lowest
+    retention (model over base) and its language, which need not be the same language."""
+    sets = list(bitext.values())
+    out = {}
+    for name in names:
+        worst = min(sets, key=lambda s: s[view][mode][name][metric])
+        out[name] = {metric: worst[view][mode][name][metric], "language": worst["language"]}
+    ratios = [s for s in sets if s[view][mode].get("ratio", {}).get(metric) is not None]
+    if ratios:
+        worst = min(ratios, key=lambda s: s[view][mode]["ratio"][metric])
+        out["ratio"] = {metric: worst[view][mode]["ratio"][metric], "language": worst["language"]}
+    return out
+
+
+def _mean(dicts: list[dict]) -> dict:
+    return {k: sum(d[k] for d in dicts) / len(dicts) for k in dicts[0]}
+
+
+def summarize_bitext(bitext: dict, modes: list[str], names: list[str], with_ratio) -> dict:
+    """Over the languages of `bitext` (bench's per-set results): the worst language of matching
+    accuracy and of cross-lingual nDCG@10, the cross-lingual mean, and (when measured) the pruned
+    queries against the base's index, mean and worst. `with_ratio` adds model / base as bench does."""
+    sets = list(bitext.values())
+    summary = {
+        "bitext_worst": {mode: worst_language(bitext, mode, names) for mode in modes},
+        "cross_lingual_mean": {mode: with_ratio({name: _mean([s["cross_lingual"][mode][name] for s in sets])
+                                                 for name in names}) for mode in modes},
+        "cross_lingual_worst": {mode: worst_language(bitext, mode, names, "cross_lingual", "ndcg@10")
+                                for mode in modes}}
+    if all("asymmetric" in s for s in sets):
+        crossed = [s["asymmetric"]["model_queries_base_docs"] for s in sets]
+        metrics, base = _mean([c["metrics"] for c in crossed]), summary["cross_lingual_mean"]["dense"]["base"]
+        worst = min(zip(sets, crossed), key=lambda sc: sc[1]["ratio"].get("ndcg@10", 0.0))
+        summary["bitext_asymmetric"] = {"model_queries_base_docs": {
+            "metrics": metrics, "ratio": {k: v / base[k] for k, v in metrics.items() if base.get(k)},
+            "worst": {"ndcg@10": worst[1]["ratio"].get("ndcg@10", 0.0), "language": worst[0]["language"]}}}
+    return summary
