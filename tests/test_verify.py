@@ -86,7 +86,7 @@ def test_broken_weights_fail_with_their_own_message(tmp_path, good_export, fixtu
     out = tmp_path / "out"
     shutil.copytree(good_export, out)
     _tamper_weights(out, edit)
-    result = verify.run(out)
+    result = verify.run(out, run_dir=good_export.parent / "run")  # the copy's lineage.json leads nowhere from here
     checks = _checks(result)
     assert not result["ok"]
     assert checks[check]["status"] == "fail" and message in checks[check]["message"], checks[check]
@@ -144,6 +144,21 @@ def test_agreement_of_identical_embeddings_is_perfect():
     numbers = agreement(embeddings, embeddings * 3)
     assert numbers["spearman_pairwise"] == pytest.approx(1.0)
     assert numbers["top10_overlap"] == 1.0 and numbers["dense_cosine_min"] == pytest.approx(1.0)
+
+
+def test_spearman_gives_tied_scores_their_average_rank():
+    from bgeprune_cli.models.agreement import score_agreement, spearman
+
+    # Sparse scores: mostly exact zeros. Ranking ties by position made these two look unrelated or alike at
+    # random; with average ranks the zeros tie and only the real order counts.
+    ref = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 0.9])
+    got = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.4, 0.8])
+    assert spearman(ref, got) == pytest.approx(1.0)
+    # Ranks [2.5 ×4, 5, 6] against [2.5 ×4, 6, 5]: deviations from 3.5 give 11.5 / 12.5.
+    assert spearman(ref, torch.tensor([0.0, 0.0, 0.0, 0.0, 0.8, 0.4])) == pytest.approx(0.92)
+    assert spearman(ref, torch.zeros(6)) == 0.0 and spearman(torch.zeros(6), torch.zeros(6)) == 1.0
+    matrix = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.3], [0.0, 0.3, 1.0]])
+    assert score_agreement(matrix, matrix * 2)["spearman_pairwise"] == pytest.approx(1.0)
 
 
 def test_report_is_written_as_a_verify_report_artifact(tmp_path, good_export):
