@@ -1,6 +1,9 @@
 """Terminal output: people-facing messages and progress on stderr, results on stdout.
 
-Progress uses rich (spinner and elapsed time on a TTY; one log line per step otherwise). Rich reads
+Progress uses rich (a bar with ETA on a TTY; otherwise one log line every few steps with elapsed time,
+rate and ETA). Off a terminal (Slurm, nohup, CI) nothing wraps at 80 columns: lines are as long as
+their text and tables as wide as their cells; a table cell never ends in an ellipsis (a number too wide
+for a terminal wraps inside its cell instead). Rich reads
 `[...]` as markup, so text that comes from users or files (paths, recipe keys like `[data.stream]`,
 error messages) goes through `esc`; table cells are escaped unless they are `styled(...)`.
 
@@ -11,16 +14,35 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-err = Console(stderr=True)
-out = Console()
+LOG_WIDTH = 10_000  # off a terminal: wide enough that no log line or table is ever wrapped by width
+
+
+class _Console(Console):
+    """A console that wraps only for a terminal (or a COLUMNS the user set); a log file gets whole lines."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        if self.is_terminal or self._width is not None or os.environ.get("COLUMNS", "").isdigit():
+            return size
+        return ConsoleDimensions(LOG_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+err = _Console(stderr=True)
+out = _Console()
 
 
 def esc(value) -> str:
@@ -51,7 +73,7 @@ def table(title: str, columns: list[str], rows: list[list]) -> Table:
     """A table whose title, headers and cells print literally (cells made with `styled` keep their markup)."""
     result = Table(title=Text(title), title_justify="left")
     for column in columns:
-        result.add_column(Text(column))
+        result.add_column(Text(column), overflow="fold")  # a cut number would be a wrong number
     for row in rows:
         result.add_row(*[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row])
     return result
@@ -72,6 +94,7 @@ class Progress:
 
         self.label, self.total, self.log_every, self.done = label, total, max(1, log_every), start
         self.log_label, self.enabled = log_label or label, enabled
+        self._started, self._start_count = time.perf_counter(), start
         self._bar = None
         if enabled and err.is_terminal:
             self._bar = RichProgress(TextColumn(f"[bold]{esc(label)}"), BarColumn(), MofNCompleteColumn(),
@@ -104,4 +127,22 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=done, description=text)
         elif done % self.log_every == 0 or done == self.total:
-            err.print(f"{esc(self.log_label)} {done}/{self.total}" + (f" · {text}" if text else ""), highlight=False)
+            line = f"{esc(self.log_label)} {done}/{self.total} · {self._timing(done)}"
+            err.print(line + (f" · {text}" if text else ""), highlight=False)
+
+    def _timing(self, done: int) -> str:
+        """Elapsed, rate and ETA for a log line; the rate counts only this process's items (not a resumed start)."""
+        elapsed = time.perf_counter() - self._started
+        count = done - self._start_count
+        if count <= 0 or elapsed <= 0:
+            return f"{clock(elapsed)} elapsed"
+        rate = count / elapsed
+        speed = f"{rate:.2f} it/s" if rate >= 1 else f"{1 / rate:.2f} s/it"
+        return f"{clock(elapsed)} elapsed · {speed} · ETA {clock(max(0, self.total - done) / rate)}"
+
+
+def clock(seconds: float) -> str:
+    """4:05, or 1:02:03 past an hour."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,4 +1,5 @@
-"""The tables `bgeprune bench` prints on stderr: model vs base vs ratio, for size, speed, memory, quality.
+"""The tables `bgeprune bench` prints on stderr (model vs base vs ratio, for size, speed, memory, quality),
+and its result line on stdout: the report it wrote.
 
 With several backends (bench/backends.py) each (model, backend) entry gets its own column in the size,
 memory and quality tables, and a Backends table puts every entry's throughput, memory and quality at
@@ -10,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from ..ui import err, esc, table
+from ..ui import err, esc, out, table
 
 
 def _num(value, fmt: str = ",.0f") -> str:
@@ -192,5 +193,5 @@ def render_bench(r: dict) -> None:
         err.print(f"[bold]headline[/] batch {h['batch']} × {h['length']}: {h['speedup']:.2f}× faster, FLOPs "
                   f"predict {h['flops_speedup']:.2f}× → speedup efficiency {h['speedup_efficiency']:.2f}{quality}",
                   highlight=False)
-    err.print(esc(f"→ {r['artifact']}" + (f" (picture: {r['report_png']})" if r.get("report_png") else "")),
+    out.print(esc(f"→ {r['artifact']}" + (f" (picture: {r['report_png']})" if r.get("report_png") else "")),
               highlight=False)
