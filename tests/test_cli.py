@@ -58,6 +58,24 @@ def test_version_and_help_have_examples():
         assert result.exit_code == 0 and "Example" in result.stdout, command
 
 
+def test_install_lines_in_every_help_survive_rich_markup(monkeypatch):
+    """Rich reads `[onnx]` as a markup tag and drops it: every help that names an extra must still show it."""
+    import re
+
+    import typer.main
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: the install line is never split
+    commands = [c.name or c.callback.__name__.replace("_", "-") for c in typer.main.get_group(app).commands.values()]
+    shown = {}
+    for command in commands:
+        result = invoke(command, "--help")
+        assert result.exit_code == 0, command
+        shown[command] = re.findall(r"pip install[^)\n│]*", result.stdout)
+        for line in shown[command]:
+            assert "'.'" not in line and "''" not in line, (command, line)
+    assert all(any("'.[onnx]'" in line for line in shown[c]) for c in ("export-hf", "export-onnx", "bench")), shown
+
+
 def test_json_output_is_one_object(smoke_run):
     result = invoke("finalize-masks", smoke_run / "train", "--json")
     assert result.exit_code == 0
