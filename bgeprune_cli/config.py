@@ -26,6 +26,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_serializer
 
 from .errors import RecipeError
+from .recipe_hints import nearest_key, type_hint
 
 
 class _Section(BaseModel):
@@ -486,8 +487,13 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None,
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            message = "unknown key (check the spelling; see recipes/ for the schema)" \
-                if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "extra_forbidden":
+                near = nearest_key(Recipe, err["loc"])
+                message = f"unknown key; did you mean {near}?" if near else \
+                    "unknown key (check the spelling; see recipes/ for the schema)"
+            else:
+                via_set = _where(file, lines, overridden, key) == "--set"
+                message = err["msg"] + (type_hint(Recipe, err["loc"], via_set) if err["type"].endswith("_type") else "")
             problems.append(fmt(key, message))
         raise RecipeError(problems) from None
 

@@ -95,8 +95,8 @@ def test_set_overrides_and_reports_bad_overrides(tmp_path):
     loaded = load_recipe(path, ["target.layers=1", "train.seed=7", "export.name=my model"], base_dims=lambda r: TINY)
     assert loaded.recipe.target.layers == 1 and loaded.recipe.train.seed == 7
     assert loaded.recipe.export.name == "my model"
-    assert problems(path, sets=["target.layerz=1"]) == ["--set: target.layerz: unknown key (check the spelling; "
-                                                         "see recipes/ for the schema)"]
+    assert problems(path, sets=["target.layerz=1"]) == ["--set: target.layerz: unknown key; did you mean "
+                                                         "target.layers?"]
     assert "expected dotted.key=value" in problems(path, sets=["target.layers"])[0]
 
 
@@ -111,3 +111,42 @@ def test_relative_paths_resolve_against_the_recipe(tmp_path):
 def test_key_lines_handles_tables_and_dotted_keys():
     lines = key_lines('# c\n[a]\nx = 1\n"y" = [\n 1,\n]\n[b.c]\nz.w = 2\n')
     assert lines == {"a": 2, "a.x": 3, "a.y": 4, "b.c": 7, "b.c.z.w": 8}
+
+
+# ---------------------------------------------------------------- hints in recipe errors
+
+SMOKE_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.toml"
+
+
+def _problems(sets: list[str], path: Path = SMOKE_RECIPE) -> list[str]:
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, sets)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize("key, suggestion", [("train.step", "train.steps"), ("distill.cosin", "distill.cosine"),
+                                             ("data.max_lenght", "data.max_length")])
+def test_a_misspelt_key_names_the_nearest_valid_one(key, suggestion):
+    assert _problems([f"{key}=1"]) == [f"--set: {key}: unknown key; did you mean {suggestion}?"]
+
+
+def test_a_key_nothing_like_any_other_keeps_the_general_advice():
+    assert "see recipes/ for the schema" in _problems(["train.zzzzzz=1"])[0]
+
+
+@pytest.mark.parametrize("item, hint", [
+    ("train.steps=true", "expected an integer, e.g. --set train.steps='10'"),
+    ("data.train=a.txt", "expected a list of strings, e.g. --set data.train='[\"data.txt\"]'"),
+    ("train.lr_weights=fast", "expected a number, e.g. --set train.lr_weights='0.5'"),
+    ("train.freeze_embeddings=1", "expected true or false, e.g. --set train.freeze_embeddings='true'"),
+])
+def test_a_wrong_type_from_set_says_what_is_wanted_with_an_example(item, hint):
+    (problem,) = _problems([item])
+    assert problem.startswith(f"--set: {item.split('=')[0]}: ") and problem.endswith(hint)
+
+
+def test_a_wrong_type_in_the_file_gets_a_toml_example(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(SMOKE_RECIPE.read_text().replace('train = ["builtin:probe"]', 'train = "corpus.txt"'))
+    (problem,) = _problems([], path)
+    assert problem.startswith(f"{path}:") and problem.endswith("e.g. train = [\"data.txt\"]")
