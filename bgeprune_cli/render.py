@@ -2,9 +2,8 @@
 
 The output rule, the same for every command: stdout carries what a script pipes into the next
 command: `--json`'s one object, or without it the one line naming the result (the artifact a stage
-wrote, and the command to run next; verify's verdict). Tables, progress and messages for people
-go to stderr. bench's result is a report, not an artifact the pipeline continues from, so it
-prints its tables and the report's path to stderr alone (bench/render.py).
+wrote, and the command to run next; verify's verdict; bench's report). Tables, progress and messages
+for people go to stderr (bench's tables: bench/render.py).
 
 Example:
     bgeprune finalize-masks runs/smoke/train 2>/dev/null     # prints only: → runs/smoke/masks
@@ -59,7 +58,13 @@ def train(r: dict) -> None:
         err.print(f"recovery only, with the masks of {esc(r['fixed_masks']['source'])}", highlight=False)
     if r["bad_steps"]:
         err.print(f"[yellow]{r['bad_steps']} steps skipped for a non-finite loss[/]")
+    _warning(r.get("warning"))
     _result(r["artifact"], f"bgeprune finalize-masks {r['artifact']}")
+
+
+def _warning(message: str | None) -> None:
+    if message:
+        err.print(f"[yellow]warning:[/] {esc(message)}", highlight=False)
 
 
 def masks(r: dict) -> None:
@@ -74,6 +79,7 @@ def masks(r: dict) -> None:
                         f"{r['encoder_params']:,} ({r['encoder_params'] / r['base_encoder_params']:.1%})"]]
                     + ([["vocabulary (tokens)", f"{vocab['base']:,}", f"{vocab['kept']:,} ({vocab['fraction']:.1%})"]]
                        if vocab else [])))
+    _warning(r.get("warning"))
     _result(r["artifact"], note="" if r["stock_shape"] else
             "  [yellow](not a stock shape: export with --format padded)[/]")
 

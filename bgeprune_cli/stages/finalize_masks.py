@@ -25,6 +25,7 @@ from ..filenames import GATES, MASKS, MASKS_SUMMARY, RECOVERY_MASKS, VOCAB_SAMPL
 from ..locks import claim_output
 from ..models.recipe_base import RecipeBase
 from ..pruning.masks import Layout, finalize, masks_summary
+from ..training.convergence import pruning_gap_warning
 from ..training.vocab_corpus import plan_vocabulary
 from ..ui import step
 
@@ -70,7 +71,7 @@ def _finalize(train, out: Path, force: bool) -> dict:
         write_json(tmp / MASKS_SUMMARY, summary)
         if plan is not None:
             write_json(tmp / VOCAB_SAMPLE, plan.sample)
-    return {"artifact": str(out), "kind": "masks", **summary}
+    return {"artifact": str(out), "kind": "masks", **summary, "warning": pruning_gap_warning(train.info)}
 
 
 def _check_recovery_masks(train, masks: dict[str, torch.Tensor]) -> None:

@@ -49,6 +49,7 @@ from ..pruning.masks import Layout
 from ..training import checkpoints, interrupt, progress
 from ..training import run_dir as train_run_dir
 from ..training.batches import TrainData
+from ..training.convergence import pruning_gap_warning
 from ..training.distill_model import enable_checkpointing
 from ..training.distributed import Dist
 from ..training.fixed_masks import API, FixedMasks, from_tensors, read_fixed_masks
@@ -369,6 +370,7 @@ def _write(s: Session) -> dict:
             "data_summary": s.data.summary(), "world_size": s.dist.world, "micro_batch_size": s.data.micro_size,
             "micro_batches_per_rank": len(s.data.local), "gradient_checkpointing": s.options.gradient_checkpointing,
             "fixed_masks": _masks_record(s.fixed), **usage}
+    info["warning"] = pruning_gap_warning(info)
     tensors = trainer.tensors()
     lagrangian = {k: v for k, v in tensors["extras"].items() if k.startswith("lagrangian.")}
     with write_artifact(out, "train-run", force=True, recipe=recipe.resolved, recipe_sha256=recipe.sha256,
