@@ -31,6 +31,7 @@ from .atomic import atomic_dir, atomic_file, fsync_path, probe_writable
 from .errors import ArtifactError, BgepruneError, UsageError, environment_error, os_error_in
 from .filenames import MANIFEST
 from .outputs import check_output
+from .published import PublicPaths, resolve_recorded
 
 SCHEMA_VERSION = 1
 
@@ -105,7 +106,8 @@ def unsafe_member_reason(root: Path, relative) -> str | None:
 
 
 def _check_manifest_entries(manifest_path: Path, root: Path, manifest: dict) -> None:
-    """Every `files` entry: a safe relative path, a sha256 and a size; every `inputs` entry well-formed."""
+    """Every `files` entry: a safe relative path, a sha256 and a size; every `inputs` entry well-formed (a
+    path, or in an export where no relative path meant anything only a name; published.py)."""
     files = manifest["files"]
     if not isinstance(files, list):
         raise ArtifactError(f"{manifest_path} is corrupt: 'files' is not a list; re-run the stage that wrote it.")
@@ -123,10 +125,10 @@ def _check_manifest_entries(manifest_path: Path, root: Path, manifest: dict) -> 
             raise ArtifactError(f"{where} ({entry['path']}) has no valid sha256 and size; the manifest is corrupt "
                                 f"or tampered with. Re-run the stage that wrote it.")
     for number, entry in enumerate(manifest.get("inputs") or []):
-        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in
-                                                ("path", "kind", "manifest_sha256"))):
-            raise ArtifactError(f"{manifest_path}: inputs[{number}] needs path, kind and manifest_sha256 strings; "
-                                f"the manifest is corrupt or tampered with.")
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("kind", "manifest_sha256"))
+                and isinstance(entry.get("path", entry.get("name")), str)):
+            raise ArtifactError(f"{manifest_path}: inputs[{number}] needs path (or name), kind and manifest_sha256 "
+                                f"strings; the manifest is corrupt or tampered with.")
 
 
 # ---------------------------------------------------------------- reading
@@ -174,10 +176,15 @@ class Artifact:
         return json.loads(self.file(name).read_text())
 
     def input(self, kind: str) -> "Artifact":
-        """The parent artifact of `kind`, checked against the manifest hash recorded at write time."""
+        """The parent artifact of `kind`, checked against the manifest hash recorded at write time. A relative
+        path (an export's) is relative to this artifact's directory."""
         for entry in self.manifest.get("inputs", []):
             if entry["kind"] == kind:
-                parent = read_artifact(entry["path"], kind)
+                if "path" not in entry:
+                    raise ArtifactError(f"{self.path}/{MANIFEST} records its '{kind}' input only by name "
+                                        f"({entry['name']!r}: no relative path led there when it was written); "
+                                        f"pass that artifact itself.")
+                parent = read_artifact(resolve_recorded(entry["path"], self.path), kind)
                 if parent.manifest_sha256 != entry["manifest_sha256"]:
                     raise ArtifactError(
                         f"{parent.path} changed after {self.path} was made from it (manifest hash differs); "
@@ -270,8 +277,11 @@ def write_json(path: Path, data) -> None:
 @contextmanager
 def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: dict | None = None,
                    recipe_sha256: str | None = None, inputs: list[Artifact] = (),
-                   info: dict | None = None) -> Iterator[Path]:
+                   info: dict | None = None, paths: PublicPaths | None = None) -> Iterator[Path]:
     """Yield a temporary directory to fill; on success it becomes `out`, manifest written last.
+
+    `paths` (an export's): argv, the recipe and the inputs are recorded without absolute local paths
+    (published.py); recipe_sha256 stays the one given, the run's. Without it they are recorded as they are.
 
     On any exception (Ctrl-C and SIGTERM too) the temporary directory is removed and `out` is left
     as it was (atomic.atomic_dir); an OS error (full disk, read-only) becomes an EnvironmentProblem
@@ -289,11 +299,11 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
                 "bgeprune_version": __version__,
                 "created_unix": int(time.time()),
                 "versions": library_versions(),
-                "argv": list(sys.argv),
-                "recipe": recipe,
+                "argv": paths.argv(sys.argv) if paths else list(sys.argv),
+                "recipe": paths.recipe(recipe) if paths else recipe,
                 "recipe_sha256": recipe_sha256,
-                "inputs": [{"path": str(a.path.resolve()), "kind": a.kind, "manifest_sha256": a.manifest_sha256}
-                           for a in inputs],
+                "inputs": [{**(paths.artifact(a.path) if paths else {"path": str(a.path.resolve())}), "kind": a.kind,
+                            "manifest_sha256": a.manifest_sha256} for a in inputs],
                 "files": file_entries(tmp),
                 "info": info,
             }
@@ -306,20 +316,21 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
         raise
 
 
-def amend_manifest(artifact: Artifact, subdir: str, info: dict) -> Artifact:
+def amend_manifest(artifact: Artifact, subdir: str, info: dict, argv: list[str] | None = None) -> Artifact:
     """Re-list the files under `subdir/` of a finished artifact, merge `info`, and replace its manifest atomically.
 
     For a stage that adds a part to an artifact another stage wrote (`export-onnx` adds `onnx/` to an
     export). Every other entry is kept exactly as recorded, never re-hashed, so a file changed since
     it was written still fails its check. The amendment (argv, time, version) is recorded beside the
-    original write. The caller holds the artifact's lock.
+    original write (`argv`: the command line as the caller wants it recorded, default sys.argv). The
+    caller holds the artifact's lock.
     """
     prefix = subdir.rstrip("/") + "/"
     kept = [e for e in artifact.manifest["files"] if not e["path"].startswith(prefix)]
     added = [{**e, "path": prefix + e["path"]} for e in file_entries(artifact.path / subdir)] \
         if (artifact.path / subdir).is_dir() else []
-    record = {"argv": list(sys.argv), "created_unix": int(time.time()), "bgeprune_version": __version__,
-              "versions": library_versions(), "part": prefix}
+    record = {"argv": list(sys.argv) if argv is None else argv, "created_unix": int(time.time()),
+              "bgeprune_version": __version__, "versions": library_versions(), "part": prefix}
     manifest = {**artifact.manifest, "files": sorted(kept + added, key=lambda e: e["path"]),
                 "info": {**artifact.info, **info}, "amended": [*artifact.manifest.get("amended", []), record]}
     with atomic_file(artifact.path / MANIFEST) as tmp:

@@ -289,6 +289,9 @@ def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifa
               name: Annotated[Optional[str], typer.Option(help="Title of the model card.")] = None,
               onnx: Annotated[bool, typer.Option("--onnx", help="Also write onnx/: fp32 and int8 ONNX graphs (needs "
                                                  "pip install -e '.\\[onnx]').")] = False,
+              local_paths: Annotated[bool, typer.Option("--local-paths", help="Record absolute local paths in "
+                                                        "lineage.json, manifest.json and the card (default: none, "
+                                                        "so the directory can be published).")] = False,
               force: Force = False, as_json: Json = False) -> None:
     """Write a drop-in HF model directory (AutoModel, SentenceTransformer) with no random weights.
 
@@ -297,7 +300,7 @@ def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifa
     def work() -> dict:
         from .stages import export_hf as stage
 
-        return stage.run(source, output, fmt=fmt, force=force, name=name, onnx=onnx)
+        return stage.run(source, output, fmt=fmt, force=force, name=name, onnx=onnx, local_paths=local_paths)
 
     _execute(work, as_json, render.export_hf)
 

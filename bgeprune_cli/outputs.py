@@ -18,6 +18,7 @@ from typing import Iterable
 
 from .errors import UsageError
 from .filenames import MANIFEST
+from .published import resolve_recorded
 
 MAX_LINEAGE = 64  # artifacts followed through manifests: a pipeline has a handful, a loop would have more
 
@@ -31,7 +32,8 @@ def _manifest(directory: Path) -> dict | None:
 
 
 def lineage(reads: Iterable[Path]) -> list[Path]:
-    """The resolved directories of `reads` and of every artifact their manifests name as inputs."""
+    """The resolved directories of `reads` and of every artifact their manifests name as inputs (an export's
+    relative paths against its directory; an input recorded by name only leads nowhere)."""
     found: list[Path] = []
     todo = [Path(p) for p in reads]
     while todo and len(found) < MAX_LINEAGE:
@@ -42,7 +44,7 @@ def lineage(reads: Iterable[Path]) -> list[Path]:
         manifest = _manifest(path) or {}
         for entry in manifest.get("inputs") or []:
             if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-                todo.append(Path(entry["path"]))
+                todo.append(resolve_recorded(entry["path"], path))
     return found
 
 

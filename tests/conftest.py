@@ -19,6 +19,7 @@ from bgeprune_cli.artifacts import write_artifact, write_json
 from bgeprune_cli.config import BaseDims, Recipe, recipe_sha256
 from bgeprune_cli.filenames import GATES as GATES_FILE
 from bgeprune_cli.filenames import MASKS as MASKS_FILE
+from bgeprune_cli.filenames import STUDENT as STUDENT_FILE
 from bgeprune_cli.filenames import VOCAB_SAMPLE
 from bgeprune_cli.models.loading import read_config, resolve_base
 from bgeprune_cli.pruning.masks import Layout, masks_summary
@@ -45,11 +46,12 @@ def bert_dir(builtin_cache) -> Path:
 
 
 def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], target: dict | None = None,
-             vocab: list[int] | None = None, sample: list[str] = ()) -> Path:
+             vocab: list[int] | None = None, sample: list[str] = (), student: dict | None = None) -> Path:
     """A train-run (gate scores that rank kept units first) and a masks artifact holding `masks`.
 
     `target` defaults to sparsity mode, which allows any (non-uniform) masks. `vocab` (kept token ids, e.g.
-    from `corpus_vocab`) trims the vocabulary too, with `sample` as the corpus texts verify checks.
+    from `corpus_vocab`) trims the vocabulary too, with `sample` as the corpus texts verify checks. `student`
+    (a state dict of the base's shapes) is written as the run's student weights.
     """
     recipe = Recipe.model_validate({"base": {"model": base_model},
                                     "target": target or {"mode": "sparsity", "sparsity": 0.5}}).model_dump(mode="json")
@@ -60,6 +62,8 @@ def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], tar
             "base_dims": {"layers": dims.layers, "heads": dims.heads, "ffn": dims.ffn, "hidden": dims.hidden}}
     with write_artifact(run_dir / "train", "train-run", recipe=recipe, recipe_sha256=sha, info=info) as tmp:
         save_file({k: v.contiguous() for k, v in gates.items()}, str(tmp / GATES_FILE))
+        if student is not None:
+            save_file({k: v.contiguous() for k, v in student.items()}, str(tmp / STUDENT_FILE))
     from bgeprune_cli.artifacts import read_artifact
 
     train = read_artifact(run_dir / "train", "train-run")

@@ -52,6 +52,7 @@ class CardFacts:
     parity: float | None  # max |pruned - masked| that prune measured
     has_heads: bool
     vocab: dict | None = None  # a trimmed vocabulary: kept, base, corpus (pruning/vocab.py, vocab_summary)
+    base_shown: str | None = None  # the base as the card names it (a local directory: its name); else base_model
 
 
 def hub_base_model(base_model: str, base_dir: Path) -> str | None:
@@ -194,12 +195,13 @@ def model_card(facts: CardFacts) -> str:
     heads = " (with the sparse and ColBERT heads)" if facts.has_heads else ""
     padded = (" (zero-padded to a stock shape: exact, but padded units still cost compute)"
               if facts.fmt == "padded" else "")
-    reference = hub_base_model(facts.base_model, facts.base_dir) or facts.base_model
+    shown = facts.base_shown or facts.base_model
+    reference = hub_base_model(facts.base_model, facts.base_dir) or shown
     architecture = (facts.base_config.get("architectures") or ["model"])[0]
     lines = [
         _front_matter(facts),
         f"# {facts.title}\n",
-        f"Structurally pruned from `{facts.base_model}` with [bgeprune](https://pypi.org/project/bgeprune/): "
+        f"Structurally pruned from `{shown}` with [bgeprune](https://pypi.org/project/bgeprune/): "
         f"whole layers, attention heads, FFN units and hidden dims are removed, so this is a smaller stock "
         f"`{architecture}` that loads with no custom code.\n",
         "| | base | this model |",

@@ -3,7 +3,9 @@
 Writes a stock `XLMRobertaModel`/`BertModel` directory: config.json with the real sizes (every
 other field copied from the base, no auto_map), model.safetensors including the pooler, the base's
 tokenizer files byte-for-byte, sentence-transformers files with the base's pooling and the real
-dimension, a model card and `lineage.json` (the artifacts it came from and the kept indices).
+dimension, a model card and `lineage.json` (the artifacts it came from and the kept indices). No file names an
+absolute local path (published.py): the artifacts it came from are relative to OUT (or named) with their
+manifest hashes, a local base is its directory's name; `--local-paths` records them absolute.
 With a trimmed vocabulary the tokenizer files are the one thing rewritten rather than copied, all of
 them from the masks artifact's kept-id list (models/tokenizers/trim.py), config.json gets the new
 vocab_size, and `vocab_map.json` (new id -> the base's id) is written and named in lineage.json.
@@ -43,18 +45,34 @@ from ..models.tokenizers.vocab_map import VocabMap
 from ..pruning.masks import Layout, full_layout
 from ..pruning.slicing import pad_to_stock, stock_config
 from ..pruning.sources import read_layout, source_weights_file
+from ..published import PublicPaths, resolve_recorded
 from ..ui import step
 
 
-def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: Path | None, has_heads: bool) -> dict:
+def _source_weights(source: Path | None, train: Artifact, ctx: RecipeBase, paths: PublicPaths) -> str | dict | None:
+    """The file the tensors were sliced from: the run's student weights (where, and the sha256 the train-run
+    recorded) or the base's own file (which base; nothing local)."""
+    if source is None or paths.local:
+        return str(source.resolve()) if source else None
+    if source.parent == train.path:
+        entry = next(e for e in train.manifest["files"] if e["path"] == source.name)
+        return {**paths.artifact(source), "sha256": entry["sha256"]}
+    base = ctx.recipe.base
+    return {"base": paths.base(base.model), **({"revision": base.revision} if base.revision else {}),
+            "file": source.name}
+
+
+def _lineage(pruned: Artifact, layout: Layout, fmt: str, source: str | dict | None, has_heads: bool,
+             paths: PublicPaths) -> dict:
     chain, artifact = [], pruned
     while artifact is not None:
-        chain.append({"path": str(artifact.path.resolve()), "kind": artifact.kind,
+        chain.append({**paths.artifact(artifact.path), "kind": artifact.kind,
                       "manifest_sha256": artifact.manifest_sha256})
         parents = artifact.manifest.get("inputs", [])
-        artifact = read_artifact(parents[0]["path"], parents[0]["kind"]) if parents else None
+        artifact = (read_artifact(resolve_recorded(parents[0]["path"], artifact.path), parents[0]["kind"])
+                    if parents else None)
     lineage = {"artifacts": chain, "format": fmt, "layout": layout.to_json(with_vocab=False), "m3_heads": has_heads,
-               "source_weights": str(source.resolve()) if source else None}
+               "source_weights": source}
     if layout.vocab is not None:  # the kept ids are vocab_map.json's new_to_old; not repeated here
         lineage["vocab_map"] = VOCAB_MAP
     return lineage
@@ -65,15 +83,17 @@ def _count(tensors: dict) -> int:
 
 
 def run(source: Path, out: Path, *, fmt: str | None = None, force: bool = False, name: str | None = None,
-        onnx: bool = False) -> dict:
+        onnx: bool = False, local_paths: bool = False) -> dict:
+    """Export `source` (RUN/pruned or its run) into `out`; `local_paths` records absolute local paths."""
     if onnx:
         require_onnx()  # exit 4 with the install command before any work
     pruned = read_artifact(source, "pruned-model", needed_by="export-hf")
     with claim_output(out):
-        return _export(pruned, Path(out), fmt, force, name, onnx)
+        return _export(pruned, Path(out), fmt, force, name, onnx, local_paths)
 
 
-def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None, onnx: bool) -> dict:
+def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None, onnx: bool,
+            local_paths: bool) -> dict:
     ensure_writable(out, force, "hf-model", [pruned])
     ctx = RecipeBase.of(pruned)
     fmt = fmt or ctx.recipe.export.format
@@ -101,12 +121,14 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     if heads is None and ctx.base_heads is not None:
         raise UsageError(f"{pruned.path} has no {m3.HEADS_FILE} but its base has bge-m3 heads: the export would "
                          f"lack the sliced sparse and ColBERT heads. Run 'bgeprune prune' again, so it writes them.")
-    vocab = masks.info.get("vocab") if layout.vocab is not None else None
+    paths = PublicPaths(out, local=local_paths)
+    vocab = paths.vocab(masks.info.get("vocab")) if layout.vocab is not None else None
     info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
-            "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {})}
+            "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {}),
+            **({"local_paths": True} if local_paths else {})}  # export-onnx records its argv the same way
     with step(f"writing {out}"), write_artifact(out, "hf-model", force=force, recipe=pruned.recipe,
                                                  recipe_sha256=pruned.manifest["recipe_sha256"], inputs=[pruned],
-                                                 info=info) as tmp:
+                                                 info=info, paths=paths) as tmp:
         write_json(tmp / CONFIG, config)
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
@@ -120,18 +142,22 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
         write_export_files(ctx.base_dir, tmp, sizes["hidden"], ctx.pooling)
         if heads is not None:
             m3.save_heads(heads, tmp)
-        write_json(tmp / LINEAGE, _lineage(pruned, layout, fmt, source_weights_file(train, ctx), heads is not None))
+        source = _source_weights(source_weights_file(train, ctx), train, ctx, paths)
+        write_json(tmp / LINEAGE, _lineage(pruned, layout, fmt, source, heads is not None, paths))
         title = (name or ctx.recipe.export.name
                  or f"{Path(ctx.recipe.base.model.removeprefix('builtin:')).name}-bgeprune")
+        train_info = {**train.info, "method": method,
+                      "data_summary": paths.data_summary(train.info.get("data_summary"))}
         facts = CardFacts(
-            title=title, path=str(out), base_model=ctx.recipe.base.model, base_dir=ctx.base_dir,
+            title=title, path=paths.shown(out), base_model=ctx.recipe.base.model,
+            base_shown=paths.base(ctx.recipe.base.model), base_dir=ctx.base_dir,
             base_config=ctx.base_config, target=ctx.recipe.target.model_dump(exclude_none=True),
             base_sizes=layout.base, sizes=sizes, kept_layers=layout.layers, encoder_params=layout.encoder_params(),
             base_encoder_params=full_layout(layout.base_dims).encoder_params(), fmt=fmt,
             params=_count(state) + (_count(heads.tensors()) if heads is not None else 0),
             base_params=count_base_params(ctx.base_config)
             + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
-            max_seq_length=ctx.pooling.max_seq_length, train_info={**train.info, "method": method},
+            max_seq_length=ctx.pooling.max_seq_length, train_info=train_info,
             parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None,
             vocab=vocab)
         (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")

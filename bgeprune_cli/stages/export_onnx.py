@@ -5,7 +5,9 @@ writes `onnx/` complete or not at all (a temporary sibling inside the export, re
 `--force` replaces an existing `onnx/` the same way), then rewrites `manifest.json` atomically so
 its file list covers every ONNX file and verify and every reader check their hashes. Killed between
 the two, the export holds an `onnx/` the manifest does not list, which verify reports; a rerun
-with `--force` completes it. `export-hf --onnx` writes the same files as part of the export.
+with `--force` completes it. `export-hf --onnx` writes the same files as part of the export. The
+amendment's argv is recorded as export-hf recorded its own: without absolute local paths unless the
+export was written with `--local-paths` (published.py).
 
 Example:
     bgeprune export-onnx out/smoke-m3 && bgeprune verify out/smoke-m3
@@ -13,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..artifacts import amend_manifest, read_artifact
@@ -21,6 +24,7 @@ from ..errors import BgepruneError, UsageError, environment_error, os_error_in
 from ..filenames import ONNX_DIR
 from ..locks import claim_output, recover_output
 from ..models.onnx.export import export_onnx, require_onnx
+from ..published import PublicPaths
 from ..ui import step
 
 
@@ -41,7 +45,8 @@ def run(out: Path, *, force: bool = False, int8: bool = True) -> dict:
             with step(f"tracing {out} into {out / ONNX_DIR}"), atomic_dir(out / ONNX_DIR) as tmp:
                 info = export_onnx(out, tmp, int8=int8)
             with step(f"listing {ONNX_DIR}/ in {out}/manifest.json"):
-                amend_manifest(artifact, ONNX_DIR, {"onnx": info})
+                paths = PublicPaths(out, local=bool(artifact.info.get("local_paths")))
+                amend_manifest(artifact, ONNX_DIR, {"onnx": info}, argv=paths.argv(sys.argv))
         except BgepruneError:
             raise
         except Exception as exc:

@@ -18,8 +18,8 @@ Checks, each with its own message (exit 1 if any fails):
 
 This module is the list: the checks, their order and the verdict. A check that raises fails alone.
 
-The run behind the export comes from `--run` or, when it still exists, from `lineage.json`
-(verification/lineage.py).
+The run behind the export comes from `--run` or, when it is still where `lineage.json` says (relative to
+the export) with the manifest hash it recorded, from there (verification/lineage.py).
 
 Example:
     bgeprune verify out/smoke --compare builtin:tiny-xlm-roberta
@@ -115,7 +115,7 @@ def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol
                    check_serving_config(out)]
     expect_heads = bool((lineage or {}).get("m3_heads") or (artifact and artifact.info.get("m3_heads")))
     checks.append(check_m3_heads(out, expect_heads))
-    masks_art = find_masks(run_dir, lineage)
+    masks_art, no_run = find_masks(out, run_dir, lineage)
     vmap, texts = read_vocab_map(out, lineage, checks), []
     if vmap is not None:
         with step("checking the trimmed tokenizer files"):
@@ -133,7 +133,7 @@ def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol
                 out, artifact, exported_outputs, load_tokenizer(out), read_pooling(out), texts or probe_texts(),
                 PROBE_MAX_LENGTH, int8_min_spearman))
     if masks_art is None or not exported:
-        reason = "no run to compare with (pass --run RUN_DIR)" if masks_art is None else "no weights"
+        reason = no_run if masks_art is None else "no weights"
         checks += [Check("provenance", "skip", reason), Check("parity", "skip", reason)]
     else:
         with step("comparing with the masked model"):

@@ -1,6 +1,11 @@
 """Where an export came from, as verify reads it: `lineage.json`, the run's masks it names (or `--run`),
 and `vocab_map.json` when the vocabulary was trimmed.
 
+lineage.json names each artifact by a path relative to the export (an older export or `--local-paths`:
+an absolute one), or by name only where no relative path meant anything (published.py), with the manifest
+hash it had. The masks found there are used only when their manifest still has that hash: a copy of the
+export moved elsewhere, or a run made again, is not the run it came from, and verify says so.
+
 Example:
     bgeprune verify out/smoke --run runs/smoke
 """
@@ -14,6 +19,7 @@ from ..artifacts import Artifact, read_artifact
 from ..errors import ArtifactError
 from ..filenames import LINEAGE, VOCAB_MAP
 from ..models.tokenizers.vocab_map import VocabMap
+from ..published import resolve_recorded
 from .static_checks import Check
 
 
@@ -30,14 +36,27 @@ def read_lineage(out: Path) -> dict | None:
     return lineage
 
 
-def find_masks(run: Path | None, lineage: dict | None) -> Artifact | None:
+NO_RUN = "no run to compare with (pass --run RUN_DIR)"
+
+
+def find_masks(out: Path, run: Path | None, lineage: dict | None) -> tuple[Artifact | None, str]:
+    """The masks artifact behind the export at `out` (from `--run`, else where lineage.json leads), or None
+    and why there is none (the reason provenance and parity are skipped)."""
     if run is not None:
         artifact = read_artifact(run, "masks", "pruned-model", needed_by="verify --run")
-        return artifact if artifact.kind == "masks" else artifact.input("masks")
+        return (artifact if artifact.kind == "masks" else artifact.input("masks")), ""
     for entry in (lineage or {}).get("artifacts", []):
-        if entry["kind"] == "masks" and Path(entry["path"]).is_dir():
-            return read_artifact(entry["path"], "masks")
-    return None
+        if not (isinstance(entry, dict) and entry.get("kind") == "masks" and isinstance(entry.get("path"), str)):
+            continue
+        path = resolve_recorded(entry["path"], out)
+        if not path.is_dir():
+            return None, f"{NO_RUN}: lineage.json's masks, {entry['path']}, are not at {path}"
+        artifact = read_artifact(path, "masks")
+        if entry.get("manifest_sha256") not in (None, artifact.manifest_sha256):
+            return None, (f"{NO_RUN}: the masks at {path} are not the ones this export was made from (their "
+                          f"manifest hash differs from lineage.json's)")
+        return artifact, ""
+    return None, NO_RUN
 
 
 def read_vocab_map(out: Path, lineage: dict | None, checks: list[Check]) -> VocabMap | None:
