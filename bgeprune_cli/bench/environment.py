@@ -29,7 +29,10 @@ def environment(device: str, dtype: torch.dtype, models: dict) -> dict:
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(device)
     graphs = [m.graph for m in models.values() if m.graph is not None]
-    if graphs:
+    if graphs:  # only ONNX entries have graphs, and bench required the [onnx] extra for them
+        from ..models.onnx.export import require_onnx
+
+        require_onnx()
         import onnxruntime
 
         env.update(onnxruntime=onnxruntime.__version__, onnx_threads=graphs[0].threads)

@@ -160,7 +160,8 @@ def _expand(patterns: list[str], key: str, problems: _Problems, suffixes: tuple[
             found = sorted(p for p in Path(entry).rglob("*") if p.suffix.lower() in suffixes and p.is_file()
                            and not any(part.startswith(".") for part in p.relative_to(entry).parts))
             if not found:
-                problems.add(f"{key}: '{entry}' is a directory with no {', '.join(suffixes)} file in it; "
+                listed = f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
+                problems.add(f"{key}: '{entry}' is a directory with no {listed} file in it; "
                              "add data or list the files directly")
         elif os.path.isfile(entry):  # a literal name may contain glob characters, e.g. "part[1].txt"
             found = [Path(entry)]
