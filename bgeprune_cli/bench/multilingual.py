@@ -39,17 +39,17 @@ def retrieval_metrics(scores: torch.Tensor, documents: list[str]) -> dict[str, f
 
 def worst_language(bitext: dict, mode: str, names: list[str], view: str = "modes",
                    metric: str = "accuracy") -> dict:
-    """Per model the lowest `metric` over the bitext sets and its language; for "ratio" the lowest
-    retention (model over base) and its language, which need not be the same language."""
-    sets = list(bitext.values())
+    """Per model the lowest `metric` over the bitext sets and the set it is in; for "ratio" the lowest
+    retention (model over base) and its set, which need not be the same. A set is named as bench names
+    it (its file's name: `vi`), since the field inside the file may be the same for every language (`xx`)."""
     out = {}
     for name in names:
-        worst = min(sets, key=lambda s: s[view][mode][name][metric])
-        out[name] = {metric: worst[view][mode][name][metric], "language": worst["language"]}
-    ratios = [s for s in sets if s[view][mode].get("ratio", {}).get(metric) is not None]
+        worst = min(bitext, key=lambda k: bitext[k][view][mode][name][metric])
+        out[name] = {metric: bitext[worst][view][mode][name][metric], "language": worst}
+    ratios = [k for k in bitext if bitext[k][view][mode].get("ratio", {}).get(metric) is not None]
     if ratios:
-        worst = min(ratios, key=lambda s: s[view][mode]["ratio"][metric])
-        out["ratio"] = {metric: worst[view][mode]["ratio"][metric], "language": worst["language"]}
+        worst = min(ratios, key=lambda k: bitext[k][view][mode]["ratio"][metric])
+        out["ratio"] = {metric: bitext[worst][view][mode]["ratio"][metric], "language": worst}
     return out
 
 
@@ -71,8 +71,8 @@ def summarize_bitext(bitext: dict, modes: list[str], names: list[str], with_rati
     if all("asymmetric" in s for s in sets):
         crossed = [s["asymmetric"]["model_queries_base_docs"] for s in sets]
         metrics, base = _mean([c["metrics"] for c in crossed]), summary["cross_lingual_mean"]["dense"]["base"]
-        worst = min(zip(sets, crossed), key=lambda sc: sc[1]["ratio"].get("ndcg@10", 0.0))
+        worst = min(zip(bitext, crossed), key=lambda sc: sc[1]["ratio"].get("ndcg@10", 0.0))
         summary["bitext_asymmetric"] = {"model_queries_base_docs": {
             "metrics": metrics, "ratio": {k: v / base[k] for k, v in metrics.items() if base.get(k)},
-            "worst": {"ndcg@10": worst[1]["ratio"].get("ndcg@10", 0.0), "language": worst[0]["language"]}}}
+            "worst": {"ndcg@10": worst[1]["ratio"].get("ndcg@10", 0.0), "language": worst[0]}}}
     return summary
