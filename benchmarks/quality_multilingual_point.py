@@ -14,6 +14,8 @@ OUT/result.json (read by quality_curve.py for its plot).
     python benchmarks/quality_multilingual_point.py --out runs/multilingual-1x               # about 25 min, 2 CPU cores
     python benchmarks/quality_multilingual_point.py --out runs/multilingual-1x --bench-only  # re-measure (idle machine)
     python benchmarks/quality_multilingual_point.py --out runs/ml-frozen --steps 300 --set train.freeze_embeddings=true
+    python benchmarks/quality_multilingual_point.py --out runs/ml-matryoshka --steps 300 --dims 192,96 \
+        --set 'distill.matryoshka_dims=[384,192,96]'
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--bench-only", action="store_true", help="bench the finished export again")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="one more recipe override (e.g. train.freeze_embeddings=true)")
+    parser.add_argument("--dims", help="bench quality also at these output widths (bench --dims), e.g. 192,96")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/quality_multilingual_point.py", *sys.argv[1:]])
     try:
@@ -59,7 +62,8 @@ def main() -> None:
         bgeprune("export-hf", str(run), str(export), "--force")
         bgeprune("verify", str(export))
     bench = ["bench", str(export), "--compare", str(teacher), "--beir", str(DATA / "pydocs"),
-             "--bitext", str(DATA / "bitext_dev"), *CURVE_SPEED, "-o", str(out / "bench"), "--force"]
+             "--bitext", str(DATA / "bitext_dev"), *CURVE_SPEED, "-o", str(out / "bench"), "--force",
+             *(["--dims", args.dims] if args.dims else [])]
     bgeprune(*bench)
     write_result(out, command, shlex.join(["bgeprune", *bench]))
 

@@ -408,6 +408,10 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
               "--compare-backend", metavar="[torch|onnx|onnx-int8,...]",
               help="The base's backends (default: the same as --backend); a base without onnx/ is traced at "
                    "bench time.")] = None,
+          dims: Annotated[Optional[str], typer.Option(
+              "--dims", help="Also score dense quality at these output widths, e.g. 256,128: every model's "
+                             "vectors cut to their first k dims and normalised (truncate_dim), the base's "
+                             "too.")] = None,
           force: Force = False, as_json: Json = False) -> None:
     """Speed, memory, size and quality of MODEL side by side with --compare, in one run → a bench-report.
 
@@ -419,6 +423,7 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
       bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs
       bgeprune bench out/minilm-50pct --backend onnx-int8,onnx,torch --compare builtin:all-minilm-l6-v2 \\
         --compare-backend torch,onnx-int8
+      bgeprune bench out/me5-matryoshka --compare me5-small --bitext ../shared/data/bitext_dev --dims 192,96
     """
     def work() -> dict:
         from .bench.backends import parse_backends
@@ -431,7 +436,8 @@ def bench(model: Annotated[str, typer.Argument(help="Export dir, run dir / RUN/p
                                      speed=speed, memory=memory,
                                      mteb=[t.strip() for t in (mteb or "").split(",") if t.strip()],
                                      backends=parse_backends(backend, "--backend"),
-                                     compare_backends=parse_backends(compare_backend, "--compare-backend"))
+                                     compare_backends=parse_backends(compare_backend, "--compare-backend"),
+                                     dims=_int_list(dims, "--dims") or [])
         return stage.run(model, compare=compare, out=output, force=force, options=options)
 
     def show(r: dict) -> None:

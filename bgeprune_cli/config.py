@@ -173,6 +173,30 @@ class DistillSection(_Section):
     # bge-m3 heads (used only when the base has colbert_linear.pt / sparse_linear.pt)
     sparse: float = Field(1.0, ge=0, description="MSE on per-token sparse weights")
     colbert: float = Field(1.0, ge=0, description="KL over in-batch ColBERT late-interaction scores")
+    # Matryoshka output: the first k dims of the dense vector are an embedding on their own, so a user
+    # picks the index width at load time (truncate_dim) from one stock model.
+    matryoshka_dims: list[int] | None = Field(None, description="nested output widths to train, widest first "
+                                              "(e.g. [384, 192, 96]): the in-batch similarity KL (and the "
+                                              "translation term) on each L2-normalised prefix of the dense "
+                                              "vector against the teacher's full-width similarities; each at "
+                                              "most the student's output width")
+    matryoshka_weights: list[float] | None = Field(None, description="one weight per matryoshka_dims entry, "
+                                                   "relative to the full width's terms (default 1 each)")
+
+    def matryoshka_prefixes(self, width: int) -> list[tuple[int, float]]:
+        """(k, weight) of every trained width below the full `width`; the full width is the existing terms."""
+        dims = self.matryoshka_dims or []
+        weights = self.matryoshka_weights or [1.0] * len(dims)
+        return [(k, w) for k, w in zip(dims, weights) if k < width and w > 0]
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler):
+        """The Matryoshka keys are left out when unset, so a recipe without them resolves and hashes as before."""
+        dumped = handler(self)
+        for key in ("matryoshka_dims", "matryoshka_weights"):
+            if dumped.get(key) is None:
+                dumped.pop(key, None)
+        return dumped
 
 
 class VocabSection(_Section):
@@ -382,6 +406,53 @@ def _train_problems(recipe: Recipe) -> list[tuple[str, str]]:
     return problems
 
 
+def _matryoshka_problems(distill: DistillSection) -> list[tuple[str, str]]:
+    """The widths' own rules; whether they fit the student's width needs the base (feasibility_problems)."""
+    dims, weights = distill.matryoshka_dims, distill.matryoshka_weights
+    if dims is None:
+        return [("distill.matryoshka_weights", "set without distill.matryoshka_dims; name the widths they weigh "
+                 "(e.g. matryoshka_dims = [384, 192, 96])")] if weights is not None else []
+    problems = []
+    if not dims:
+        problems.append(("distill.matryoshka_dims", "name at least one width (e.g. [384, 192, 96]), or remove the "
+                         "key to train the full width only"))
+    if any(k < 1 for k in dims):
+        problems.append(("distill.matryoshka_dims", f"every width must be at least 1; got {dims}"))
+    if any(a <= b for a, b in zip(dims, dims[1:])):
+        problems.append(("distill.matryoshka_dims", f"list the widths widest first, each once; got {dims} "
+                         f"(try {sorted(set(dims), reverse=True)})"))
+    if weights is not None:
+        if len(weights) != len(dims):
+            problems.append(("distill.matryoshka_weights", f"{len(weights)} weight(s) for {len(dims)} width(s); "
+                             f"give one per entry of matryoshka_dims"))
+        if any(w < 0 for w in weights):
+            problems.append(("distill.matryoshka_weights", f"weights must be at least 0; got {weights}"))
+    return problems
+
+
+def matryoshka_width_problems(recipe: Recipe, dims: BaseDims) -> list[tuple[str, str]]:
+    """Trained widths must fit the student's dense vector, and that vector's dims must be known now."""
+    widths, target = recipe.distill.matryoshka_dims, recipe.target
+    if not widths:
+        return []
+    hidden_pruned = (target.mode == "targeted" and target.hidden is not None and target.hidden < dims.hidden) or (
+        target.mode == "sparsity" and "hidden" in (target.masks or []))
+    if hidden_pruned:
+        # Which dims a pruned width keeps is decided by the masks, so a prefix of it is not known while
+        # the gates are sampled; keeping hidden also keeps the full width index-compatible with the base.
+        return [("distill.matryoshka_dims", "cannot be trained while hidden is pruned (the prefix of a pruned "
+                 "width is not known until the masks are final); keep target.hidden at the base's "
+                 f"{dims.hidden}, or drop matryoshka_dims")]
+    width = dims.hidden
+    if any(k > width for k in widths):
+        return [("distill.matryoshka_dims", f"{[k for k in widths if k > width]} wider than the student's "
+                 f"{width}-dim output; use widths up to {width}")]
+    if recipe.distill.matryoshka_weights and widths[0] == width and recipe.distill.matryoshka_weights[0] != 1.0:
+        return [("distill.matryoshka_weights", f"the full width ({width}) keeps the existing terms at their own "
+                 "weights (distill.similarity_kl, distill.cosine, ...); give it weight 1.0")]
+    return []
+
+
 def _vocab_problems(recipe: Recipe) -> list[tuple[str, str]]:
     vocab, problems = recipe.vocab, []
     if vocab is not None and bool(vocab.corpus) == (vocab.stream_texts is not None):
@@ -499,7 +570,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None,
 
     vocab = recipe.vocab is not None
     problems = [fmt(k, m) for k, m in _mode_problems(recipe.target, vocab) + _train_problems(recipe)
-                + _vocab_problems(recipe)]
+                + _vocab_problems(recipe) + _matryoshka_problems(recipe.distill)]
     if problems:
         raise RecipeError(problems)
 
@@ -516,7 +587,9 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None,
             stored["data_files"] = [_resolve_local(p, path.parent) for p in source.data_files]
     recipe = Recipe.model_validate(resolved)
     if base_dims is not None:
-        problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, base_dims(recipe), vocab)]
+        dims = base_dims(recipe)
+        problems = [fmt(k, m) for k, m in feasibility_problems(recipe.target, dims, vocab)
+                    + matryoshka_width_problems(recipe, dims)]
         if problems:
             raise RecipeError(problems)
     if base_max_tokens is not None and recipe.data.max_length > (limit := base_max_tokens(recipe)):

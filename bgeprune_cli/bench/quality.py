@@ -28,6 +28,7 @@ from ..models.m3 import M3Output
 from ..ui import Progress
 from .eval_data import BeirSet, BitextSet
 from .multilingual import retrieval_metrics, summarize_bitext
+from .widths import at_widths, summarize_widths, truncated_scores
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}
 M3_MODES = ("sparse", "colbert", "m3")
@@ -96,8 +97,9 @@ def asymmetric_scores(model: tuple[M3Output, M3Output], base: tuple[M3Output, M3
 
 
 def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreement_texts: list[str],
-             max_length: int, batch_size: int) -> dict:
-    """Every metric for every model (`models`: name -> BenchModel, "model" first, "base" optional).
+             max_length: int, batch_size: int, dims: list[int] | None = None) -> dict:
+    """Every metric for every model (`models`: name -> BenchModel, "model" first, "base" optional); with
+    `dims`, dense quality again at each of those output widths (bench/widths.py).
 
     Each model encodes with its own prompts: queries with its query prompt, documents with its passage
     prompt, both sides of a bitext pair as queries (a symmetric task, as multilingual-e5 advises).
@@ -135,6 +137,10 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
                     direction: {"metrics": (metrics := ir_metrics(evaluator, cross)),
                                 "ratio": _ratio(metrics, base_metrics)}
                     for direction, cross in asymmetric_scores(encoded["model"], encoded["base"]).items()}
+            if dims:
+                def retrieval_at(name: str, width: int, pair=encoded, e=evaluator) -> dict:
+                    return ir_metrics(e, truncated_scores(pair[name][0].dense, pair[name][1].dense, width))
+                entry["widths"] = at_widths(dims, list(models), retrieval_at, entry["modes"]["dense"])
             result["beir"][data.name] = entry
         for data in bitext:
             n = len(data.english)
@@ -152,6 +158,11 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
                                             data.english)
                 entry["asymmetric"] = {"model_queries_base_docs": {
                     "metrics": metrics, "ratio": _ratio(metrics, entry["cross_lingual"]["dense"]["base"])}}
+            if dims:
+                def matching_at(name: str, width: int, h=halves, d=data) -> dict:
+                    return bitext_accuracy(truncated_scores(h[name][0].dense, h[name][1].dense, width), d.english,
+                                           d.other)
+                entry["widths"] = at_widths(dims, list(models), matching_at, entry["modes"]["dense"])
             result["bitext"][data.name] = entry
         if "base" in models:
             encoded = encode([], agreement_texts)
@@ -162,6 +173,10 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
             b["modes"][mode][name]["accuracy"] for b in result["bitext"].values()) / len(bitext)} for name in models})
             for mode in modes}
         result.update(summarize_bitext(result["bitext"], modes, list(models), _with_ratio))
+        if dims:
+            result["bitext_widths"] = summarize_widths(result["bitext"], dims, list(models))
+    if dims:
+        result["dims"] = list(dims)
     if "base" in models and not compatible:
         result["asymmetric_note"] = ("index compatibility not measured: the pruned model's output dimension differs "
                                      "from the base's (hidden was pruned), so their vectors cannot share an index")

@@ -88,6 +88,34 @@ def _quality_rows(q: dict, keys: list[str]) -> list[list]:
     return rows
 
 
+def _width_rows(q: dict, keys: list[str]) -> list[list]:
+    """Per width: each model's value, its ratio to the base at that width, and each of model and base as a
+    share of its own full-width value (what cutting the vectors cost it)."""
+    def row(what: str, width: str, entry: dict, metric: str, of_full: dict) -> list:
+        ratio = entry.get("ratio", {}).get(metric)
+        shares = [of_full.get(k, {}).get(metric) for k in ("model", "base")]
+        return [what, width, *["-" if entry.get(k, {}).get(metric) is None else f"{entry[k][metric]:.4f}"
+                               for k in keys],
+                "-" if ratio is None else f"{ratio:.1%}", *["-" if v is None else f"{v:.1%}" for v in shares]]
+
+    rows = []
+    for width in map(str, q.get("dims", [])):
+        for name, data in q.get("beir", {}).items():
+            entry = data["widths"][width]
+            rows.append(row(f"{name} nDCG@10", width, entry, "ndcg@10", entry["of_full"]))
+        for name, data in q.get("bitext", {}).items():
+            entry = data["widths"][width]
+            rows.append(row(f"bitext {name} accuracy", width, entry, "accuracy", entry["of_full"]))
+        summary = q.get("bitext_widths", {}).get(width)
+        if summary:
+            mean = {**summary["mean"], "ratio": summary.get("mean_ratio", {})}
+            shares = {k: {"accuracy": v} for k, v in summary["mean_of_full"].items()}
+            rows.append(row("bitext mean accuracy", width, mean, "accuracy", shares))
+            rows.append(_worst_row("bitext worst language, accuracy", width, summary["worst"], "accuracy", keys)
+                        + ["", ""])
+    return rows
+
+
 def _worst_row(what: str, mode: str, worst: dict, metric: str, keys: list[str]) -> list:
     """Each entry's lowest value with its language; the ratio column: the lowest retention and its language."""
     cells = ["-" if k not in worst else f"{worst[k][metric]:.4f} ({worst[k]['language']})" for k in keys]
@@ -161,6 +189,11 @@ def render_bench(r: dict) -> None:
     rows = _quality_rows(r["quality"], _entries(r))
     if rows:
         err.print(table("Quality", ["metric", "mode", *_labels(r), "ratio"], rows))
+    rows = _width_rows(r["quality"], _entries(r))
+    if rows:
+        err.print(table("Output widths (dense): vectors cut to their first k dims and normalised, as truncate_dim does",
+                        ["metric", "width", *_labels(r), "ratio", f"{m['label']} of its full width",
+                         f"{b['label'] if b else 'base'} of its full width"], rows))
     if r.get("coverage"):
         err.print(table("Coverage of the trimmed vocabulary (texts tokenized exactly as by the base; tokens kept)",
                         ["data", "texts", "exact", "tokens kept"],

@@ -37,6 +37,7 @@ from ..bench.plot import write_report_png
 from ..bench.quality import AGREEMENT_TEXTS, evaluate
 from ..bench.size import ratios, size_summary
 from ..bench.speed import add_ratios, default_grid, measure_grid
+from ..bench.widths import check_dims
 from ..command_line import comma_list, command_line
 from ..device import resolve_device
 from ..errors import UsageError
@@ -64,6 +65,7 @@ class BenchOptions:
     mteb: list[str] = field(default_factory=list)
     backends: list[str] = field(default_factory=lambda: ["torch"])  # MODEL's; the first is the entry "model"
     compare_backends: list[str] | None = None  # the base's (None: the same as MODEL's); the first is "base"
+    dims: list[int] = field(default_factory=list)  # dense quality again at these output widths (bench/widths.py)
 
 
 def _resolve(options: BenchOptions, compared: bool) -> BenchOptions:
@@ -76,6 +78,10 @@ def _resolve(options: BenchOptions, compared: bool) -> BenchOptions:
     batches, lengths = options.batch_sizes or batches, options.seq_lengths or lengths
     if min(batches) < 1 or min(lengths) < 2 or options.repeats < 2 or options.warmup < 0:
         raise UsageError("batch sizes must be >= 1, sequence lengths >= 2, --repeats >= 2 and --warmup >= 0")
+    if options.dims:
+        check_dims(options.dims, {})
+        if not options.beir and not options.bitext:
+            raise UsageError("--dims scores quality at each width; give the data too (--beir DIR and/or --bitext DIR)")
     if any(b != "torch" for b in options.backends + (options.compare_backends or [])):
         if device != "cpu":
             raise UsageError(f"the ONNX backends run on onnxruntime's CPU provider; pass --device cpu (not {device})")
@@ -118,6 +124,7 @@ def run(model: str, *, compare: str | None = None, out: Path | None = None, forc
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bgeprune-bench-onnx-")))
         bench = BenchRun(model, compare, out, force, options, beir, bitext, scratch)
         _load(bench)
+        check_dims(options.dims, {m.label: m.hidden for m in bench.models.values()})  # before any timing
         _measure_speed(bench)
         _measure_memory(bench)
         _measure_quality(bench)
@@ -191,7 +198,7 @@ def _measure_quality(bench: BenchRun) -> None:
     bench.result["coverage"] = coverage(bench.models, bench.beir, bench.bitext)
     texts = _agreement_texts(bench.beir, bench.bitext)
     bench.result["quality"] = evaluate(bench.models, bench.beir, bench.bitext, texts, options.max_length,
-                                       options.quality_batch_size)
+                                       options.quality_batch_size, options.dims)
     bench.quality = quality_headline(bench.result["quality"])
     if options.mteb:
         from ..bench.mteb import run_mteb
@@ -245,7 +252,8 @@ def _command(bench: BenchRun) -> str:
         *speed, ("--device", o.device), ("--dtype", o.dtype), ("--max-length", o.max_length),
         ("--backend", comma_list(o.backends) if other_backends else None),
         ("--compare-backend", comma_list(o.compare_backends) if other_backends else None),
-        ("--attn", o.attn), ("--no-memory", not o.memory), ("--mteb", comma_list(o.mteb))])
+        ("--attn", o.attn), ("--no-memory", not o.memory), ("--mteb", comma_list(o.mteb)),
+        ("--dims", comma_list(o.dims))])
 
 
 def _agreement_texts(beir: list, bitext: list) -> list[str]:

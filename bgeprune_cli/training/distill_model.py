@@ -23,6 +23,7 @@ from .losses import (
     colbert_kl,
     contrastive_loss,
     cosine_loss,
+    matryoshka_loss,
     similarity_kl,
     sparse_mse,
     token_cosine_loss,
@@ -228,9 +229,14 @@ class DistillModel(nn.Module):
                                              if b is not None else None for b in pairs)
             terms["contrastive"] = distill.contrastive * contrastive_loss(queries, positives, negatives,
                                                                           distill.temperature)
+        crossed = None
         if translations is not None and distill.translation > 0:
             sources, targets = (embed(self.student, b, self.pooling, False, self.device)[0]
                                 for b in (translations.sources, translations.translations))
             terms["translation"] = distill.translation * translation_loss(
                 sources, targets, teacher_sources, distill.temperature, self.use_cosine)
+            crossed = (sources, targets, teacher_sources)
+        if prefixes := distill.matryoshka_prefixes(student_emb.shape[-1]):
+            terms["matryoshka"] = matryoshka_loss(student_emb, teacher.embedding, prefixes, distill.temperature,
+                                                  distill.similarity_kl, crossed, distill.translation)
         return terms

@@ -88,6 +88,33 @@ def translation_loss(student_sources: torch.Tensor, student_translations: torch.
     return loss
 
 
+def prefix(embeddings: torch.Tensor, width: int) -> torch.Tensor:
+    """The first `width` dims of each row, L2-normalised: what a user gets with truncate_dim=width."""
+    return F.normalize(embeddings[..., :width].float(), dim=-1)
+
+
+def matryoshka_loss(student: torch.Tensor, teacher: torch.Tensor, prefixes: list[tuple[int, float]],
+                    temperature: float, similarity_weight: float = 1.0,
+                    translations: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                    translation_weight: float = 0.0) -> torch.Tensor:
+    """Σ_k w_k · (similarity_weight · KL of the width-k prefix's in-batch similarities against the teacher's
+    full-width ones, + translation_weight · the same for the cross-lingual similarities of the translation
+    pairs `translations` = (student sources, student translations, teacher sources)).
+
+    `prefixes`: (width, weight) pairs below the full width (the full width is the existing terms). The
+    teacher is never truncated: each prefix learns the teacher's whole geometry, not its truncation's.
+    """
+    loss = student.new_zeros((), dtype=torch.float32)
+    for width, weight in prefixes:
+        term = similarity_weight * similarity_kl(prefix(student, width), teacher, temperature)
+        if translations is not None and translation_weight > 0:
+            sources, targets, teacher_sources = translations
+            term = term + translation_weight * cross_lingual_kl(prefix(sources, width), prefix(targets, width),
+                                                                teacher_sources, temperature)
+        loss = loss + weight * term
+    return loss
+
+
 def sparse_mse(student_logits: torch.Tensor, teacher_weights: torch.Tensor,
                attention_mask: torch.Tensor) -> torch.Tensor:
     """bge-m3 sparse head: MSE to the teacher's per-token weights [B, L] over real tokens.

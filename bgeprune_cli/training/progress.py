@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 _SHORT = {"layers": "L", "heads": "H", "ffn": "F", "hidden": "d"}
-_TERMS = {"cosine": "cos", "similarity_kl": "kl", "layerwise": "layer", "contrastive": "con", "translation": "tr"}
+_TERMS = {"cosine": "cos", "similarity_kl": "kl", "layerwise": "layer", "contrastive": "con", "translation": "tr",
+          "matryoshka": "mat"}
 
 
 def describe(record: dict, targets: dict) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import BaseDims, DistillSection, TargetSection, TrainSection
+from ..errors import RecipeError
 from ..pruning.hooks import MaskHooks, as_float_masks
 from ..pruning.importance import log_alpha_from_importance
 from ..pruning.masks import full_layout, log_alpha_of
@@ -81,6 +82,10 @@ class Trainer:
                            if distill.layerwise > 0 else None)
         # Cosine needs the same output space; hidden pruning changes it, the similarity KL does not care.
         self.use_cosine = distill.cosine > 0 and "hidden" not in types
+        if distill.matryoshka_dims and "hidden" in types:  # load_recipe says so with the line; this is the API
+            raise RecipeError(["distill.matryoshka_dims: cannot be trained while hidden is pruned (the prefix of a "
+                               "pruned width is not known until the masks are final); keep hidden, or drop "
+                               "matryoshka_dims"])
         self.generator = torch.Generator(device=device).manual_seed(train.seed)
         self.fixed: dict[str, torch.Tensor] | None = None  # binary masks of the recovery phase
         self.pruned_expected: dict[str, float] | None = None  # expected sizes when the pruning phase ended
