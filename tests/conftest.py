@@ -46,14 +46,16 @@ def bert_dir(builtin_cache) -> Path:
 
 
 def make_run(run_dir: Path, base_model: str, masks: dict[str, torch.Tensor], target: dict | None = None,
-             vocab: list[int] | None = None, sample: list[str] = (), student: dict | None = None) -> Path:
+             vocab: list[int] | None = None, sample: list[str] = (), student: dict | None = None,
+             distill: dict | None = None) -> Path:
     """A train-run (gate scores that rank kept units first) and a masks artifact holding `masks`.
 
     `target` defaults to sparsity mode, which allows any (non-uniform) masks. `vocab` (kept token ids, e.g.
     from `corpus_vocab`) trims the vocabulary too, with `sample` as the corpus texts verify checks. `student`
-    (a state dict of the base's shapes) is written as the run's student weights.
+    (a state dict of the base's shapes) is written as the run's student weights; `distill`, the recipe's
+    [distill] section.
     """
-    recipe = Recipe.model_validate({"base": {"model": base_model},
+    recipe = Recipe.model_validate({"base": {"model": base_model}, "distill": distill or {},
                                     "target": target or {"mode": "sparsity", "sparsity": 0.5}}).model_dump(mode="json")
     sha = recipe_sha256(recipe)
     dims = BaseDims.from_config(read_config(resolve_base(base_model)))

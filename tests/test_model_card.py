@@ -115,3 +115,22 @@ def test_the_card_names_streamed_training_data():
     mix = {"datasets": [{"dataset": "HuggingFaceFW/fineweb-2", "name": f"l{i}", "weight": 1.0} for i in range(10)],
            "streaming": True}
     assert _data_sentence(mix).endswith("(l7) and 2 more mixed by weight")
+
+
+def test_a_matryoshka_export_records_its_widths_and_the_card_loads_one(tmp_path, builtin_cache):
+    """Trained widths go into the manifest and the card; the card's snippet loads a width as written."""
+    from bgeprune_cli.artifacts import read_artifact
+
+    run = make_run(tmp_path / "run", "builtin:tiny-bge-m3", {"layer": keep_only(3, 0, 2)},
+                   distill={"matryoshka_dims": [64, 32, 16]})
+    prune.run(run / "masks")
+    out = tmp_path / "out"
+    export_hf.run(run, out)
+    assert read_artifact(out, "hf-model").info["matryoshka_dims"] == [64, 32, 16]
+    _, body = _card(tmp_path, Path("out"))
+    widths = body.split("## Output widths")[1]
+    assert "16 floats per text instead of 64" in widths and "--dims 32,16" in widths
+    assert 'dense = out["dense_vecs"][:, :16]' in widths  # bge-m3 heads: FlagEmbedding too
+    [block] = re.findall(r"```python\n(.*?)```", widths, re.DOTALL)
+    proc = subprocess.run([sys.executable, "-c", block], cwd=out.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "(2, 16)" in proc.stdout, proc.stderr[-2000:]

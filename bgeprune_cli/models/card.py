@@ -53,6 +53,7 @@ class CardFacts:
     has_heads: bool
     vocab: dict | None = None  # a trimmed vocabulary: kept, base, corpus (pruning/vocab.py, vocab_summary)
     base_shown: str | None = None  # the base as the card names it (a local directory: its name); else base_model
+    matryoshka_dims: list[int] | None = None  # the nested output widths it was trained with (distill.matryoshka_dims)
 
 
 def hub_base_model(base_model: str, base_dir: Path) -> str | None:
@@ -189,6 +190,43 @@ for name in ("colbert_linear.pt", "sparse_linear.pt"): shutil.copy(f"{path}/{{na
 '''
 
 
+_WIDTH_SNIPPETS = '''
+## Output widths
+
+Trained with nested output widths {widths} (Matryoshka): the first k dims of the dense vector are an
+embedding on their own, so an index can store {smallest} floats per text instead of {full}. The weights are
+the same for every width; the width is chosen when the model is loaded, and vectors of different widths
+do not share an index. Normalise after cutting: a cut unit vector is shorter than 1.
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{path}", truncate_dim={smallest})
+embeddings = model.encode(["a pruned embedding model", "un modèle élagué"], normalize_embeddings=True)
+print(embeddings.shape)  # (2, {smallest})
+```
+
+With transformers alone, cut the pooled vector above before normalising it:
+`embedding = torch.nn.functional.normalize(embedding[:, :{smallest}], dim=-1)`.{flag}
+
+What each width keeps, measured against `{reference}` cut to the same width:
+`bgeprune bench {path} --compare {reference} --beir DIR --bitext DIR --dims {cut}`.
+'''
+
+_FLAG_WIDTH = """ With FlagEmbedding, cut
+`dense_vecs` the same way: `dense = out["dense_vecs"][:, :{smallest}]`, then divide each row by its norm
+(sparse and ColBERT outputs are not affected)."""
+
+
+def _widths(facts: CardFacts, reference: str) -> str:
+    widths, full = facts.matryoshka_dims, facts.sizes["hidden"]
+    smallest = widths[-1]
+    return _WIDTH_SNIPPETS.format(
+        widths=", ".join(map(str, widths)), smallest=smallest, full=full, path=facts.path, reference=reference,
+        cut=",".join(str(k) for k in widths if k < full), flag=_FLAG_WIDTH.format(smallest=smallest)
+        if facts.has_heads else "")
+
+
 def model_card(facts: CardFacts) -> str:
     b, s = facts.base_sizes, facts.sizes
     enc, base_enc = facts.encoder_params, facts.base_encoder_params
@@ -239,6 +277,8 @@ def model_card(facts: CardFacts) -> str:
     ]
     if facts.has_heads:
         lines.append(_M3_SNIPPETS.format(path=facts.path))
+    if facts.matryoshka_dims:
+        lines.append(_widths(facts, reference))
     return "\n".join(lines)
 
 

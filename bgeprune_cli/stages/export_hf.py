@@ -125,6 +125,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     vocab = paths.vocab(masks.info.get("vocab")) if layout.vocab is not None else None
     info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
             "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {}),
+            **({"matryoshka_dims": widths} if (widths := ctx.recipe.distill.matryoshka_dims) else {}),
             **({"local_paths": True} if local_paths else {})}  # export-onnx records its argv the same way
     with step(f"writing {out}"), write_artifact(out, "hf-model", force=force, recipe=pruned.recipe,
                                                  recipe_sha256=pruned.manifest["recipe_sha256"], inputs=[pruned],
@@ -159,7 +160,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
             + (_count(ctx.base_heads.tensors()) if ctx.base_heads else 0), pooling=ctx.pooling,
             max_seq_length=ctx.pooling.max_seq_length, train_info=train_info,
             parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None,
-            vocab=vocab)
+            vocab=vocab, matryoshka_dims=widths)
         (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
         if onnx:  # traced from the directory as written, like export-onnx does from a finished export
             (tmp / ONNX_DIR).mkdir()
