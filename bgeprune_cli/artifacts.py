@@ -317,18 +317,25 @@ def write_artifact(out: str | Path, kind: str, *, force: bool = False, recipe: d
 
 
 def amend_manifest(artifact: Artifact, subdir: str, info: dict, argv: list[str] | None = None) -> Artifact:
-    """Re-list the files under `subdir/` of a finished artifact, merge `info`, and replace its manifest atomically.
+    """Re-list the files under `subdir/` of a finished artifact (or the one file `subdir` names), merge
+    `info`, and replace its manifest atomically.
 
-    For a stage that adds a part to an artifact another stage wrote (`export-onnx` adds `onnx/` to an
-    export). Every other entry is kept exactly as recorded, never re-hashed, so a file changed since
-    it was written still fails its check. The amendment (argv, time, version) is recorded beside the
-    original write (`argv`: the command line as the caller wants it recorded, default sys.argv). The
-    caller holds the artifact's lock.
+    For a stage that adds or rewrites a part of an artifact another stage wrote (`export-onnx` adds
+    `onnx/` to an export, `card` rewrites its README.md). Every other entry is kept exactly as recorded,
+    never re-hashed, so a file changed since it was written still fails its check. The amendment (argv,
+    time, version) is recorded beside the original write (`argv`: the command line as the caller wants
+    it recorded, default sys.argv). The caller holds the artifact's lock.
     """
-    prefix = subdir.rstrip("/") + "/"
-    kept = [e for e in artifact.manifest["files"] if not e["path"].startswith(prefix)]
-    added = [{**e, "path": prefix + e["path"]} for e in file_entries(artifact.path / subdir)] \
-        if (artifact.path / subdir).is_dir() else []
+    part = artifact.path / subdir
+    if part.is_file():
+        prefix = subdir
+        kept = [e for e in artifact.manifest["files"] if e["path"] != subdir]
+        fsync_path(part)
+        added = [{"path": subdir, "sha256": sha256_file(part), "size": part.stat().st_size}]
+    else:
+        prefix = subdir.rstrip("/") + "/"
+        kept = [e for e in artifact.manifest["files"] if not e["path"].startswith(prefix)]
+        added = [{**e, "path": prefix + e["path"]} for e in file_entries(part)] if part.is_dir() else []
     record = {"argv": list(sys.argv) if argv is None else argv, "created_unix": int(time.time()),
               "bgeprune_version": __version__, "versions": library_versions(), "part": prefix}
     manifest = {**artifact.manifest, "files": sorted(kept + added, key=lambda e: e["path"]),

@@ -362,6 +362,32 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
     _execute(work, as_json, render.verify)
 
 
+@app.command()
+def card(model: Annotated[Path, typer.Argument(help="An export (the output of bgeprune export-hf).")],
+         bench_report: Annotated[Optional[Path], typer.Option("--bench", help="A bench-report of this export "
+                                                              "(the -o of bgeprune bench).")] = None,
+         verify_report: Annotated[Optional[Path], typer.Option("--verify", help="A verify-report of this export "
+                                                               "(the --report of bgeprune verify).")] = None,
+         as_json: Json = False) -> None:
+    """Put what verify and bench measured into the export's model card (and its model-index).
+
+    Each report must have measured this export; the card's Measured section is rebuilt from the reports
+    given, and manifest.json is rewritten so README.md's hash stays checked.
+
+    [bold]Example[/]:
+      bgeprune verify out/minilm-50pct --report runs/verify/minilm
+      bgeprune bench out/minilm-50pct --compare builtin:all-minilm-l6-v2 --beir ../shared/data/pydocs \\
+        -o runs/bench/minilm
+      bgeprune card out/minilm-50pct --verify runs/verify/minilm --bench runs/bench/minilm
+    """
+    def work() -> dict:
+        from .stages import card as stage
+
+        return stage.run(model, bench=bench_report, verify=verify_report)
+
+    _execute(work, as_json, render.card)
+
+
 def _int_list(text: Optional[str], flag: str) -> Optional[list[int]]:
     if not text:
         return None

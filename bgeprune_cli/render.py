@@ -106,6 +106,13 @@ def export_onnx(r: dict) -> None:
                                   f"  next: bgeprune verify {r['artifact']}"), highlight=False)
 
 
+def card(r: dict) -> None:
+    added = " and ".join(k for k in ("verify", "bench") if r[k])
+    out.print("[green]✓[/] " + esc(f"{r['card']}: measured section from {added}; model-index with "
+                                  f"{r['model_index_results']} result(s)\n"
+                                  f"  next: bgeprune verify {r['artifact']}"), highlight=False)
+
+
 def verify(r: dict) -> None:
     style = {"pass": styled("[green]pass[/]"), "fail": styled("[red]FAIL[/]"), "skip": styled("[dim]skip[/]"),
              "info": styled("[cyan]info[/]")}

@@ -80,7 +80,9 @@ def run(export: Path, *, run_dir: Path | None = None, compare: str | None = None
         with claim_output(report):
             ensure_writable(report, force, "verify-report", [out])  # never inside the export it proves
             result = _verify(out, artifact, run_dir, compare, atol, probe, int8_min_spearman)
-            with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]}) as tmp:
+            # The export as input: `bgeprune card` checks that a report proved this very export.
+            with write_artifact(report, "verify-report", force=force, info={"ok": result["ok"]},
+                                inputs=[artifact] if artifact is not None else []) as tmp:
                 write_json(tmp / REPORT, result)
         return result
     return _verify(out, artifact, run_dir, compare, atol, probe, int8_min_spearman)
