@@ -78,7 +78,8 @@ def test_an_unreachable_hub_is_tried_once_and_says_how_to_use_a_local_copy(tmp_p
     assert "data.stream[2]: HuggingFaceFW/fineweb-2 jpn_Jpan [train]: not tried" in message
 
 
-@pytest.mark.parametrize("recipe", ["50pct.toml", "50pct-8gpu.toml", "50pct-compatible.toml", "50pct-10lang.toml",
+@pytest.mark.parametrize("recipe", ["50pct.toml", "50pct-8gpu.toml", "50pct-compatible.toml", "50pct-matryoshka.toml",
+                                    "50pct-10lang.toml",
                                     "bge-m3-10lang.toml"])
 def test_the_bge_m3_recipes_name_data_a_user_has(recipe):
     """Public corpora streamed from the hub, never files beside this repository's checkout."""
