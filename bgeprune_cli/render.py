@@ -113,3 +113,10 @@ def verify(r: dict) -> None:
                     [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
     if r["ok"]:
         out.print(f"[green]✓[/] {esc(r['model'])} verified", highlight=False)
+
+
+def push(r: dict) -> None:
+    where = f"pull request {r['revision']}" if r.get("pr_url") else f"branch {r['revision']}"
+    err.print(esc(f"pushed {r['files']} files of {r['export']} to {r['repo_id']} ({where}, commit {r['oid'][:8]})"),
+              highlight=False)
+    _result(r["url"])
