@@ -116,7 +116,7 @@ def verify(r: dict) -> None:
 
 
 def push(r: dict) -> None:
-    where = f"pull request {r['revision']}" if r.get("pr_url") else f"branch {r['revision']}"
+    where = ("pull request " if r["revision"].startswith("refs/pr/") else "branch ") + r["revision"]
     err.print(esc(f"pushed {r['files']} files of {r['export']} to {r['repo_id']} ({where}, commit {r['oid'][:8]})"),
               highlight=False)
     _result(r["url"])

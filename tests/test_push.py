@@ -169,6 +169,7 @@ def test_create_pr_prints_the_pull_requests_url(m3_export, hub):
     result = _push(m3_export, "me/m", "--create-pr")
     assert result.exit_code == 0, result.output
     assert result.stdout == "→ https://huggingface.co/me/m/discussions/3\n"
+    assert "(pull request refs/pr/3, commit 01234567)" in result.stderr
     assert hub.names() == ["create_repo", "upload_folder"]  # a PR needs no branch
     assert hub.calls[1][2]["create_pr"] is True and hub.calls[1][2]["revision"] is None
     report = json.loads(_push(m3_export, "me/m", "--create-pr", "--json").stdout)
