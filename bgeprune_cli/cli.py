@@ -36,7 +36,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptio
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Prune bge-m3 (or a BERT-family encoder) into a smaller drop-in Hugging Face model.\n\n"
                        "Pipeline: [bold]train[/] (or magnitude) → [bold]finalize-masks[/] → [bold]prune[/] → "
-                       "[bold]export-hf[/] → [bold]verify[/] → [bold]bench[/].\n\n"
+                       "[bold]export-hf[/] → [bold]verify[/] → [bold]bench[/] → [bold]card[/] → [bold]push[/].\n\n"
                        "Exit codes: 0 ok, 1 check failed, 2 bad usage/recipe, 3 bad artifact, 4 environment, "
                        "130 interrupted.")
 
@@ -386,6 +386,44 @@ def card(model: Annotated[Path, typer.Argument(help="An export (the output of bg
         return stage.run(model, bench=bench_report, verify=verify_report)
 
     _execute(work, as_json, render.card)
+
+
+@app.command()
+def push(model: Annotated[Path, typer.Argument(help="An export (the output of bgeprune export-hf).")],
+         repo_id: Annotated[str, typer.Argument(help="Hub model repo: NAMESPACE/NAME (or NAME, in the token's own "
+                                                "namespace); created if it does not exist.")],
+         private: Annotated[bool, typer.Option("--private", help="Make the repo private when push creates it (an "
+                                               "existing repo keeps its visibility).")] = False,
+         revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to commit to, created from main "
+                                                         "if it does not exist; or refs/pr/N, to add to an open pull "
+                                                         "request. Default: main.")] = None,
+         create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request against main instead of "
+                                                 "committing to it.")] = False,
+         commit_message: Annotated[Optional[str], typer.Option("--commit-message", help="The commit's title.")] = None,
+         token: Annotated[Optional[str], typer.Option("--token", help="A Hub token with write access. Default: "
+                                                      "HF_TOKEN, else the one 'hf auth login' saved (both keep it "
+                                                      "out of the process list, which --token is not).")] = None,
+         as_json: Json = False) -> None:
+    """Upload an export to the Hugging Face Hub, only if it passes verify's static checks.
+
+    Nothing is uploaded from a directory that is not an export, that was exported with --local-paths,
+    that fails a static check (files, manifest hashes, finite weights, config vs tensor shapes,
+    identity placeholders, serving fields, bge-m3 head files) or holds files its manifest does not
+    list. The whole directory goes up (onnx/, head files, lineage.json, manifest.json, the card);
+    the result is the commit's URL, or the pull request's. Run the same command again to resume an
+    interrupted upload.
+
+    [bold]Examples[/]:
+      bgeprune verify out/bge-m3-50pct && bgeprune push out/bge-m3-50pct your-name/bge-m3-50pct --private
+      bgeprune push out/bge-m3-50pct your-name/bge-m3-50pct --create-pr --commit-message "Prune to 50%"
+    """
+    def work() -> dict:
+        from .stages import push as stage
+
+        return stage.run(model, repo_id=repo_id, private=private, revision=revision, create_pr=create_pr,
+                         commit_message=commit_message, token=token)
+
+    _execute(work, as_json, render.push)
 
 
 def _int_list(text: Optional[str], flag: str) -> Optional[list[int]]:

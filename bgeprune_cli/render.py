@@ -120,3 +120,10 @@ def verify(r: dict) -> None:
                     [[c["name"], style[c["status"]], c["message"]] for c in r["checks"]]))
     if r["ok"]:
         out.print(f"[green]✓[/] {esc(r['model'])} verified", highlight=False)
+
+
+def push(r: dict) -> None:
+    where = ("pull request " if r["revision"].startswith("refs/pr/") else "branch ") + r["revision"]
+    err.print(esc(f"pushed {r['files']} files of {r['export']} to {r['repo_id']} ({where}, commit {r['oid'][:8]})"),
+              highlight=False)
+    _result(r["url"])

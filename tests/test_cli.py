@@ -53,7 +53,7 @@ def smoke_run(tmp_path):
 
 def test_version_and_help_have_examples():
     assert invoke("--version").stdout.strip() == f"bgeprune {__version__}"
-    for command in ("check", "magnitude", "finalize-masks", "prune", "export-hf", "verify"):
+    for command in ("check", "magnitude", "finalize-masks", "prune", "export-hf", "verify", "push"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Example" in result.stdout, command
 

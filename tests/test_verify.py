@@ -100,6 +100,18 @@ def test_broken_weights_fail_with_their_own_message(tmp_path, good_export, fixtu
         assert "attention.output.dense.weight" in checks["provenance"]["message"]
 
 
+def test_truncated_weights_fail_their_checks_instead_of_crashing(tmp_path, good_export):
+    out = tmp_path / "out"
+    shutil.copytree(good_export, out)
+    with open(out / "model.safetensors", "r+b") as handle:
+        handle.truncate(100)
+    result = verify.run(out)
+    checks = _checks(result)
+    assert not result["ok"]
+    assert checks["manifest"]["status"] == "fail" and "model.safetensors" in checks["manifest"]["message"]
+    assert checks["finite"]["status"] == "fail" and "cannot be read as safetensors" in checks["finite"]["message"]
+
+
 def test_config_that_disagrees_with_tensors_fails(tmp_path, good_export):
     out = tmp_path / "out"
     shutil.copytree(good_export, out)

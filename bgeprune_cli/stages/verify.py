@@ -31,12 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import torch
-from safetensors.torch import load_file
-
 from ..artifacts import MANIFEST, ensure_writable, read_artifact, write_artifact, write_json
 from ..errors import ArtifactError, BgepruneError, EnvironmentProblem, os_error_in
-from ..filenames import CONFIG, REPORT, TOKENIZER_FILES, WEIGHTS
+from ..filenames import REPORT
 from ..locks import claim_output
 from ..models.loading import load_tokenizer
 from ..models.probe import probe_texts
@@ -49,16 +46,7 @@ from ..verification.lineage import find_masks, read_lineage, read_vocab_map
 from ..verification.masked_parity import check_parity, check_provenance
 from ..verification.onnx_checks import INT8_MIN_SPEARMAN, onnx_checks
 from ..verification.reference import check_compare
-from ..verification.static_checks import (
-    Check,
-    check_config_shapes,
-    check_files,
-    check_finite,
-    check_identity,
-    check_m3_heads,
-    check_manifest,
-    check_serving_config,
-)
+from ..verification.static_checks import Check, static_checks
 from ..verification.strict_load import check_strict_load
 from ..verification.tokenizer_check import check_tokenizer
 
@@ -107,16 +95,8 @@ def _contained(name: str, work: Callable[[], list[Check]]) -> list[Check]:
 def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol: float, probe: Path | None,
             int8_min_spearman: float) -> dict:
     lineage = read_lineage(out)
-    listed = {e["path"] for e in artifact.manifest["files"]} if artifact else set()
-    checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out, artifact)]
+    checks, exported = static_checks(out, artifact, lineage)  # the weights are read once; later checks reuse them
     exported_outputs: dict = {}
-    exported: dict[str, torch.Tensor] = {}
-    if (out / CONFIG).is_file() and (out / WEIGHTS).is_file():
-        exported = load_file(str(out / WEIGHTS))  # read once; three checks use it
-        checks += [check_finite(exported), check_config_shapes(out), check_identity(exported),
-                   check_serving_config(out)]
-    expect_heads = bool((lineage or {}).get("m3_heads") or (artifact and artifact.info.get("m3_heads")))
-    checks.append(check_m3_heads(out, expect_heads))
     masks_art, no_run = find_masks(out, run_dir, lineage)
     vmap, texts = read_vocab_map(out, lineage, checks), []
     if vmap is not None:

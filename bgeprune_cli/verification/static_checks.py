@@ -1,4 +1,5 @@
-"""Static checks of an exported model directory, each with its own message (used by `verify`).
+"""Static checks of an exported model directory, each with its own message (used by `verify`, and by
+`push` before anything leaves the machine; `static_checks` runs them all, in verify's order).
 
 These read files only (no model forward pass): required files, the manifest's hashes, finite
 weights, config-vs-tensor agreement (which also catches renamed and missing keys), tensors
@@ -18,11 +19,12 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from ..artifacts import Artifact, sha256_file
-from ..errors import ArtifactError
-from ..filenames import CONFIG, FAST_TOKENIZER, MODULES, TOKENIZER_VOCABULARY_FILES, WEIGHTS
+from ..errors import ArtifactError, os_error_in
+from ..filenames import CONFIG, FAST_TOKENIZER, MODULES, TOKENIZER_FILES, TOKENIZER_VOCABULARY_FILES, WEIGHTS
 from ..models import m3
 from ..models.st_files import pooling_config_path
 
@@ -36,6 +38,29 @@ class Check:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def static_checks(out: Path, artifact: Artifact | None, lineage: dict | None) -> tuple[list[Check], dict]:
+    """Every static check of `out` in verify's order (files, manifest, finite, config-shapes, identity,
+    serving-config, m3-heads), and the weights they read ({} when there are none): verify's later checks
+    reuse them instead of reading the file again."""
+    listed = {e["path"] for e in artifact.manifest["files"]} if artifact else set()
+    checks = [check_files(out, [f for f in TOKENIZER_FILES if f in listed] or None), check_manifest(out, artifact)]
+    weights: dict[str, torch.Tensor] = {}
+    if (out / CONFIG).is_file() and (out / WEIGHTS).is_file():
+        try:
+            weights = load_file(str(out / WEIGHTS))
+        except SafetensorError as exc:  # truncated or not safetensors at all: a failed check, not a crash
+            if os_error_in(exc) is not None:  # the disk's problem, not the file's: exit 4 as everywhere
+                raise
+            checks.append(Check("finite", "fail", f"{WEIGHTS} cannot be read as safetensors ({exc}): truncated or "
+                                "overwritten; the manifest check says whether it changed after export"))
+        else:
+            checks += [check_finite(weights), check_config_shapes(out), check_identity(weights)]
+        checks.append(check_serving_config(out))
+    expect_heads = bool((lineage or {}).get("m3_heads") or (artifact and artifact.info.get("m3_heads")))
+    checks.append(check_m3_heads(out, expect_heads))
+    return checks, weights
 
 
 def _examples(keys) -> str:
