@@ -9,6 +9,8 @@ on CPU. Reports go to OUT/bench-l0 and OUT/bench-naive, a summary to OUT/results
 
 Run (about 35 minutes on 2 CPU cores; --train none re-benchmarks existing exports):
     python benchmarks/quality_minilm.py --out runs/bench-minilm
+    python benchmarks/quality_minilm.py --out runs/minilm-matryoshka --train l0 --dims 192,96 \
+        --set 'distill.matryoshka_dims=[384,192,96]'
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ def train_naive(out: Path, sets: list[str], steps: int) -> float:
     return time.perf_counter() - start
 
 
-def bench(export: Path, report: Path) -> dict:
+def bench(export: Path, report: Path, dims: str | None = None) -> dict:
     """`bgeprune bench` of an export against the teacher: quality on pydocs and speed, in one run."""
     bgeprune("bench", export, "--compare", MINILM_TEACHER, "--beir", PYDOCS, "--batch-sizes", "32", "--seq-lengths",
-             "128", "--device", "cpu", "-o", report, "--force", stdout=SHOW)
+             "128", "--device", "cpu", "-o", report, "--force", *(["--dims", dims] if dims else []), stdout=SHOW)
     return json.loads((report / "report.json").read_text())
 
 
@@ -71,10 +73,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train", default="l0,naive", help="which students to (re)train: l0, naive, both "
                         "(default) or none (re-evaluate existing exports)")
+    parser.add_argument("--set", dest="extra", action="append", default=[],
+                        help="one more recipe override for both students (e.g. 'distill.matryoshka_dims=[384,192,96]')")
+    parser.add_argument("--dims", help="bench quality also at these output widths (bench --dims), e.g. 192,96")
     args = parser.parse_args()
     print("command:", shlex.join([sys.executable, *sys.argv]), flush=True)
     sets = [f"train.steps={args.steps}", f"train.recovery_steps={args.recovery_steps}",
-            f"train.batch_size={args.batch_size}"]
+            f"train.batch_size={args.batch_size}", *args.extra]
     seconds = {}
     which = set(args.train.split(",")) - {"none"}
     if "l0" in which:
@@ -91,7 +96,7 @@ def main() -> None:
     for name, label in (("l0", "bgeprune train (L0, 50%)"), ("naive", "naive: every other layer (50%)")):
         export = args.out / name / "export"
         if (export / "manifest.json").is_file():
-            results[label] = bench(export, args.out / f"bench-{name}")
+            results[label] = bench(export, args.out / f"bench-{name}", args.dims)
     if not results:
         sys.exit(f"no exports under {args.out}; train first (--train l0,naive)")
     print(f"\n{'model':34} {'nDCG@10':>8} {'vs teacher':>10} {'MRR@10':>7} {'R@100':>6} "
