@@ -292,15 +292,23 @@ def export_hf(source: Annotated[Path, typer.Argument(help="A pruned-model artifa
               local_paths: Annotated[bool, typer.Option("--local-paths", help="Record absolute local paths in "
                                                         "lineage.json, manifest.json and the card (default: none, "
                                                         "so the directory can be published).")] = False,
+              dtype: Annotated[Optional[str], typer.Option(
+                  "--dtype", metavar="[float32|float16|bfloat16]", callback=_choice(
+                      "--dtype", ("float32", "float16", "bfloat16")),
+                  help="Store the weights in this dtype (default: as the base stores them); verify then proves "
+                       "the export at that dtype's tolerance.")] = None,
               force: Force = False, as_json: Json = False) -> None:
     """Write a drop-in HF model directory (AutoModel, SentenceTransformer) with no random weights.
 
-    [bold]Example[/]: bgeprune export-hf runs/smoke out/smoke --onnx
+    [bold]Examples[/]:
+      bgeprune export-hf runs/smoke out/smoke --onnx
+      bgeprune export-hf runs/50pct out/bge-m3-50pct-fp16 --dtype float16
     """
     def work() -> dict:
         from .stages import export_hf as stage
 
-        return stage.run(source, output, fmt=fmt, force=force, name=name, onnx=onnx, local_paths=local_paths)
+        return stage.run(source, output, fmt=fmt, force=force, name=name, onnx=onnx, local_paths=local_paths,
+                         dtype=dtype)
 
     _execute(work, as_json, render.export_hf)
 
@@ -332,7 +340,9 @@ def verify(model: Annotated[Path, typer.Argument(help="Exported model directory.
                                                        "from; default: the one lineage.json names, if it "
                                                        "exists.")] = None,
            compare: Compare = None,
-           atol: Annotated[float, typer.Option(help="Largest allowed |export - masked| on the probe batch.")] = 1e-5,
+           atol: Annotated[Optional[float], typer.Option(
+               help="Largest allowed |export - masked| on the probe batch (default: 1e-5; for weights export-hf "
+                    "rounded with --dtype, that dtype's tolerance, with a lowest cosine too).")] = None,
            probe: Annotated[Optional[Path], typer.Option(help="Text file (one passage a line) for --compare.")] = None,
            report: Annotated[Optional[Path], typer.Option(help="Also write a verify-report artifact here.")] = None,
            int8_min_spearman: Annotated[float, typer.Option(

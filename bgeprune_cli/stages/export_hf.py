@@ -37,6 +37,7 @@ from ..locks import claim_output
 from ..models import m3
 from ..models.card import CardFacts, count_base_params, model_card
 from ..models.onnx.export import export_onnx, require_onnx
+from ..models.precision import EXPORT_DTYPES, round_weights
 from ..models.recipe_base import RecipeBase
 from ..models.st_files import write_export_files
 from ..models.tokenizers.files import base_tokenizer_files
@@ -83,17 +84,23 @@ def _count(tensors: dict) -> int:
 
 
 def run(source: Path, out: Path, *, fmt: str | None = None, force: bool = False, name: str | None = None,
-        onnx: bool = False, local_paths: bool = False) -> dict:
-    """Export `source` (RUN/pruned or its run) into `out`; `local_paths` records absolute local paths."""
+        onnx: bool = False, local_paths: bool = False, dtype: str | None = None) -> dict:
+    """Export `source` (RUN/pruned or its run) into `out`; `local_paths` records absolute local paths;
+    `dtype` rounds the weights (default: the dtype the base stores them in)."""
+    if dtype is not None and dtype not in EXPORT_DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}, not {dtype!r}")
+    if onnx and dtype not in (None, "float32"):
+        raise UsageError("--onnx traces float32 graphs: export float32 for onnx/ (it has its own int8 graph), "
+                         "or export this dtype without --onnx")
     if onnx:
         require_onnx()  # exit 4 with the install command before any work
     pruned = read_artifact(source, "pruned-model", needed_by="export-hf")
     with claim_output(out):
-        return _export(pruned, Path(out), fmt, force, name, onnx, local_paths)
+        return _export(pruned, Path(out), fmt, force, name, onnx, local_paths, dtype)
 
 
 def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str | None, onnx: bool,
-            local_paths: bool) -> dict:
+            local_paths: bool, dtype: str | None) -> dict:
     ensure_writable(out, force, "hf-model", [pruned])
     ctx = RecipeBase.of(pruned)
     fmt = fmt or ctx.recipe.export.format
@@ -114,6 +121,13 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
         except ValueError as exc:
             raise UsageError(f"cannot export {pruned.path} as --format padded: {exc}.") from None
     config = stock_config(ctx.base_config, ctx.adapter, sizes, layout.vocab)
+    stored = str(next(v for v in state.values() if v.is_floating_point()).dtype).removeprefix("torch.")
+    rounded = dtype is not None and dtype != stored
+    if rounded:  # the bge-m3 head files stay as the base ships them (upstream: float32)
+        state = round_weights(state, dtype)
+        config["torch_dtype"] = dtype
+        if "dtype" in config:
+            config["dtype"] = dtype
     train = masks.input("train-run")
     method = train.info.get("method", "train")
     heads = (m3.M3Heads.from_tensors(load_file(str(pruned.file(m3.HEADS_FILE))))
@@ -126,6 +140,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
             "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {}),
             **({"matryoshka_dims": widths} if (widths := ctx.recipe.distill.matryoshka_dims) else {}),
+            **({"dtype": dtype, "rounded_from": stored} if rounded else {}),
             **({"local_paths": True} if local_paths else {})}  # export-onnx records its argv the same way
     with step(f"writing {out}"), write_artifact(out, "hf-model", force=force, recipe=pruned.recipe,
                                                  recipe_sha256=pruned.manifest["recipe_sha256"], inputs=[pruned],

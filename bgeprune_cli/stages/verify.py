@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +37,7 @@ from ..errors import ArtifactError, BgepruneError, EnvironmentProblem, os_error_
 from ..filenames import REPORT
 from ..locks import claim_output
 from ..models.loading import load_tokenizer
+from ..models.precision import TOLERANCES
 from ..models.probe import probe_texts
 from ..models.recipe_base import RecipeBase
 from ..models.st_files import read_modules, read_pooling
@@ -51,7 +53,7 @@ from ..verification.strict_load import check_strict_load
 from ..verification.tokenizer_check import check_tokenizer
 
 
-def run(export: Path, *, run_dir: Path | None = None, compare: str | None = None, atol: float = 1e-5,
+def run(export: Path, *, run_dir: Path | None = None, compare: str | None = None, atol: float | None = None,
         probe: Path | None = None, report: Path | None = None, force: bool = False,
         int8_min_spearman: float = INT8_MIN_SPEARMAN) -> dict:
     """Verify the export directory `export` (against its run: `run_dir`, else the one lineage.json names)."""
@@ -92,8 +94,12 @@ def _contained(name: str, work: Callable[[], list[Check]]) -> list[Check]:
                       f"first, for what changed)")]
 
 
-def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol: float, probe: Path | None,
-            int8_min_spearman: float) -> dict:
+def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol: float | None,
+            probe: Path | None, int8_min_spearman: float) -> dict:
+    # An export whose weights export-hf rounded is proved at its dtype's tolerance; any other at float32's.
+    rounded = artifact.info.get("dtype") if artifact is not None and artifact.info.get("rounded_from") else None
+    tolerance = TOLERANCES.get(rounded or "float32", TOLERANCES["float32"])
+    tolerance = replace(tolerance, atol=atol) if atol is not None else tolerance
     lineage = read_lineage(out)
     checks, exported = static_checks(out, artifact, lineage)  # the weights are read once; later checks reuse them
     exported_outputs: dict = {}
@@ -128,7 +134,8 @@ def _verify(out: Path, artifact, run_dir: Path | None, compare: str | None, atol
             checks += _contained("provenance", lambda: [
                 check_provenance(exported, model, heads, out, ctx, layout, padded)])
             checks += _contained("parity", lambda: [
-                check_parity(exported_outputs, model, heads, ctx, masks, layout, atol, texts, vmap)])
+                check_parity(exported_outputs, model, heads, ctx, masks, layout, tolerance, texts, vmap,
+                             rounded)])
     if compare:
         with step(f"comparing with {compare}"):
             try:

@@ -17,6 +17,7 @@ import torch
 from ..errors import ArtifactError
 from ..models import m3
 from ..models.loading import load_tokenizer
+from ..models.precision import Tolerance, min_cosines
 from ..models.probe import max_abs_diff, per_text, probe_batches, probe_texts
 from ..models.recipe_base import RecipeBase
 from ..models.tokenizers.vocab_map import VocabMap
@@ -53,7 +54,9 @@ def check_provenance(exported: dict, model, heads, out: Path, ctx: RecipeBase, l
 
 
 def check_parity(exported_outputs: dict, model, heads, ctx: RecipeBase, masks: dict, layout: Layout,
-            atol: float, texts: list[str], vmap: VocabMap | None) -> Check:
+                 tolerance: Tolerance, texts: list[str], vmap: VocabMap | None, rounded: str | None = None) -> Check:
+    """`rounded`: the dtype export-hf rounded the weights to, proved at `tolerance` (models/precision.py)."""
+    atol = tolerance.atol
     if not exported_outputs:
         return Check("parity", "fail", "no outputs from the exported model (it did not load)")
     if vmap is not None and not texts:
@@ -71,12 +74,19 @@ def check_parity(exported_outputs: dict, model, heads, ctx: RecipeBase, masks: d
         return Check("parity", "fail", f"the export produced no {', '.join(absent)} output to compare (see the "
                      f"m3-heads check)", {"max_abs_diff": diffs, "absent": absent})
     worst = max(diffs.values())
-    status = "pass" if worst <= atol else "fail"
+    cosines = min_cosines(masked, exported_outputs)
+    lowest = min(cosines.values(), default=1.0)
+    near = worst <= atol and (tolerance.min_cosine is None or lowest >= tolerance.min_cosine)
+    status = "pass" if near else "fail"
     where = f" on the {len(texts)} texts the trimmed vocabulary covers" if vmap is not None else ""
-    return Check("parity", status, f"max |export - masked| = {worst:.2e} ({'<=' if status == 'pass' else '>'} "
-                 f"atol {atol:g}){where} over " + (
+    rounding = "" if rounded is None else (
+        f"; weights rounded to {rounded}: lowest cosine {lowest:.6f} ({'>=' if lowest >= tolerance.min_cosine else '<'}"
+        f" {tolerance.min_cosine:g})")
+    return Check("parity", status, f"max |export - masked| = {worst:.2e} ({'<=' if worst <= atol else '>'} "
+                 f"atol {atol:g}){rounding}{where} over " + (
                      "AutoModel states, pooler, SentenceTransformer embeddings, sparse weights (token ids mapped back "
                      "through vocab_map.json) and ColBERT vectors" if "colbert" in diffs and vmap is not None else
                      "AutoModel states, pooler, SentenceTransformer embeddings, sparse weights and ColBERT vectors"
                      if "colbert" in diffs else "AutoModel states, pooler and SentenceTransformer embeddings"),
-                 {"max_abs_diff": diffs})
+                 {"max_abs_diff": diffs, "min_cosine": cosines, "atol": atol,
+                  **({"dtype": rounded, "min_cosine_required": tolerance.min_cosine} if rounded else {})})
