@@ -46,3 +46,18 @@ def test_the_multilingual_summary_keeps_every_language_and_pools_bitext_by_accur
     assert result["pydocs"]["retention"] == pytest.approx(0.9) and result["removed"] == pytest.approx(0.502)
     printed = capsys.readouterr().out
     assert "bitext ar accuracy" in printed and "50.0%" in printed and "bgeprune bench x" in printed
+
+
+def test_the_matryoshka_table_reads_shares_of_the_teacher_and_of_each_students_full_width():
+    import quality_matryoshka
+
+    def report(student_full, student_cut, teacher_cut):
+        def m(model, base):
+            return {"model": {"ndcg@10": model}, "base": {"ndcg@10": base}}
+        return {"models": {"model": {"hidden": 8}}, "quality": {
+            "dims": [4], "beir": {"pydocs": {"modes": {"dense": m(student_full, 0.5)},
+                                             "widths": {"4": m(student_cut, teacher_cut)}}}}}
+
+    rows = quality_matryoshka.table(report(0.4, 0.2, 0.25), report(0.45, 0.4, 0.25))
+    assert rows[2] == "| 8 | pydocs nDCG@10 | 100.0% | 80.0% | 90.0% | 100.0% | 100.0% |"
+    assert rows[3] == "| 4 | pydocs nDCG@10 | 50.0% | 40.0% | 80.0% | 50.0% | 88.9% |"
