@@ -16,7 +16,7 @@ from .ui import err, esc, out, styled, table
 
 def _result(artifact: str, next_command: str | None = None, note: str = "") -> None:
     line = f"→ {esc(artifact)}" + note + (f"\n  next: {esc(next_command)}" if next_command else "")
-    out.print(line, highlight=False)
+    out.print(line, highlight=False, soft_wrap=True)  # a path or URL to copy: never broken at the width
 
 
 def check(r: dict) -> None:
@@ -125,5 +125,5 @@ def verify(r: dict) -> None:
 def push(r: dict) -> None:
     where = ("pull request " if r["revision"].startswith("refs/pr/") else "branch ") + r["revision"]
     err.print(esc(f"pushed {r['files']} files of {r['export']} to {r['repo_id']} ({where}, commit {r['oid'][:8]})"),
-              highlight=False)
+              highlight=False, soft_wrap=True)
     _result(r["url"])
