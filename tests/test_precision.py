@@ -53,7 +53,7 @@ def _parity(result) -> dict:
     return {c["name"]: c for c in report["checks"]}["parity"]
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_a_rounded_export_is_stock_and_verifies_at_its_tolerance(run, tmp_path, dtype):
     out = tmp_path / dtype
     result = runner.invoke(app, ["export-hf", str(run), str(out), "--dtype", dtype])
