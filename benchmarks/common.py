@@ -84,3 +84,16 @@ def measure(command: list[str]) -> tuple[float, int]:
     if code != 0:
         sys.exit(f"{' '.join(command)} failed with exit code {code}")
     return time.perf_counter() - start, peak
+
+
+def m3_shape_export(run: Path, out: Path) -> None:
+    """The 50pct export of the random full bge-m3 shape at OUT (run dir RUN), unless OUT already has one.
+
+    Gate scores come from `bgeprune magnitude`: the speed scripts time shapes, not which units are kept.
+    """
+    if (out / "model.safetensors").is_file() and (out / "manifest.json").is_file():
+        return
+    bgeprune("magnitude", M3_RECIPE, "--set", f"base.model={M3_BASE}", "--run-dir", run, "--force")
+    bgeprune("finalize-masks", run / "train", "--force")
+    bgeprune("prune", run / "masks", "--force")
+    bgeprune("export-hf", run, out, "--force")

@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from common import CLI, M3_BASE, M3_RECIPE, SHOW, bgeprune, measure
+from common import CLI, M3_BASE, SHOW, bgeprune, m3_shape_export, measure
 
 
 def main() -> None:
@@ -30,11 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     args = parser.parse_args()
     run, out, report = args.workdir / "run", args.workdir / "export-50pct", args.workdir / "bench"
-    if not (out / "model.safetensors").is_file():
-        bgeprune("magnitude", M3_RECIPE, "--set", f"base.model={M3_BASE}", "--run-dir", run, "--force")
-        bgeprune("finalize-masks", run / "train", "--force")
-        bgeprune("prune", run / "masks", "--force")
-        bgeprune("export-hf", run, out, "--force")
+    m3_shape_export(run, out)
     size = (out / "model.safetensors").stat().st_size
     export_s, export_peak = measure([*CLI, "export-onnx", str(out), "--force"])
     onnx_dir = out / "onnx"

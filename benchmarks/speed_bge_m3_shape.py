@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
-from common import M3_BASE, M3_RECIPE, SHOW, bgeprune
+from common import M3_BASE, SHOW, bgeprune, m3_shape_export
 
 
 def main() -> None:
@@ -31,12 +30,7 @@ def main() -> None:
     parser.add_argument("--seq-lengths", default="128")
     args = parser.parse_args()
     run, out, report = args.workdir / "run", args.workdir / "bge-m3-50pct-shape", args.workdir / "bench"
-    if not (out / "manifest.json").is_file():
-        shutil.rmtree(args.workdir, ignore_errors=True)
-        bgeprune("magnitude", M3_RECIPE, "--set", f"base.model={M3_BASE}", "--run-dir", run)
-        bgeprune("finalize-masks", run / "train")
-        bgeprune("prune", run / "masks")
-        bgeprune("export-hf", run, out)
+    m3_shape_export(run, out)
     bgeprune("bench", out, "--compare", M3_BASE, "--batch-sizes", args.batch_sizes, "--seq-lengths",
              args.seq_lengths, "--repeats", args.repeats, "--device", "cpu", "-o", report, "--force", stdout=SHOW)
     result = json.loads((report / "report.json").read_text())
