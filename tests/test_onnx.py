@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -313,3 +316,36 @@ def test_verify_fails_an_int8_file_that_holds_the_fp32_graph(exports, tmp_path):
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert result.exit_code == 1
     assert checks["onnx-int8"]["status"] == "fail" and "holds no quantized operator" in checks["onnx-int8"]["message"]
+
+
+def _card_python(out) -> list[str]:
+    card = (out / "README.md").read_text()
+    serving = card[card.index("<!-- bgeprune:serving -->"):card.index("<!-- /bgeprune:serving -->")]
+    return re.findall(r"```python\n(.*?)```", serving, re.DOTALL)
+
+
+@pytest.mark.parametrize("family", ["m3", "xlmr"])  # export-hf --onnx, and export-onnx on a finished export
+def test_the_card_shows_how_to_run_the_graphs_and_its_snippet_runs(exports, family):
+    out = exports[family]
+    card = (out / "README.md").read_text()
+    assert "### ONNX" in card and "model_qint8_avx512_vnni.onnx" in card
+    assert ("BgeM3EmbeddingModel" in card) == (family == "m3")  # vLLM's override only where the heads are
+    [snippet] = _card_python(out)
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=out.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (snippet, proc.stderr[-2000:])
+    hidden = read_config(out)["hidden_size"]
+    assert proc.stdout.strip() == f"(1, {hidden})"
+    read_artifact(out, "hf-model").file("README.md")  # the card as rewritten is the one the manifest lists
+
+
+def test_a_card_without_graphs_names_none_and_export_onnx_without_int8_names_only_fp32(exports, tmp_path):
+    copy = _copy(exports["xlmr"], tmp_path)
+    result = runner.invoke(app, ["export-onnx", str(copy), "--force", "--no-int8"])
+    assert result.exit_code == 0, result.output
+    card = (copy / "README.md").read_text()
+    assert "`model.onnx` (fp32)" in card and "qint8" not in card and card.count("## Serving") == 1
+    assert _card_python(copy)[0].count('ort.InferenceSession("out/onnx/model.onnx")') == 1
+    plain = tmp_path / "plain"
+    export_hf.run(exports["xlmr"].parent / "run", plain)
+    card = (plain / "README.md").read_text()
+    assert "## Serving" in card and "vllm serve plain --runner pooling" in card and "### ONNX" not in card

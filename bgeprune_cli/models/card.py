@@ -15,12 +15,14 @@ Example:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..filenames import MODEL_CARD
+from . import card_serving
+from .card_sections import section_block
 from .st_files import Pooling
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -54,6 +56,7 @@ class CardFacts:
     vocab: dict | None = None  # a trimmed vocabulary: kept, base, corpus (pruning/vocab.py, vocab_summary)
     base_shown: str | None = None  # the base as the card names it (a local directory: its name); else base_model
     matryoshka_dims: list[int] | None = None  # the nested output widths it was trained with (distill.matryoshka_dims)
+    onnx_files: list[str] = field(default_factory=list)  # names in the export's onnx/, when it has graphs
 
 
 def hub_base_model(base_model: str, base_dir: Path) -> str | None:
@@ -279,7 +282,9 @@ def model_card(facts: CardFacts) -> str:
         lines.append(_M3_SNIPPETS.format(path=facts.path))
     if facts.matryoshka_dims:
         lines.append(_widths(facts, reference))
-    return "\n".join(lines)
+    lines.append(section_block(card_serving.NAME, card_serving.serving_section(
+        facts.path, has_heads=facts.has_heads, pooling=facts.pooling, dim=s["hidden"], onnx_files=facts.onnx_files)))
+    return "\n".join(lines) + "\n"
 
 
 def _target(facts: CardFacts) -> str:

@@ -1,8 +1,8 @@
 """What was measured, in the model card: verify's verdicts and bench's numbers as Markdown, and bench's
 quality as the `model-index` front matter the Hub reads (`bgeprune card`).
 
-The section sits between two HTML comments, so writing it again replaces it and nothing else; every
-number is copied from the reports with the command that produced it, never recomputed.
+The section sits between two HTML comments (card_sections.py), so writing it again replaces it and
+nothing else; every number is copied from the reports with the command that produced it, never recomputed.
 
 Example:
     bgeprune verify out/smoke -o runs/verify/smoke && bgeprune bench out/smoke --compare builtin:tiny-xlm-roberta \\
@@ -15,7 +15,8 @@ import re
 
 import yaml
 
-BEGIN, END = "<!-- bgeprune:measured -->", "<!-- /bgeprune:measured -->"
+from .card_sections import with_section
+
 _FRONT = re.compile(r"^---\n(.*?)\n---\n", re.DOTALL)
 
 
@@ -130,12 +131,7 @@ def model_index(title: str, report: dict) -> list[dict]:
 
 def with_measured(card: str, section: list[str], index: list[dict]) -> str:
     """`card` with its measured section (replaced where it was, else appended) and its model-index."""
-    block = "\n".join([BEGIN, "## Measured\n", *section, END])
-    if BEGIN in card and END in card:
-        start, stop = card.index(BEGIN), card.index(END) + len(END)
-        card = card[:start] + block + card[stop:]
-    else:
-        card = card.rstrip("\n") + "\n\n" + block + "\n"
+    card = with_section(card, "measured", ["## Measured\n", *section])
     match = _FRONT.match(card)
     front = (yaml.safe_load(match.group(1)) if match else None) or {}
     front.pop("model-index", None)

@@ -138,7 +138,7 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
     paths = PublicPaths(out, local=local_paths)
     vocab = paths.vocab(masks.info.get("vocab")) if layout.vocab is not None else None
     info = {"format": fmt, "sizes": sizes, "base_sizes": layout.base, "encoder_params": layout.encoder_params(),
-            "m3_heads": heads is not None, **({"vocab": vocab} if vocab else {}),
+            "m3_heads": heads is not None, "card_path": paths.shown(out), **({"vocab": vocab} if vocab else {}),
             **({"matryoshka_dims": widths} if (widths := ctx.recipe.distill.matryoshka_dims) else {}),
             **({"dtype": dtype, "rounded_from": stored} if rounded else {}),
             **({"local_paths": True} if local_paths else {})}  # export-onnx records its argv the same way
@@ -176,8 +176,9 @@ def _export(pruned: Artifact, out: Path, fmt: str | None, force: bool, name: str
             max_seq_length=ctx.pooling.max_seq_length, train_info=train_info,
             parity=max(pruned.info.get("parity_max_abs_diff", {}).values(), default=None), has_heads=heads is not None,
             vocab=vocab, matryoshka_dims=widths)
-        (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
         if onnx:  # traced from the directory as written, like export-onnx does from a finished export
             (tmp / ONNX_DIR).mkdir()
             info["onnx"] = export_onnx(tmp, tmp / ONNX_DIR)
+            facts.onnx_files = sorted(p.name for p in (tmp / ONNX_DIR).iterdir())
+        (tmp / MODEL_CARD).write_text(model_card(facts), encoding="utf-8")
     return {"artifact": str(out), "kind": "hf-model", **info}
