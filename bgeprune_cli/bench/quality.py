@@ -9,6 +9,8 @@
     English side as the corpus (nDCG@10, accuracy), also with the pruned model's queries against the
     base's English vectors (its index); per language, their mean, and the worst language
     (bench/multilingual.py).
+  - Index compatibility: each model's queries against the other's documents, in every mode the heads
+    allow (bench/index_compat.py).
   - Agreement with the base: score-matrix Spearman and top-10 neighbour overlap per mode, plus dense
     cosine when the dimensions match (`models/agreement.py`).
 Modes: dense always; sparse, ColBERT and their combination (`m3`, FlagEmbedding's
@@ -24,25 +26,16 @@ import torch
 
 from ..models import m3
 from ..models.agreement import agreement, score_agreement
-from ..models.m3 import M3Output
+from ..models.m3 import M3Output, mode_scores
 from ..ui import Progress
 from .eval_data import BeirSet, BitextSet
+from .index_compat import DIRECTIONS, cross_directions, heads_by_mode, in_base_ids, summarize_heads
 from .multilingual import retrieval_metrics, summarize_bitext
 from .widths import at_widths, summarize_widths, truncated_scores
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}
-M3_MODES = ("sparse", "colbert", "m3")
+M3_MODES = m3.HEAD_MODES
 AGREEMENT_TEXTS = 500
-
-
-def mode_scores(modes: list[str], queries: M3Output, docs: M3Output) -> dict[str, torch.Tensor]:
-    """[queries, docs] relevance scores per mode; `m3` combines the other three, each computed once."""
-    scores = {"dense": m3.dense_scores(queries.dense, docs.dense)}
-    if set(modes) & set(M3_MODES):
-        scores["sparse"] = m3.sparse_scores(queries.lexical, docs.lexical)
-        scores["colbert"] = m3.colbert_scores(queries.colbert, docs.colbert)
-        scores["m3"] = m3.combined_scores(scores["dense"], scores["sparse"], scores["colbert"])
-    return {mode: scores[mode] for mode in modes}
 
 
 def ir_evaluator(data: BeirSet):
@@ -87,13 +80,8 @@ def _ratio(model: dict, base: dict) -> dict:
 
 
 def asymmetric_scores(model: tuple[M3Output, M3Output], base: tuple[M3Output, M3Output]) -> dict[str, torch.Tensor]:
-    """Dense scores across the two models: the pruned model's queries against the base's documents, and
-    the base's queries against the pruned model's documents. High quality here means a user can keep
-    the document index the base built and encode only queries with the pruned model (or the reverse).
-    Each side is a (queries, documents) pair of outputs; the dense widths must match."""
-    (model_q, model_d), (base_q, base_d) = model, base
-    return {"model_queries_base_docs": m3.dense_scores(model_q.dense, base_d.dense),
-            "base_queries_model_docs": m3.dense_scores(base_q.dense, model_d.dense)}
+    """Dense scores across the two models, per direction (bench/index_compat.py; the dense widths must match)."""
+    return {direction: scores["dense"] for direction, scores in cross_directions(["dense"], model, base).items()}
 
 
 def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreement_texts: list[str],
@@ -114,6 +102,7 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
     if not with_heads and any(m.heads is not None for m in models.values()):
         result["note"] = "sparse and ColBERT not evaluated: not every compared model has bge-m3 head files"
     compatible = "base" in models and models["model"].hidden == models["base"].hidden
+    vocab_map = getattr(models.get("model"), "vocab_map", None)  # sparse ids in the base's, across the two
 
     with Progress("quality", total) as progress:
         def encode(queries: list[str], passages: list[str]) -> dict[str, tuple[M3Output, M3Output]]:
@@ -131,12 +120,15 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
             entry = {"queries": len(evaluator.queries), "corpus": len(evaluator.corpus), "modes": {
                 mode: _with_ratio({name: ir_metrics(evaluator, s[mode]) for name, s in scores.items()})
                 for mode in modes}}
-            if compatible:
-                base_metrics = entry["modes"]["dense"]["base"]
-                entry["asymmetric"] = {
-                    direction: {"metrics": (metrics := ir_metrics(evaluator, cross)),
-                                "ratio": _ratio(metrics, base_metrics)}
-                    for direction, cross in asymmetric_scores(encoded["model"], encoded["base"]).items()}
+            if compatible:  # each model's queries against the other's documents, in every mode
+                crossed = cross_directions(modes, encoded["model"], encoded["base"], vocab_map)
+                per_direction = {direction: {mode: {"metrics": (metrics := ir_metrics(evaluator, cross)),
+                                                    "ratio": _ratio(metrics, entry["modes"][mode]["base"])}
+                                             for mode, cross in per_mode.items()}
+                                 for direction, per_mode in crossed.items()}
+                entry["asymmetric"] = {direction: v["dense"] for direction, v in per_direction.items()}
+                if with_heads:
+                    entry["asymmetric_modes"] = heads_by_mode(per_direction)
             if dims:
                 def retrieval_at(name: str, width: int, pair=encoded, e=evaluator) -> dict:
                     return ir_metrics(e, truncated_scores(pair[name][0].dense, pair[name][1].dense, width))
@@ -154,10 +146,13 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
             entry["cross_lingual"] = {mode: _with_ratio({name: retrieval_metrics(s[mode], data.english)
                                                          for name, s in crossed.items()}) for mode in modes}
             if compatible:  # the pruned model's translations as queries against the base's English index
-                metrics = retrieval_metrics(m3.dense_scores(halves["model"][1].dense, halves["base"][0].dense),
-                                            data.english)
-                entry["asymmetric"] = {"model_queries_base_docs": {
-                    "metrics": metrics, "ratio": _ratio(metrics, entry["cross_lingual"]["dense"]["base"])}}
+                crossed = mode_scores(modes, in_base_ids(halves["model"][1], vocab_map), halves["base"][0])
+                per_mode = {mode: {DIRECTIONS[0]: {
+                    "metrics": (metrics := retrieval_metrics(cross, data.english)),
+                    "ratio": _ratio(metrics, entry["cross_lingual"][mode]["base"])}} for mode, cross in crossed.items()}
+                entry["asymmetric"] = per_mode.pop("dense")
+                if with_heads:
+                    entry["asymmetric_modes"] = per_mode
             if dims:
                 def matching_at(name: str, width: int, h=halves, d=data) -> dict:
                     return bitext_accuracy(truncated_scores(h[name][0].dense, h[name][1].dense, width), d.english,
@@ -173,6 +168,8 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
             b["modes"][mode][name]["accuracy"] for b in result["bitext"].values()) / len(bitext)} for name in models})
             for mode in modes}
         result.update(summarize_bitext(result["bitext"], modes, list(models), _with_ratio))
+        if with_heads and compatible:
+            result["bitext_asymmetric_modes"] = summarize_heads(result["bitext"], result["cross_lingual_mean"])
         if dims:
             result["bitext_widths"] = summarize_widths(result["bitext"], dims, list(models))
     if dims:

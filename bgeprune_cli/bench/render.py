@@ -143,6 +143,26 @@ def _asymmetric_rows(q: dict) -> list[list]:
     return rows
 
 
+def _asymmetric_mode_rows(q: dict) -> list[list]:
+    """Index compatibility in the sparse, ColBERT and combined modes (bge-m3 heads on both sides)."""
+    names = {"model_queries_base_docs": "pruned queries × base index",
+             "base_queries_model_docs": "base queries × pruned index"}
+    crossed = "pruned xx queries × base English index"
+
+    def row(metric: str, mode: str, who: str, v: dict) -> list:
+        return [metric, mode, who, f"{v['metrics']['ndcg@10']:.4f}", f"{v['ratio'].get('ndcg@10', 0):.1%}"]
+
+    rows = [row(f"{name} nDCG@10", mode, names[direction], v) for name, data in q.get("beir", {}).items()
+            for mode, per in data.get("asymmetric_modes", {}).items() for direction, v in per.items()]
+    rows += [row(f"{name}→en retrieval nDCG@10", mode, crossed, v) for name, data in q.get("bitext", {}).items()
+             for mode, per in data.get("asymmetric_modes", {}).items() for v in per.values()]
+    for mode, summary in q.get("bitext_asymmetric_modes", {}).items():
+        rows.append(row("xx→en retrieval mean nDCG@10", mode, crossed, summary))
+        rows.append(["xx→en retrieval worst language", mode, crossed, summary["worst"]["language"],
+                     f"{summary['worst']['ndcg@10']:.1%}"])
+    return rows
+
+
 def _metric_row(what: str, mode: str, values: dict, metric: str, keys: list[str]) -> list:
     ratio = values.get("ratio", {}).get(metric)
     cells = [values.get(k, {}).get(metric) for k in keys]
@@ -203,6 +223,10 @@ def render_bench(r: dict) -> None:
     if rows:
         err.print(table("Index compatibility (dense): keep the base's index, encode one side with the pruned model",
                         ["metric", "queries × index", "value", "vs base × base"], rows))
+    rows = _asymmetric_mode_rows(r["quality"])
+    if rows:
+        err.print(table("Index compatibility of bge-m3's other modes: the base's sparse weights / ColBERT vectors "
+                        "as the index", ["metric", "mode", "queries × index", "value", "vs base × base"], rows))
     if r["quality"].get("asymmetric_note"):
         err.print(f"[dim]{esc(r['quality']['asymmetric_note'])}[/]", highlight=False)
     if r["headline"].get("entries") and r["speed"]:

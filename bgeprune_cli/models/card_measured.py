@@ -90,11 +90,18 @@ def _quality_rows(q: dict) -> list[str]:
         rows.append(f"| this model's xx queries × the base's English index | nDCG@10 | dense | "
                     f"{_num(crossed['metrics']['ndcg@10'])} | | {_pct(crossed['ratio'].get('ndcg@10'))} "
                     f"(worst {crossed['worst']['language']}: {_pct(crossed['worst']['ndcg@10'])}) |")
+    for mode, summary in q.get("bitext_asymmetric_modes", {}).items():
+        rows.append(f"| this model's xx queries × the base's English index | nDCG@10 | {mode} | "
+                    f"{_num(summary['metrics']['ndcg@10'])} | | {_pct(summary['ratio'].get('ndcg@10'))} "
+                    f"(worst {summary['worst']['language']}: {_pct(summary['worst']['ndcg@10'])}) |")
     for name, data in q.get("beir", {}).items():
-        compatible = data.get("asymmetric", {}).get("model_queries_base_docs")
-        if compatible:
-            rows.append(f"| {name}: this model's queries × the base's index | nDCG@10 | dense | "
-                        f"{_num(compatible['metrics']['ndcg@10'])} | | {_pct(compatible['ratio'].get('ndcg@10'))} |")
+        indexes = {"dense": data.get("asymmetric", {}), **data.get("asymmetric_modes", {})}
+        for mode, directions in indexes.items():
+            compatible = directions.get("model_queries_base_docs")
+            if compatible:
+                rows.append(f"| {name}: this model's queries × the base's index | nDCG@10 | {mode} | "
+                            f"{_num(compatible['metrics']['ndcg@10'])} | | "
+                            f"{_pct(compatible['ratio'].get('ndcg@10'))} |")
     return rows
 
 

@@ -242,6 +242,21 @@ def combined_scores(dense: torch.Tensor, sparse: torch.Tensor, colbert: torch.Te
     return (dense * w_dense + sparse * w_sparse + colbert * w_colbert) / (w_dense + w_sparse + w_colbert)
 
 
+
+HEAD_MODES = ("sparse", "colbert", "m3")  # the retrieval modes beside dense that need the head files
+
+
+def mode_scores(modes: list[str], queries: "M3Output", docs: "M3Output") -> dict[str, torch.Tensor]:
+    """[queries, docs] relevance scores per mode; `m3` combines the other three, each computed once. The
+    two sides may come from different models when their widths match and their token ids are the same."""
+    scores = {"dense": dense_scores(queries.dense, docs.dense)}
+    if set(modes) & set(HEAD_MODES):
+        scores["sparse"] = sparse_scores(queries.lexical, docs.lexical)
+        scores["colbert"] = colbert_scores(queries.colbert, docs.colbert)
+        scores["m3"] = combined_scores(scores["dense"], scores["sparse"], scores["colbert"])
+    return {mode: scores[mode] for mode in modes}
+
+
 # ---------------------------------------------------------------- one batch, three outputs
 
 
