@@ -225,6 +225,10 @@ def train(recipe: Recipe, run_dir: RunDir = None,
               "--masks", help="Recovery only: skip the L0 search and distil for train.recovery_steps with this masks "
               "artifact's masks (finalize-masks after 'bgeprune magnitude', or another run). They must be what the "
               "recipe's target section finalizes to. Use a new --run-dir.")] = None,
+          report_to: Annotated[Optional[str], typer.Option(
+              "--report-to", help="Also send metrics.jsonl's scalars to these accelerate trackers, comma-separated: "
+              "tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio (local logs in "
+              "RUN/tracking).")] = None,
           as_json: Json = False) -> None:
     """Learn L0 masks toward the recipe's target while distilling from the unpruned base → RUN/train.
 
@@ -238,12 +242,16 @@ def train(recipe: Recipe, run_dir: RunDir = None,
       bgeprune train recipes/smoke.toml && bgeprune finalize-masks runs/smoke/train
       bgeprune train recipes/smoke.toml --masks runs/smoke/masks --run-dir runs/smoke-recovered
       torchrun --nproc_per_node 8 -m bgeprune_cli train recipes/50pct-8gpu.toml --teacher-cache /data/tcache
+      bgeprune train recipes/smoke.toml --report-to tensorboard && tensorboard --logdir runs/smoke/tracking
     """
     def work() -> dict:
         from .stages import train as stage
+        from .training.trackers import parse_names
 
+        trackers = parse_names(report_to)  # an unknown name exits 2 before the recipe's base loads
         return stage.run(_load(recipe, sets), run_dir=run_dir, resume=resume, force=force, device=device, masks=masks,
-                         teacher_cache=teacher_cache, gradient_checkpointing=gradient_checkpointing)
+                         teacher_cache=teacher_cache, gradient_checkpointing=gradient_checkpointing,
+                         report_to=trackers)
 
     _execute(work, as_json, render.train)
 

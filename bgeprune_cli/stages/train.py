@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,7 @@ from ..training.distill_model import enable_checkpointing
 from ..training.distributed import Dist
 from ..training.fixed_masks import API, FixedMasks, from_tensors, read_fixed_masks
 from ..training.teacher_cache import open_run_cache
+from ..training.trackers import Trackers, require_trackers
 from ..training.trainer import Trainer, TrainModels
 from ..training.vocab_corpus import preflight
 from ..ui import Progress, err, esc
@@ -81,6 +82,7 @@ class TrainOptions:
     teacher_cache: Path | None = None
     gradient_checkpointing: bool = False
     resume_hint: str = ""  # the exact command that continues this run
+    report_to: list[str] = field(default_factory=list)  # --report-to: accelerate trackers (training/trackers.py)
 
 
 # Session attributes a checkpoint carries (state key -> attribute), beside the trainer, the data position
@@ -109,16 +111,18 @@ class Session:
 
 def run(recipe: LoadedRecipe, *, run_dir: Path | None = None, resume: bool = False, force: bool = False,
         device: str | None = None, fixed_masks: dict[str, torch.Tensor] | None = None, masks: Path | None = None,
-        teacher_cache: Path | None = None, gradient_checkpointing: bool = False) -> dict:
+        teacher_cache: Path | None = None, gradient_checkpointing: bool = False,
+        report_to: list[str] | None = None) -> dict:
     """Train; `masks` (a masks artifact) or `fixed_masks` (tensors) skip the pruning phase and only
-    recover, with those masks, for train.recovery_steps."""
+    recover, with those masks, for train.recovery_steps; `report_to` names accelerate trackers."""
     if fixed_masks is not None and masks is not None:
         raise UsageError("give the masks once: a masks artifact or tensors, not both.")
     run_dir = Path(run_dir or recipe.run_dir())
+    require_trackers(list(report_to or []))
     dist = Dist(_device(device))
     options = TrainOptions(resume, force, fixed_masks, masks, teacher_cache, gradient_checkpointing,
                            resume_command(recipe, run_dir, device, teacher_cache, gradient_checkpointing, dist.world,
-                                          masks))
+                                          masks, report_to), list(report_to or []))
     try:
         with train_run_dir.locked(run_dir, dist):
             try:
@@ -138,12 +142,14 @@ def run(recipe: LoadedRecipe, *, run_dir: Path | None = None, resume: bool = Fal
 
 
 def resume_command(recipe: LoadedRecipe, run_dir: Path, device: str | None, teacher_cache: Path | None,
-                   gradient_checkpointing: bool, world: int, masks: Path | None = None) -> str:
+                   gradient_checkpointing: bool, world: int, masks: Path | None = None,
+                   report_to: list[str] | None = None) -> str:
     """The exact command that continues this run: same recipe, overrides and run directory, plus --resume."""
     launcher = ["torchrun", "--nproc_per_node", str(world), "-m", "bgeprune_cli"] if world > 1 else ["bgeprune"]
     return command_line([*launcher, "train", recipe.path], [
         ("--set", list(recipe.overrides)), ("--run-dir", run_dir), ("--resume", True), ("--masks", masks),
-        ("--device", device), ("--teacher-cache", teacher_cache), ("--gradient-checkpointing", gradient_checkpointing)])
+        ("--device", device), ("--teacher-cache", teacher_cache), ("--gradient-checkpointing", gradient_checkpointing),
+        ("--report-to", ",".join(report_to) if report_to else None)])
 
 
 # ---------------------------------------------------------------- 1. setup (and 2. resume)
@@ -251,6 +257,7 @@ def _loop(session: Session) -> None:
     targets = progress.targets(session.recipe.recipe.target, trainer.dims)
     s.run_dir.mkdir(parents=True, exist_ok=True)
     metrics = (s.run_dir / METRICS).open("a", encoding="utf-8") if s.dist.is_main else None
+    trackers = Trackers(s.options.report_to if s.dist.is_main else [], s.run_dir, session.recipe.resolved)
     try:
         with interrupt.StopRequest() as stop, bar:
             while s.step < total:
@@ -269,6 +276,7 @@ def _loop(session: Session) -> None:
                 if metrics is not None and (s.step % train.log_every == 0 or s.step == total or not result.finite):
                     metrics.write(json.dumps(line, sort_keys=True) + "\n")
                     metrics.flush()
+                    trackers.log(line)
                 bar.update(s.step, progress.describe(line, targets), markup=True)
                 saved = s.step % train.checkpoint_every == 0 or s.step == total
                 if saved:
@@ -282,6 +290,7 @@ def _loop(session: Session) -> None:
                                   f"  {esc(s.options.resume_hint)}", highlight=False, soft_wrap=True)
                     raise KeyboardInterrupt
     finally:
+        trackers.close()
         if metrics is not None:
             metrics.close()
         if s.cache is not None:
