@@ -93,6 +93,24 @@ class StreamSource(_Section):
         return digest.hexdigest()
 
 
+class TranslationSet(_Section):
+    """Translation pairs from a Hugging Face dataset, for distill.translation (`[[data.translation_sets]]`).
+
+    Downloaded once by `datasets` (its cache) and written as a JSONL file under $BGEPRUNE_CACHE/translations,
+    then read like data.translations (training/translation_sets.py). The defaults fit sentence-transformers'
+    parallel-sentences datasets: `{ dataset = "sentence-transformers/parallel-sentences-tatoeba", name = "en-de" }`.
+    """
+
+    dataset: str = Field(description='hub id, or a builder ("json", "parquet", "csv") with data_files')
+    name: str | None = Field(None, description="the dataset's config (a language pair: \"en-de\")")
+    split: str = "train"
+    revision: str | None = None
+    data_files: list[str] | None = None
+    source_field: str = Field("english", description="the column the teacher embeds")
+    translation_field: str = Field("non_english", description="its translation's column")
+    limit: int | None = Field(None, ge=1, description="at most this many pairs (the first ones), for a balanced mix")
+
+
 class DataSection(_Section):
     train: list[str] = Field(default_factory=list, description="text/JSONL files, directories or globs")
     stream: list[StreamSource] = Field(default_factory=list, description="stream from HF datasets instead of "
@@ -103,6 +121,8 @@ class DataSection(_Section):
                                     "(source<TAB>translation, as parallel corpora ship); files, directories or globs")
     translation_fields: list[str] = Field(["en", "xx"], description="the JSONL fields of a translation pair: "
                                                 "the source (the teacher embeds it) and its translation")
+    translation_sets: list[TranslationSet] = Field(default_factory=list, description="translation pairs from "
+                                                   "Hugging Face datasets (beside data.translations)")
     max_length: int = Field(128, ge=8, le=1_000_000, description="tokens per text; at most the base's position "
                             "limit (checked against its config.json)")
 
@@ -117,6 +137,14 @@ class DataSection(_Section):
     @classmethod
     def _one_or_many(cls, value):
         return [] if value is None else [value] if isinstance(value, (dict, StreamSource)) else value
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler):
+        """translation_sets is left out when empty, so a recipe without it resolves and hashes as before."""
+        dumped = handler(self)
+        if not dumped.get("translation_sets"):
+            dumped.pop("translation_sets", None)
+        return dumped
 
     @field_serializer("stream")
     def _as_written(self, stream: list[StreamSource]):
@@ -169,7 +197,7 @@ class DistillSection(_Section):
     translation: float = Field(1.0, ge=0, description="pull the student's embeddings of a source and of its "
                                "translation to the teacher's embedding of the source (cosine when the output "
                                "width is kept, and an in-batch cross-lingual similarity KL at any width); used "
-                               "only when data.translations is set")
+                               "only when data.translations or data.translation_sets is set")
     # bge-m3 heads (used only when the base has colbert_linear.pt / sparse_linear.pt)
     sparse: float = Field(1.0, ge=0, description="MSE on per-token sparse weights")
     colbert: float = Field(1.0, ge=0, description="KL over in-batch ColBERT late-interaction scores")
@@ -583,6 +611,9 @@ def load_recipe(path: str | Path, sets: list[str] | None = None, base_dims=None,
         resolved["vocab"]["corpus"] = [_resolve_local(p, path.parent) for p in recipe.vocab.corpus]
     streams = resolved["data"]["stream"]
     for source, stored in zip(recipe.data.stream, [streams] if isinstance(streams, dict) else streams or []):
+        if source.data_files:
+            stored["data_files"] = [_resolve_local(p, path.parent) for p in source.data_files]
+    for source, stored in zip(recipe.data.translation_sets, resolved["data"].get("translation_sets", [])):
         if source.data_files:
             stored["data_files"] = [_resolve_local(p, path.parent) for p in source.data_files]
     recipe = Recipe.model_validate(resolved)

@@ -90,6 +90,7 @@ def test_the_bge_m3_recipes_name_data_a_user_has(recipe):
     data = load_recipe(ROOT / "recipes" / recipe).recipe.data
     assert not data.train and len(data.stream) >= 10
     assert all("/" in s.dataset and not s.data_files for s in data.stream)
+    assert all("/" in s.dataset and not s.data_files for s in data.translation_sets)
 
 
 def test_the_streamed_smoke_recipe_checks_offline():

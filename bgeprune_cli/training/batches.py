@@ -23,6 +23,7 @@ from ..errors import DataError
 from ..models.st_files import Prompts
 from .data import DataIndex, open_data, with_packaged
 from .distill_model import MicroBatch, TranslationBatch
+from .translation_sets import materialize_all
 
 
 class TextSource(Protocol):
@@ -177,9 +178,11 @@ def _open_pairs(data: DataSection, contrastive: float) -> DataIndex | None:
 
 
 def _open_translations(data: DataSection) -> DataIndex | None:
-    if not data.translations:
+    """data.translations and the JSONL files of data.translation_sets (written once: translation_sets.py)."""
+    files = list(data.translations) + [str(path) for path in materialize_all(data)]
+    if not files:
         return None
-    return open_data(data.translations, "translations", "data.translations", tuple(data.translation_fields))
+    return open_data(files, "translations", "data.translations", tuple(data.translation_fields))
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int, device) -> dict:

@@ -1,7 +1,8 @@
 """Whether each data source a recipe names can be read from this machine, before anything loads.
 
 `bgeprune check` runs this: every local entry of `data.train`, `data.pairs` and `vocab.corpus` must
-name files here, and every `[data.stream]` source must open and give its first record. A missing
+name files here, every `[data.stream]` source must open and give its first record, and every
+`[[data.translation_sets]]` entry is downloaded and written as train will read it. A missing
 path is named with the `--set` that replaces it; a hub dataset that cannot be reached says so, with
 how to point at a local copy. Hub sources are opened side by side (it is all waiting on the network),
 and once the hub has proved unreachable the rest are not retried one by one.
@@ -81,11 +82,31 @@ def _streams(sources: list[StreamSource]) -> list[SourceStatus]:
         return [first, *pool.map(_open, keyed[1:])]
 
 
+def _translation_sets(recipe: Recipe) -> list[SourceStatus]:
+    """Each [[data.translation_sets]] entry downloaded and written once (what train then reads), with its pairs."""
+    from .translation_sets import describe, materialize, set_keys
+
+    rows, fields = [], tuple(recipe.data.translation_fields)
+    for key, source in set_keys(recipe.data):
+        if rows and not rows[0].ok and rows[0].exit_code == EnvironmentProblem.exit_code:
+            rows.append(SourceStatus(key, describe(source), False, f"not tried: {rows[0].key} could not reach its "
+                                     "source", EnvironmentProblem.exit_code))
+            continue
+        try:
+            path, count = materialize(source, key, fields)
+        except BgepruneError as exc:
+            rows.append(SourceStatus(key, describe(source), False, str(exc).removeprefix(f"{key}: "), exc.exit_code))
+            continue
+        rows.append(SourceStatus(key, describe(source), True, f"{count:,} pairs in {path}"))
+    return rows
+
+
 def data_sources(recipe: Recipe) -> list[SourceStatus]:
     """The status of every data source the recipe names, in recipe order."""
     rows = _local("data.train", recipe.data.train) + _local("data.pairs", recipe.data.pairs)
     if recipe.distill.translation > 0:
         rows += _local("data.translations", recipe.data.translations, TRANSLATION_SUFFIXES)
+        rows += _translation_sets(recipe)
     if recipe.data.stream:
         rows += _streams(recipe.data.stream)
     if recipe.vocab is not None:

@@ -35,10 +35,11 @@ import hashlib
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..config import StreamSource
-from ..errors import DataError, EnvironmentProblem, missing_module
+from ..errors import BgepruneError, DataError, EnvironmentProblem, missing_module
 from .passages import PassageCutter
 
 if TYPE_CHECKING:
@@ -98,6 +99,33 @@ def open_stream(source: StreamSource | Sequence[StreamSource], key: str = "data.
                                         stopping_strategy="all_exhausted")
 
 
+@contextmanager
+def hub_errors(key: str, what: str) -> Iterator[None]:
+    """`datasets`' failures to load `what` as bgeprune's errors: a missing package or an unreachable hub
+    exit 4 with what to do, anything else (a wrong id, config, split or file) is a data error, exit 2."""
+    import datasets
+
+    try:
+        yield
+    except ImportError as e:  # an optional dependency of one format (zstandard, ...)
+        raise EnvironmentProblem(f"{key}: reading {what} needs a package that is missing ({e}); install it") from e
+    except ConnectionError as e:  # not a wrong id: the hub was unreachable and nothing is cached
+        if datasets.config.HF_HUB_OFFLINE:
+            raise EnvironmentProblem(f"{key}: {what} is not in this machine's hub cache and HF_HUB_OFFLINE is set; "
+                                     "unset it to read from the hub, or point it at files downloaded "
+                                     "beforehand: dataset = \"parquet\" (or \"json\", \"text\") with data_files "
+                                     "(docs/data.md)") from e
+        raise EnvironmentProblem(f"{key}: cannot reach the Hugging Face hub for {what} ({e}); check the network, "
+                                 "or use a copy on this machine: the hub's cache with HF_HUB_OFFLINE=1, or files "
+                                 "downloaded beforehand as dataset = \"parquet\" (or \"json\", \"text\") with "
+                                 "data_files (docs/data.md)") from e
+    except BgepruneError:
+        raise
+    except Exception as e:
+        raise DataError(f"{key}: cannot open {what}: {e}; check the dataset id, name (config), split "
+                        "and data_files") from e
+
+
 def open_source(source: StreamSource, key: str = "data.stream") -> IterableDataset:
     """One source's streaming IterableDataset, checked by reading its first record."""
     try:
@@ -109,24 +137,9 @@ def open_source(source: StreamSource, key: str = "data.stream") -> IterableDatas
     if source.data_files is not None:
         options["data_files"] = list(source.data_files)
     what = _describe(source)
-    try:
+    with hub_errors(key, what):
         ds = datasets.load_dataset(source.dataset, **options)
         first = next(iter(ds), None)  # many problems (missing files, bad formats) only show when reading
-    except ImportError as e:  # an optional dependency of one format (zstandard, ...)
-        raise EnvironmentProblem(f"{key}: reading {what} needs a package that is missing ({e}); install it") from e
-    except ConnectionError as e:  # not a wrong id: the hub was unreachable and nothing is cached
-        if datasets.config.HF_HUB_OFFLINE:
-            raise EnvironmentProblem(f"{key}: {what} is not in this machine's hub cache and HF_HUB_OFFLINE is set; "
-                                     "unset it to stream from the hub, or point data.stream at files downloaded "
-                                     "beforehand: dataset = \"parquet\" (or \"json\", \"text\") with data_files "
-                                     "(docs/data.md)") from e
-        raise EnvironmentProblem(f"{key}: cannot reach the Hugging Face hub for {what} ({e}); check the network, "
-                                 "or use a copy on this machine: the hub's cache with HF_HUB_OFFLINE=1, or files "
-                                 "downloaded beforehand as dataset = \"parquet\" (or \"json\", \"text\") with "
-                                 "data_files (docs/data.md)") from e
-    except Exception as e:
-        raise DataError(f"{key}: cannot open {what}: {e}; check the dataset id, name (config), split "
-                        "and data_files") from e
     if first is None:
         raise DataError(f"{key}: {what} has no records; check the split and data_files")
     if not isinstance(first, dict) or source.text_field not in first:
