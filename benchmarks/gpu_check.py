@@ -205,8 +205,12 @@ def bench_key(device: str, dtype: str) -> Callable[[str], tuple[str, dict]]:
 
 
 def long_key(stdout: str) -> tuple[str, dict]:
-    speedups = {p["length"]: p["speedup"] for p in _json(stdout)["speed"]}
-    return " ".join(f"{n}: {s:.2f}x" for n, s in speedups.items()), {"speedup_by_length": speedups}
+    """Speedup per length, beside the FLOPs ratio at that length when bench gives it."""
+    points = _json(stdout)["speed"]
+    speedups = {p["length"]: p["speedup"] for p in points}
+    flops = {p["length"]: p["flops_speedup"] for p in points if "flops_speedup" in p}
+    text = " ".join(f"{n}: {s:.2f}x" + (f" (FLOPs {flops[n]:.2f}x)" if n in flops else "") for n, s in speedups.items())
+    return text, {"speedup_by_length": speedups, **({"flops_speedup_by_length": flops} if flops else {})}
 
 
 # ------------------------------------------------------------------ the steps

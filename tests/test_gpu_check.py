@@ -138,6 +138,9 @@ def test_key_numbers_are_read_from_each_tools_output():
         gpu_check.overhead_key("plain step 1 ms\n")
     speed = {"speed": [{"length": 512, "speedup": 1.5}, {"length": 8192, "speedup": 1.75}]}
     assert gpu_check.long_key(json.dumps(speed))[0] == "512: 1.50x 8192: 1.75x"
+    speed["speed"][1]["flops_speedup"] = 1.6
+    assert gpu_check.long_key(json.dumps(speed)) == ("512: 1.50x 8192: 1.75x (FLOPs 1.60x)", {
+        "speedup_by_length": {512: 1.5, 8192: 1.75}, "flops_speedup_by_length": {8192: 1.6}})
     bench = {"environment": {"device": "cuda:0", "dtype": "float16"}, "memory": {"ratio": 0.6},
              "headline": {"batch": 32, "length": 128, "speedup": 1.9, "flops_speedup": 2.0, "speedup_efficiency": 0.95}}
     assert gpu_check.bench_key("cuda", "float16")(json.dumps(bench))[0] == \

@@ -96,3 +96,20 @@ def test_bad_dtype_options_exit_2_writing_nothing(run, tmp_path, args, message):
     result = runner.invoke(app, ["export-hf", str(run), str(tmp_path / "out"), *args])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_compares_a_half_precision_export_with_the_float32_one(run, tmp_path):
+    """The dtype a user downloads, side by side: half the weight bytes, the same retrieval."""
+    from test_bench import _write_beir
+
+    for dtype in ("float32", "float16"):
+        assert runner.invoke(app, ["export-hf", str(run), str(tmp_path / dtype), "--dtype", dtype]).exit_code == 0
+    result = runner.invoke(app, ["bench", str(tmp_path / "float16"), "--compare", str(tmp_path / "float32"),
+                                 "--beir", str(_write_beir(tmp_path / "beir")), "--no-speed", "--no-memory",
+                                 "--device", "cpu", "-o", str(tmp_path / "bench"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert 0.45 < report["size_ratio"]["file_bytes"] < 0.6  # the head files stay float32, as upstream ships them
+    assert report["quality"]["agreement"]["modes"]["dense"]["dense_cosine_min"] > TOLERANCES["float16"].min_cosine
+    ndcg = report["quality"]["beir"]["beir"]["modes"]["dense"]["ratio"]["ndcg@10"]
+    assert ndcg == pytest.approx(1.0, abs=0.05)
