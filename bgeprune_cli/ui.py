@@ -79,8 +79,12 @@ def table(title: str, columns: list[str], rows: list[list]) -> Table:
     return result
 
 
+LOG_INTERVAL_S = 60.0  # off a terminal, a progress line at least this often
+
+
 class Progress:
-    """A bar with ETA on a terminal, else a log line every `log_every` steps and at the end; nothing if disabled.
+    """A bar with ETA on a terminal, else a log line every `log_every` steps, at least once a minute, and at
+    the end; nothing if disabled.
 
     One class for every long loop (training steps, the speed grid, quality encoding). Log lines read
     `{log_label} {done}/{total} · {description}`. Descriptions are plain text unless `markup=True`
@@ -95,6 +99,7 @@ class Progress:
         self.label, self.total, self.log_every, self.done = label, total, max(1, log_every), start
         self.log_label, self.enabled = log_label or label, enabled
         self._started, self._start_count = time.perf_counter(), start
+        self._last_line = self._started  # when the last log line was printed (off a terminal)
         self._bar = None
         if enabled and err.is_terminal:
             self._bar = RichProgress(TextColumn(f"[bold]{esc(label)}"), BarColumn(), MofNCompleteColumn(),
@@ -126,13 +131,18 @@ class Progress:
         text = description if markup else esc(description)
         if self._bar is not None:
             self._bar.update(self._task, completed=done, description=text)
-        elif done % self.log_every == 0 or done == self.total:
-            line = f"{esc(self.log_label)} {done}/{self.total} · {self._timing(done)}"
+            return
+        now = time.perf_counter()
+        # Every log_every items, at the end, and at least once a minute: a loop of a few slow items
+        # (bench's speed grid at 8,192 tokens) still says it is alive and when it will end.
+        if done % self.log_every == 0 or done == self.total or now - self._last_line >= LOG_INTERVAL_S:
+            self._last_line = now
+            line = f"{esc(self.log_label)} {done}/{self.total} · {self._timing(done, now)}"
             err.print(line + (f" · {text}" if text else ""), highlight=False)
 
-    def _timing(self, done: int) -> str:
+    def _timing(self, done: int, now: float | None = None) -> str:
         """Elapsed, rate and ETA for a log line; the rate counts only this process's items (not a resumed start)."""
-        elapsed = time.perf_counter() - self._started
+        elapsed = (time.perf_counter() if now is None else now) - self._started
         count = done - self._start_count
         if count <= 0 or elapsed <= 0:
             return f"{clock(elapsed)} elapsed"

@@ -26,6 +26,19 @@ def test_progress_log_lines_carry_elapsed_rate_and_eta(monkeypatch):
     assert lines[2] == "train 30/40 · 0:20 elapsed · 1.00 it/s · ETA 0:10 · loss 0.4"
 
 
+def test_a_loop_of_few_slow_items_logs_at_least_once_a_minute(monkeypatch):
+    buffer = io.StringIO()
+    monkeypatch.setattr(ui, "err", ui._Console(file=buffer))
+    times = iter([0.0, 30.0, 61.0, 90.0, 125.0])
+    monkeypatch.setattr(ui.time, "perf_counter", lambda: next(times))
+    with ui.Progress("speed", 4, log_every=10) as progress:  # log_every alone would print only the last
+        for _ in range(4):
+            progress.advance("batch 1 × 8192")
+    lines = buffer.getvalue().splitlines()
+    assert [line.split(" · ")[0] for line in lines] == ["speed 2/4", "speed 4/4"]
+    assert lines[0] == "speed 2/4 · 1:01 elapsed · 30.50 s/it · ETA 1:01 · batch 1 × 8192"
+
+
 def test_slow_loops_read_seconds_per_step_and_hours(monkeypatch):
     progress = ui.Progress("train", 2000, enabled=False)
     progress._started = 0.0
