@@ -24,6 +24,8 @@ from pathlib import Path
 
 from common import M3_BASE, SHOW, bgeprune, m3_shape_export
 
+BACKEND_NAMES = {"torch": "PyTorch fp32", "onnx": "ONNX fp32", "onnx-int8": "ONNX int8"}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,9 +51,12 @@ def main() -> None:
 
 
 def long_input_table(points: list[dict]) -> str:
-    """Markdown: per (batch, length), each pruned entry's speedup over the base on its own backend, the FLOPs ratio."""
+    """Markdown: per (batch, length), the pruned model's speedup over the base on each backend (both run
+    on it), the FLOPs ratio, and the pruned model's median latency per backend."""
     entries = [k for k, v in points[0].items() if isinstance(v, dict) and "speedup_vs_base_same_backend" in v]
-    head = ["batch × tokens", *(f"{e} speedup" for e in entries), "FLOPs ratio", *(f"{e} p50 s" for e in entries)]
+    names = {e: BACKEND_NAMES.get(e.partition("@")[2] or "torch", e) for e in entries}
+    head = ["batch × tokens", *(f"speedup, {names[e]}" for e in entries), "FLOPs ratio",
+            *(f"pruned p50 s, {names[e]}" for e in entries)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in points:
         cells = [f"{p['batch']} × {p['length']:,}",
@@ -59,7 +64,6 @@ def long_input_table(points: list[dict]) -> str:
                  *(f"{p[e]['p50_ms'] / 1000:.2f}" for e in entries)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
-
 
 if __name__ == "__main__":
     main()

@@ -61,3 +61,19 @@ def test_the_matryoshka_table_reads_shares_of_the_teacher_and_of_each_students_f
     rows = quality_matryoshka.table(report(0.4, 0.2, 0.25), report(0.45, 0.4, 0.25))
     assert rows[2] == "| 8 | pydocs nDCG@10 | 100.0% | 80.0% | 90.0% | 100.0% | 100.0% |"
     assert rows[3] == "| 4 | pydocs nDCG@10 | 50.0% | 40.0% | 80.0% | 50.0% | 88.9% |"
+
+
+def test_the_long_input_table_shows_each_backends_speedup_beside_the_flops_ratio():
+    import speed_long_bge_m3_shape
+
+    def entry(p50_ms: float, **ratio) -> dict:
+        return {"p50_ms": p50_ms, **ratio}
+
+    points = [{"batch": 1, "length": 8192, "flops_speedup": 1.66, "base": entry(100_000.0),
+               "base@onnx-int8": entry(90_000.0, speedup_vs_base=1.1),
+               "model": entry(60_000.0, speedup_vs_base=1.67, speedup_vs_base_same_backend=1.67),
+               "model@onnx-int8": entry(60_000.0, speedup_vs_base=1.67, speedup_vs_base_same_backend=1.5)}]
+    table = speed_long_bge_m3_shape.long_input_table(points).splitlines()
+    assert table[0] == ("| batch × tokens | speedup, PyTorch fp32 | speedup, ONNX int8 | FLOPs ratio | "
+                        "pruned p50 s, PyTorch fp32 | pruned p50 s, ONNX int8 |")
+    assert table[2] == "| 1 × 8,192 | 1.67× | 1.50× | 1.66× | 60.00 | 60.00 |"
