@@ -257,8 +257,9 @@ def _loop(session: Session) -> None:
     targets = progress.targets(session.recipe.recipe.target, trainer.dims)
     s.run_dir.mkdir(parents=True, exist_ok=True)
     metrics = (s.run_dir / METRICS).open("a", encoding="utf-8") if s.dist.is_main else None
-    trackers = Trackers(s.options.report_to if s.dist.is_main else [], s.run_dir, session.recipe.resolved)
+    trackers = None
     try:
+        trackers = Trackers(s.options.report_to if s.dist.is_main else [], s.run_dir, session.recipe.resolved)
         with interrupt.StopRequest() as stop, bar:
             while s.step < total:
                 if s.step == trainer.prune_steps and trainer.fixed is None:
@@ -290,7 +291,8 @@ def _loop(session: Session) -> None:
                                   f"  {esc(s.options.resume_hint)}", highlight=False, soft_wrap=True)
                     raise KeyboardInterrupt
     finally:
-        trackers.close()
+        if trackers is not None:
+            trackers.close()
         if metrics is not None:
             metrics.close()
         if s.cache is not None:
