@@ -100,3 +100,13 @@ def test_nothing_to_add_and_not_an_export_exit_with_their_codes(measured, tmp_pa
     assert result.exit_code == 2 and "--bench REPORT and/or --verify REPORT" in result.stderr
     result = invoke("card", tmp_path, "--bench", measured / "bench")
     assert result.exit_code == 3, result.output
+
+
+def test_a_trimmed_vocabularys_coverage_is_in_the_section():
+    from bgeprune_cli.models.card_measured import bench_section
+
+    report = {"environment": {"device": "cpu", "cpu": "x", "dtype": "float32", "versions": {"torch": "2"}},
+              "command": "bgeprune bench out --compare base", "models": {"base": {"label": "base"}},
+              "coverage": {"bitext de": {"texts": 1200, "exact": 0.995, "tokens_kept": 0.9991}}}
+    lines = bench_section(report)
+    assert "| bitext de | 1,200 | 99.5% | 99.9% |" in lines

@@ -57,6 +57,12 @@ def bench_section(report: dict) -> list[str]:
     rows = _quality_rows(quality)
     if rows:
         lines += ["| data | metric | mode | this model | base | retention |", "|---|---|---|---|---|---|", *rows, ""]
+    coverage = report.get("coverage") or {}
+    if coverage:  # a trimmed vocabulary: how much of each data set still tokenizes as with the base
+        lines += ["Trimmed vocabulary: texts tokenized exactly as by the base, and the base's tokens kept:\n",
+                  "| data | texts | tokenized as by the base | tokens kept |", "|---|---|---|---|",
+                  *(f"| {_cell(name)} | {c['texts']:,} | {_pct(c['exact'])} | {_pct(c['tokens_kept'])} |"
+                    for name, c in coverage.items()), ""]
     widths = _width_rows(quality)
     if widths:
         lines += ["Output widths (vectors cut to their first k dims and normalised, the base's too):\n",
