@@ -84,13 +84,21 @@ class StreamSource(_Section):
         """
         fields = self.model_dump(exclude={"weight"} if self.weight == 1.0 else None)  # as before weights existed
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
-        if "/" not in self.dataset:
-            for entry in self.data_files or []:
-                for path in sorted(glob.glob(entry, recursive=True)) or [entry]:
-                    if os.path.isfile(path):
-                        stat = os.stat(path)
-                        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        hash_local_files(digest, self.dataset, self.data_files)
         return digest.hexdigest()
+
+
+def hash_local_files(digest, dataset: str, data_files: list[str] | None) -> None:
+    """For a builder (a dataset name without "/"), add each local data file's path, size and modification
+    time to `digest`, globs expanded, so an edited file is a changed source. A hub id's data_files are
+    paths inside its repository, which its revision pins; they are not looked up on disk."""
+    if "/" in dataset:
+        return
+    for entry in data_files or []:
+        for path in sorted(glob.glob(entry, recursive=True)) or [entry]:
+            if os.path.isfile(path):
+                stat = os.stat(path)
+                digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
 
 
 class TranslationSet(_Section):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..models.m3 import HEAD_MODES, M3Output, mode_scores
+from .multilingual import crossed_summary
 
 DIRECTIONS = ("model_queries_base_docs", "base_queries_model_docs")
 
@@ -44,15 +45,8 @@ def heads_by_mode(per_direction: dict[str, dict[str, dict]]) -> dict[str, dict[s
 
 
 def summarize_heads(bitext: dict, base_means: dict) -> dict:
-    """Over the bitext languages: the pruned xx queries against the base's English index in each head mode,
-    mean metrics, their ratio to the base's own cross-lingual mean, and the worst language by nDCG@10 ratio."""
-    sets = list(bitext.items())
-    summary = {}
-    for mode in sets[0][1]["asymmetric_modes"]:
-        crossed = [(name, s["asymmetric_modes"][mode][DIRECTIONS[0]]) for name, s in sets]
-        metrics = {k: sum(c["metrics"][k] for _, c in crossed) / len(crossed) for k in crossed[0][1]["metrics"]}
-        base = base_means[mode]["base"]
-        worst = min(crossed, key=lambda nc: nc[1]["ratio"].get("ndcg@10", 0.0))
-        summary[mode] = {"metrics": metrics, "ratio": {k: v / base[k] for k, v in metrics.items() if base.get(k)},
-                         "worst": {"ndcg@10": worst[1]["ratio"].get("ndcg@10", 0.0), "language": worst[0]}}
-    return summary
+    """Over the bitext languages, per head mode: the pruned xx queries against the base's English index, as
+    `multilingual.crossed_summary` gives the dense view (`base_means`: bench's cross_lingual_mean)."""
+    modes = next(iter(bitext.values()))["asymmetric_modes"]
+    return {mode: crossed_summary({name: s["asymmetric_modes"][mode][DIRECTIONS[0]] for name, s in bitext.items()},
+                                  base_means[mode]["base"]) for mode in modes}

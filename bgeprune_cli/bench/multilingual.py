@@ -69,10 +69,16 @@ def summarize_bitext(bitext: dict, modes: list[str], names: list[str], with_rati
         "cross_lingual_worst": {mode: worst_language(bitext, mode, names, "cross_lingual", "ndcg@10")
                                 for mode in modes}}
     if all("asymmetric" in s for s in sets):
-        crossed = [s["asymmetric"]["model_queries_base_docs"] for s in sets]
-        metrics, base = _mean([c["metrics"] for c in crossed]), summary["cross_lingual_mean"]["dense"]["base"]
-        worst = min(zip(bitext, crossed), key=lambda sc: sc[1]["ratio"].get("ndcg@10", 0.0))
-        summary["bitext_asymmetric"] = {"model_queries_base_docs": {
-            "metrics": metrics, "ratio": {k: v / base[k] for k, v in metrics.items() if base.get(k)},
-            "worst": {"ndcg@10": worst[1]["ratio"].get("ndcg@10", 0.0), "language": worst[0]}}}
+        crossed = {name: s["asymmetric"]["model_queries_base_docs"] for name, s in bitext.items()}
+        summary["bitext_asymmetric"] = {"model_queries_base_docs": crossed_summary(
+            crossed, summary["cross_lingual_mean"]["dense"]["base"])}
     return summary
+
+
+def crossed_summary(crossed: dict[str, dict], base: dict) -> dict:
+    """Over the languages of `crossed` (language -> the pruned queries × the base's index: metrics and ratio):
+    the mean metrics, their ratio to the base's own mean (`base`), and the language of the lowest nDCG@10 ratio."""
+    metrics = _mean([c["metrics"] for c in crossed.values()])
+    worst = min(crossed, key=lambda name: crossed[name]["ratio"].get("ndcg@10", 0.0))
+    return {"metrics": metrics, "ratio": {k: v / base[k] for k, v in metrics.items() if base.get(k)},
+            "worst": {"ndcg@10": crossed[worst]["ratio"].get("ndcg@10", 0.0), "language": worst}}

@@ -34,7 +34,6 @@ from .multilingual import retrieval_metrics, summarize_bitext
 from .widths import at_widths, summarize_widths, truncated_scores
 
 IR_METRICS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "recall@100": ("recall@k", 100)}
-M3_MODES = m3.HEAD_MODES
 AGREEMENT_TEXTS = 500
 
 
@@ -92,7 +91,7 @@ def evaluate(models: dict, beir: list[BeirSet], bitext: list[BitextSet], agreeme
     Each model encodes with its own prompts: queries with its query prompt, documents with its passage
     prompt, both sides of a bitext pair as queries (a symmetric task, as multilingual-e5 advises).
     """
-    modes = ["dense"] + (list(M3_MODES) if all(m.heads is not None for m in models.values()) else [])
+    modes = ["dense"] + (list(m3.HEAD_MODES) if all(m.heads is not None for m in models.values()) else [])
     with_heads = len(modes) > 1
     evaluators = [ir_evaluator(data) for data in beir]
     sizes = ([len(e.queries) + len(e.corpus) for e in evaluators] + [2 * len(b.english) for b in bitext]

@@ -123,14 +123,18 @@ def _worst_row(what: str, mode: str, worst: dict, metric: str, keys: list[str]) 
     return [what, mode, *cells, "-" if ratio is None else f"{ratio[metric]:.1%} ({ratio['language']})"]
 
 
+# How the index-compatibility tables name each direction, and the bitext view.
+_DIRECTION_NAMES = {"model_queries_base_docs": "pruned queries × base index",
+                    "base_queries_model_docs": "base queries × pruned index"}
+_CROSSED = "pruned xx queries × base English index"
+
+
 def _asymmetric_rows(q: dict) -> list[list]:
     """Index compatibility: one model's queries against the other's documents (dense)."""
-    names = {"model_queries_base_docs": "pruned queries × base index",
-             "base_queries_model_docs": "base queries × pruned index"}
+    names, crossed = _DIRECTION_NAMES, _CROSSED
     rows = [[f"{name} nDCG@10", names[direction], f"{v['metrics']['ndcg@10']:.4f}",
              f"{v['ratio'].get('ndcg@10', 0):.1%}"]
             for name, data in q.get("beir", {}).items() for direction, v in data.get("asymmetric", {}).items()]
-    crossed = "pruned xx queries × base English index"
     rows += [[f"{name}→en retrieval nDCG@10", crossed, f"{v['metrics']['ndcg@10']:.4f}",
               f"{v['ratio'].get('ndcg@10', 0):.1%}"]
              for name, data in q.get("bitext", {}).items() for v in data.get("asymmetric", {}).values()]
@@ -145,9 +149,7 @@ def _asymmetric_rows(q: dict) -> list[list]:
 
 def _asymmetric_mode_rows(q: dict) -> list[list]:
     """Index compatibility in the sparse, ColBERT and combined modes (bge-m3 heads on both sides)."""
-    names = {"model_queries_base_docs": "pruned queries × base index",
-             "base_queries_model_docs": "base queries × pruned index"}
-    crossed = "pruned xx queries × base English index"
+    names, crossed = _DIRECTION_NAMES, _CROSSED
 
     def row(metric: str, mode: str, who: str, v: dict) -> list:
         return [metric, mode, who, f"{v['metrics']['ndcg@10']:.4f}", f"{v['ratio'].get('ndcg@10', 0):.1%}"]

@@ -91,15 +91,13 @@ def _quality_rows(q: dict) -> list[str]:
                     + (f"{_pct(ratio['accuracy'])} ({ratio['language']}) |" if ratio else "- |"))
     if q.get("cross_lingual_mean"):
         rows.append(_row("xx→en retrieval, mean", "nDCG@10", "dense", q["cross_lingual_mean"]["dense"], "ndcg@10"))
-    crossed = q.get("bitext_asymmetric", {}).get("model_queries_base_docs")
-    if crossed:
-        rows.append(f"| this model's xx queries × the base's English index | nDCG@10 | dense | "
-                    f"{_num(crossed['metrics']['ndcg@10'])} | | {_pct(crossed['ratio'].get('ndcg@10'))} "
-                    f"(worst {crossed['worst']['language']}: {_pct(crossed['worst']['ndcg@10'])}) |")
-    for mode, summary in q.get("bitext_asymmetric_modes", {}).items():
-        rows.append(f"| this model's xx queries × the base's English index | nDCG@10 | {mode} | "
-                    f"{_num(summary['metrics']['ndcg@10'])} | | {_pct(summary['ratio'].get('ndcg@10'))} "
-                    f"(worst {summary['worst']['language']}: {_pct(summary['worst']['ndcg@10'])}) |")
+    crossed_by_mode = {"dense": q.get("bitext_asymmetric", {}).get("model_queries_base_docs"),
+                       **q.get("bitext_asymmetric_modes", {})}
+    for mode, crossed in crossed_by_mode.items():
+        if crossed:
+            rows.append(f"| this model's xx queries × the base's English index | nDCG@10 | {mode} | "
+                        f"{_num(crossed['metrics']['ndcg@10'])} | | {_pct(crossed['ratio'].get('ndcg@10'))} "
+                        f"(worst {crossed['worst']['language']}: {_pct(crossed['worst']['ndcg@10'])}) |")
     for name, data in q.get("beir", {}).items():
         indexes = {"dense": data.get("asymmetric", {}), **data.get("asymmetric_modes", {})}
         for mode, directions in indexes.items():

@@ -242,7 +242,6 @@ def combined_scores(dense: torch.Tensor, sparse: torch.Tensor, colbert: torch.Te
     return (dense * w_dense + sparse * w_sparse + colbert * w_colbert) / (w_dense + w_sparse + w_colbert)
 
 
-
 HEAD_MODES = ("sparse", "colbert", "m3")  # the retrieval modes beside dense that need the head files
 
 

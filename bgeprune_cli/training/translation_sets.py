@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 from ..atomic import atomic_file
-from ..config import DataSection, TranslationSet
+from ..config import DataSection, TranslationSet, hash_local_files
 from ..errors import DataError, missing_module
 from ..models.builtins import cache_root
 
@@ -41,13 +40,9 @@ def describe(source: TranslationSet) -> str:
 
 def fingerprint(source: TranslationSet, fields: tuple[str, str]) -> str:
     """The set's settings and the JSONL field names it is written with; for a builder ("json", "parquet"),
-    also each local data file's size and modification time, so an edited file is read again."""
+    also each local data file's size and modification time (globs expanded), so an edited file is read again."""
     digest = hashlib.sha256(json.dumps([source.model_dump(), list(fields)], sort_keys=True).encode())
-    if "/" not in source.dataset:
-        for entry in source.data_files or []:
-            if os.path.isfile(entry):
-                stat = os.stat(entry)
-                digest.update(f"{entry}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    hash_local_files(digest, source.dataset, source.data_files)
     return digest.hexdigest()
 
 
