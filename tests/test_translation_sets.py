@@ -68,3 +68,40 @@ def test_wrong_columns_exit_2_and_an_unreachable_hub_exits_4_naming_the_set(tmp_
     assert "HF_HUB_OFFLINE is set" in message and "data.translation_sets[1]" in message and "not tried" in message
     tatoeba = TranslationSet(dataset="sentence-transformers/parallel-sentences-tatoeba", name="en-de")
     assert not cached_path(tatoeba, ("en", "xx")).exists()  # nothing written for a set that was not read
+
+
+def test_a_set_without_pairs_a_full_cache_and_a_full_hub_cache_have_their_own_errors(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from bgeprune_cli.errors import DataError, EnvironmentProblem
+    from bgeprune_cli.training import translation_sets
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"english": " ", "non_english": "leer"}) + "\n")
+    source = TranslationSet(dataset="json", data_files=[str(empty)])
+    with pytest.raises(DataError, match=r"k: json \[train\] has no pair with text in both 'english' and 'non_english'"):
+        materialize(source, "k", ("en", "xx"))
+    assert not cached_path(source, ("en", "xx")).exists()  # nothing half-written
+
+    data = TranslationSet(dataset="json", data_files=[str(write_columns(tmp_path / "talks.jsonl"))])
+
+    def disk_full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(translation_sets, "atomic_file", disk_full)
+    with pytest.raises(EnvironmentProblem, match=r"k: writing .*No space left on device; free some space") as caught:
+        materialize(data, "k", ("en", "xx"))
+    assert caught.value.exit_code == 4
+    monkeypatch.undo()
+
+    import datasets
+
+    def hub_cache_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets, "load_dataset", hub_cache_full)
+    full = r"k: reading json \[train\], first 3 into datasets' cache failed: No space left on device; free some space"
+    with pytest.raises(EnvironmentProblem, match=full):
+        materialize(data.model_copy(update={"limit": 3}), "k", ("en", "xx"))

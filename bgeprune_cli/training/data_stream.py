@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import random
@@ -39,7 +40,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..config import StreamSource
-from ..errors import BgepruneError, DataError, EnvironmentProblem, missing_module
+from ..errors import BgepruneError, DataError, EnvironmentProblem, environment_error, missing_module, os_error_in
 from .passages import PassageCutter
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 
 MIX_FIELD = "text"  # every source's text field, renamed, in a mix
+# OSErrors of the machine (its disk), not of the data a recipe names: exit 4, not 2.
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 OPENING_AT_ONCE = 8
 
 
@@ -101,8 +104,9 @@ def open_stream(source: StreamSource | Sequence[StreamSource], key: str = "data.
 
 @contextmanager
 def hub_errors(key: str, what: str) -> Iterator[None]:
-    """`datasets`' failures to load `what` as bgeprune's errors: a missing package or an unreachable hub
-    exit 4 with what to do, anything else (a wrong id, config, split or file) is a data error, exit 2."""
+    """`datasets`' failures to load `what` as bgeprune's errors: a missing package, an unreachable hub or a
+    full, read-only or failing disk exit 4 with what to do; anything else (a wrong id, config, split or
+    file) is a data error, exit 2."""
     import datasets
 
     try:
@@ -122,6 +126,9 @@ def hub_errors(key: str, what: str) -> Iterator[None]:
     except BgepruneError:
         raise
     except Exception as e:
+        error = os_error_in(e)
+        if error is not None and error.errno in MACHINE_ERRNOS:  # the cache's disk, not the recipe's data
+            raise environment_error(error, f"{key}: reading {what} into datasets' cache") from e
         raise DataError(f"{key}: cannot open {what}: {e}; check the dataset id, name (config), split "
                         "and data_files") from e
 

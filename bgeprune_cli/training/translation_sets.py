@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file
 from ..config import DataSection, TranslationSet, hash_local_files
-from ..errors import DataError, missing_module
+from ..errors import DataError, environment_error, missing_module
 from ..models.builtins import cache_root
 
 DIR = "translations"
@@ -75,18 +75,21 @@ def materialize(source: TranslationSet, key: str, fields: tuple[str, str]) -> tu
         raise DataError(f"{key}: {what} has no column {', '.join(map(repr, missing))} (its columns: "
                         f"{', '.join(columns) or 'none'}); set source_field and translation_field to two of them")
     count = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as out:
-        for row in table.select_columns([source.source_field, source.translation_field]):
-            text, translation = row[source.source_field], row[source.translation_field]
-            if isinstance(text, str) and isinstance(translation, str) and text.strip() and translation.strip():
-                out.write(json.dumps({fields[0]: text, fields[1]: translation}, ensure_ascii=False) + "\n")
-                count += 1
-                if source.limit and count >= source.limit:
-                    break
-        if count == 0:
-            raise DataError(f"{key}: {what} has no pair with text in both '{source.source_field}' and "
-                            f"'{source.translation_field}'; check the split and the two column names")
+    try:  # $BGEPRUNE_CACHE full or read-only: its own error; atomic_file leaves nothing half-written
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as out:
+            for row in table.select_columns([source.source_field, source.translation_field]):
+                text, translation = row[source.source_field], row[source.translation_field]
+                if isinstance(text, str) and isinstance(translation, str) and text.strip() and translation.strip():
+                    out.write(json.dumps({fields[0]: text, fields[1]: translation}, ensure_ascii=False) + "\n")
+                    count += 1
+                    if source.limit and count >= source.limit:
+                        break
+            if count == 0:
+                raise DataError(f"{key}: {what} has no pair with text in both '{source.source_field}' and "
+                                f"'{source.translation_field}'; check the split and the two column names")
+    except OSError as exc:
+        raise environment_error(exc, f"{key}: writing {path}") from exc
     return path, count
 
 
